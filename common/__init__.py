@@ -1,0 +1,1 @@
+"""seasync common pieces: protocol, codec, versions, patterns, JSON Patch, the Python client."""

@@ -1,0 +1,57 @@
+"""The ZeroMQ envelope between the router and its peers (fronts and workers).
+
+The router binds one ROUTER socket; every front and every worker process connects one DEALER.
+Inside the envelope travel the *same* JSON messages a websocket client sends (seapig 0.2):
+to the router, a worker is just a producer session and a browser is a consumer session.
+A peer multiplexes any number of sessions over its one DEALER, each named by a short
+byte string (``sid``) that is unique within that peer.
+
+Peer -> router (multipart frames, as the DEALER sends them)::
+
+    [HELLO, json{"role": "front"|"worker", "name": str, "pid": int, "host": str}]
+    [OPEN, sid]                  a session starts (a websocket connected, a worker is ready)
+    [MSG, sid, raw_json]         one client message, the bytes exactly as received
+    [CLOSE, sid]                 the session ended: everything it registered is unregistered
+    [PING]                       liveness, sent every HEARTBEAT_INTERVAL seconds
+
+Router -> peer::
+
+    [WELCOME, epoch]             answer to HELLO; ``epoch`` names this router incarnation
+    [SEND, frame, sid, sid...]   write ``frame`` (encoded once) to each listed session
+    [DROP, sid, reason]          the router closes one session (the peer must close it)
+    [RESET]                      the router does not know this peer (it restarted): HELLO again
+    [PONG, epoch]                answer to PING
+
+Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead and all of its
+sessions are closed (their productions requeued). A peer that hears nothing from the router
+for PEER_TIMEOUT, or sees a different epoch, treats the router as restarted: a front closes
+its websockets (clients reconnect and resync with their known versions), a worker says HELLO
+again and re-registers its producers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+HELLO = b"hello"
+OPEN = b"open"
+MSG = b"msg"
+CLOSE = b"close"
+PING = b"ping"
+
+WELCOME = b"welcome"
+SEND = b"send"
+DROP = b"drop"
+RESET = b"reset"
+PONG = b"pong"
+
+HEARTBEAT_INTERVAL = 0.5
+PEER_TIMEOUT = 3.0
+
+DEFAULT_ROUTER = "tcp://127.0.0.1:5556"
+
+
+def peer_identity(role: str) -> bytes:
+    """A ZeroMQ identity that is unique per process and readable in logs."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}".encode()

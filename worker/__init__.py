@@ -1,0 +1,1 @@
+"""seasync workers: the Producer base class, producer discovery, worker processes and their pool."""
