@@ -1,0 +1,29 @@
+"""Fixtures that start real clusters. A failing test prints every process's log."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(request):
+    """A running router and front on free ports; start workers with cluster.start_workers()."""
+    c = Cluster()
+    try:
+        c.start_router()
+        c.start_front()
+        yield c
+    finally:
+        c.stop()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(c.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
