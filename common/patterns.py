@@ -1,0 +1,52 @@
+"""Object ids and ``*`` wildcard patterns.
+
+A pattern without ``*`` is an exact id. In a wildcard, ``*`` matches any run of characters (empty included)
+and everything else is literal. Unlike seapig (an unanchored lazy regex, so ``foo-*`` matched ``xfoo-1``),
+the whole id must match: ``foo-*`` matches ``foo-1`` and ``foo-`` but never ``xfoo-1``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+MAX_ID_LENGTH = 1024
+
+
+class PatternError(ValueError):
+    """A string that cannot be an id or a pattern."""
+
+
+def is_wildcard(pattern: str) -> bool:
+    return "*" in pattern
+
+
+def check_pattern(value: object, what: str = "pattern") -> str:
+    """Return ``value`` if it is a valid id or pattern, else raise PatternError saying why."""
+    if not isinstance(value, str):
+        raise PatternError(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise PatternError(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise PatternError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_id(value: object) -> str:
+    """An object id: a pattern without ``*``."""
+    object_id = check_pattern(value, "id")
+    if is_wildcard(object_id):
+        raise PatternError("an object id cannot contain '*' (that is a pattern)")
+    return object_id
+
+
+@lru_cache(maxsize=65536)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def matches(pattern: str, object_id: str) -> bool:
+    """True if ``object_id`` is covered by ``pattern`` (exact equality, or an anchored wildcard match)."""
+    if "*" not in pattern:
+        return pattern == object_id
+    return _compiled(pattern).fullmatch(object_id) is not None

@@ -1,0 +1,155 @@
+"""seapig 0.2 client messages: parsing and validation, and the server frames, encoded once.
+
+``parse(raw)`` turns the bytes of one websocket frame into a validated message dict (only the fields the
+router uses, under their 0.2 names) or raises ``ProtocolError`` with a message meant for a human: the
+router sends it back to the client in an additive ``{"action": "error", ...}`` frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import codec
+from common.patterns import PatternError, check_id, check_pattern
+from common.versions import Version, VersionError, check_version
+
+CLIENT_ACTIONS = (
+    "client-options-set",
+    "object-consumer-register",
+    "object-consumer-unregister",
+    "object-producer-register",
+    "object-producer-unregister",
+    "object-patch",
+)
+
+
+class ProtocolError(ValueError):
+    """An invalid client message; ``context`` names the offending action and id/pattern when known."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+def parse(raw: bytes | str) -> dict[str, Any]:
+    """Decode and validate one client frame. Returns a dict with ``action`` and its checked fields."""
+    try:
+        message = codec.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}")
+    action = message.get("action")
+    if action not in CLIENT_ACTIONS:
+        raise ProtocolError(f"unknown action {action!r}; expected one of: {', '.join(CLIENT_ACTIONS)}",
+                            request=action if isinstance(action, str) else None)
+    try:
+        return _VALIDATORS[action](message)
+    except (PatternError, VersionError) as exc:
+        context = {"request": action}
+        for key in ("id", "pattern"):
+            if isinstance(message.get(key), str):
+                context[key] = message[key]
+        raise ProtocolError(str(exc), **context) from None
+
+
+def _version(message: dict, key: str, default: Version = None) -> Version:
+    if key not in message:
+        return default
+    try:
+        return check_version(message[key])
+    except VersionError as exc:
+        raise VersionError(f"'{key}': {exc}") from None
+
+
+def _pattern_of(message: dict) -> str:
+    # 0.2 uses 'pattern'; pre-0.2 clients sent 'id' for registrations.
+    if "pattern" in message:
+        return check_pattern(message["pattern"])
+    if "id" in message:
+        return check_pattern(message["id"])
+    raise PatternError("'pattern' is required")
+
+
+def _options_set(message: dict) -> dict:
+    options = message.get("options")
+    if not isinstance(options, dict):
+        raise ProtocolError("'options' must be a JSON object", request="client-options-set")
+    return {"action": "client-options-set", "options": options}
+
+
+def _register(message: dict) -> dict:
+    pattern = _pattern_of(message)
+    known = _version(message, "version-known", None)
+    return {"action": message["action"], "pattern": pattern, "version-known": known}
+
+
+def _unregister(message: dict) -> dict:
+    return {"action": message["action"], "pattern": _pattern_of(message)}
+
+
+def _patch(message: dict) -> dict:
+    object_id = check_id(message.get("id"))
+    out: dict[str, Any] = {"action": "object-patch", "id": object_id, "value": None, "patch": None}
+    error = message.get("error")
+    if error is not None:
+        out["error"] = error if isinstance(error, str) else codec.dumps(error).decode()
+    value = message.get("value")
+    patch = message.get("patch")
+    if value is not None:
+        if not isinstance(value, (dict, bool)):
+            raise ProtocolError("'value' must be a JSON object (the data), false (a stall) or true "
+                                "(the version exists, data unknown)", request="object-patch", id=object_id)
+        out["value"] = value
+    elif patch is not None:
+        if not isinstance(patch, list):
+            raise ProtocolError("'patch' must be a list of RFC 6902 operations", request="object-patch", id=object_id)
+        out["patch"] = patch
+        out["version-old"] = _version(message, "version-old", 0)
+    if out["value"] is not None or out["patch"] is not None:
+        if message.get("version-new") is None:
+            raise ProtocolError("'version-new' is required with 'value' or 'patch'", request="object-patch", id=object_id)
+    out["version-new"] = _version(message, "version-new", None)
+    return out
+
+
+_VALIDATORS = {
+    "client-options-set": _options_set,
+    "object-consumer-register": _register,
+    "object-producer-register": _register,
+    "object-consumer-unregister": _unregister,
+    "object-producer-unregister": _unregister,
+    "object-patch": _patch,
+}
+
+
+# ---- server frames -------------------------------------------------------------------------------
+
+def update_value(object_id: str, version: Version, value: dict) -> bytes:
+    return codec.dumps({"action": "object-update", "id": object_id, "version-old": 0,
+                        "version-new": version, "value": value})
+
+
+def update_patch(object_id: str, old: Version, new: Version, patch: list) -> bytes:
+    return codec.dumps({"action": "object-update", "id": object_id, "version-old": old,
+                        "version-new": new, "patch": patch})
+
+
+def produce(object_id: str, inferred: Version) -> bytes:
+    return codec.dumps({"action": "object-produce", "id": object_id, "version-inferred": inferred})
+
+
+def destroy(object_id: str) -> bytes:
+    return codec.dumps({"action": "object-destroy", "id": object_id})
+
+
+HEARTBEAT = codec.dumps({"action": "heartbeat"})
+
+
+def error(message: str, **context: Any) -> bytes:
+    """The additive error frame: old clients ignore an action they do not know."""
+    frame: dict[str, Any] = {"action": "error", "message": message}
+    frame.update({k: v for k, v in context.items() if v is not None})
+    frame.setdefault("request", None)
+    return codec.dumps(frame)

@@ -1,0 +1,142 @@
+"""Object versions: validation, ordering and equality (seapig 0.2 semantics, made a little stricter).
+
+A version is ``0``/``None`` ("no data"), a number, a list of numbers (e.g. ``[1700000000000, 3]``), or a
+*dependency hash* ``{"object-id": version, ...}`` whose values are versions themselves.
+
+Ordering, from the original: rank the types None < number < list < hash; a higher rank is newer. Numbers
+compare by value, lists lexicographically (then by length), element by element with this same rule.
+
+Hashes are where seapig's rule ("any common key newer, else fewer keys") is not an order at all. seasync's
+rule, chosen because hash versions describe *which dependency versions an object was built from*:
+
+- the candidate is newer if some common key is newer and none is older (it was built from fresher inputs);
+- it is older if some common key is older and none is newer;
+- if some keys are newer and others older, neither is newer: the router keeps the stored version and, since
+  the object's inferred version then differs from it, orders a new production that reads every input fresh;
+- if every common key is equal but the key sets differ, the candidate is newer (the producer changed what it
+  depends on; the newest declaration wins).
+
+Equality is by value, type-aware only between kinds: ``1 == 1.0`` (the same version), but ``[1]`` is not ``1``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+Version = Union[None, int, float, list, dict]
+
+_MAX_DEPTH = 16
+
+
+class VersionError(ValueError):
+    """A value that cannot be a version."""
+
+
+def check_version(value: Any, _depth: int = 0) -> Version:
+    """Return ``value`` if it is a valid version, else raise VersionError saying why."""
+    if _depth > _MAX_DEPTH:
+        raise VersionError("version is nested too deeply")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise VersionError("a version cannot be true/false (use a number, a list of numbers or a hash)")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise VersionError("a version number must be finite")
+        return value
+    if isinstance(value, list):
+        for item in value:
+            if item is None or isinstance(item, dict):
+                raise VersionError("a list version holds numbers (or lists of numbers) only")
+            check_version(item, _depth + 1)
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise VersionError("a dependency hash maps non-empty object ids to versions")
+            check_version(item, _depth + 1)
+        return value
+    raise VersionError(f"a version must be a number, a list or a hash, not {type(value).__name__}")
+
+
+def _rank(value: Version) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, (int, float)):
+        return 1
+    if isinstance(value, list):
+        return 2
+    return 3
+
+
+# compare() results: which side is newer.
+OLDER, EQUAL, NEWER, MIXED = -1, 0, 1, 2
+
+
+def compare(latest: Version, candidate: Version) -> int:
+    """NEWER if ``candidate`` is newer than ``latest``, OLDER if older, EQUAL, or MIXED (hash conflict)."""
+    rank_a, rank_b = _rank(latest), _rank(candidate)
+    if rank_a != rank_b:
+        return NEWER if rank_b > rank_a else OLDER
+    if rank_a == 0:
+        return EQUAL
+    if rank_a == 1:
+        return NEWER if candidate > latest else OLDER if candidate < latest else EQUAL
+    if rank_a == 2:
+        for a, b in zip(latest, candidate):
+            c = compare(a, b)
+            if c != EQUAL:
+                return c
+        if len(candidate) == len(latest):
+            return EQUAL
+        return NEWER if len(candidate) > len(latest) else OLDER
+    newer = older = False
+    for key in latest.keys() & candidate.keys():
+        c = compare(latest[key], candidate[key])
+        if c == NEWER:
+            newer = True
+        elif c == OLDER:
+            older = True
+        elif c == MIXED:
+            newer = older = True
+    if newer and older:
+        return MIXED
+    if newer:
+        return NEWER
+    if older:
+        return OLDER
+    return EQUAL if latest.keys() == candidate.keys() else NEWER
+
+
+def is_newer(latest: Version, candidate: Version) -> bool:
+    """True if ``candidate`` should replace ``latest``."""
+    return compare(latest, candidate) == NEWER
+
+
+def newest(a: Version, b: Version) -> Version:
+    """The newer of two versions (``a`` when neither is newer)."""
+    return b if is_newer(a, b) else a
+
+
+def is_null(version: Version) -> bool:
+    """``None`` and ``0`` both mean "no data" in seapig."""
+    return version is None or (type(version) in (int, float) and version == 0)
+
+
+def same(a: Version, b: Version) -> bool:
+    """Version equality: by value, with 1 == 1.0, but no cross-kind equality such as [1] == 1."""
+    return _rank(a) == _rank(b) and a == b
+
+
+def version_key(version: Version) -> Any:
+    """A hashable key such that ``same(a, b)`` implies equal keys (floats that are integers become ints)."""
+    if isinstance(version, float) and version.is_integer():
+        return int(version)
+    if isinstance(version, list):
+        return ("L", *(version_key(v) for v in version))
+    if isinstance(version, dict):
+        return ("H", *sorted((k, version_key(v)) for k, v in version.items()))
+    return version

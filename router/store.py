@@ -1,0 +1,517 @@
+"""The object store: the pure core of the router (no I/O, no clock).
+
+It owns every object's lifetime, versions, dependencies and production queue, and every session's
+registrations and last-sent versions. It is driven by ``handle(session, message)`` with messages already
+validated by ``common.protocol.parse``, and answers by appending ``(frame, sessions)`` pairs to
+``self.outbox``: each frame is encoded once, whatever the number of sessions it goes to.
+
+The semantics are seapig 0.2's (see docs/PROTOCOL.md and the reference), with its bugs fixed: anchored
+wildcards, the queue purged on despawn, and no exception escaping for any input.
+
+Vocabulary:
+- a *direct* consumer/producer registered the exact id; a *wildcard* one registered a pattern covering it;
+- *known* is the highest version uploaded (with data, or a stall); *inferred* is the version the router
+  believes should exist (the newest announced, with dependency versions raised as dependencies move);
+- an object is *current* when inferred equals known; otherwise it is queued for production, being
+  produced, or waiting for a dependency to reach the version it requires.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterable
+
+from common import codec, protocol
+from common.diff import apply_patch, make_patch
+from common.patterns import is_wildcard, matches
+from common.versions import Version, is_newer, is_null, newest, same, version_key
+
+
+PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
+
+
+class Session:
+    """One client connection (websocket client, worker, or any peer session)."""
+
+    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "sent", "index")
+
+    def __init__(self, handle: Any, index: int) -> None:
+        self.handle = handle  # opaque to the store: the router shell's address for this session
+        self.index = index
+        self.name = ""
+        self.options: dict = {}
+        self.consumes: dict[str, None] = {}  # patterns, in registration order
+        self.produces: dict[str, None] = {}
+        self.producing: tuple[SyncObject, Version] | None = None
+        self.sent: dict[str, Version] = {}  # object id -> version this client holds
+
+    @property
+    def client_id(self) -> str:
+        """seapig's ``name:N`` form, shown by introspection."""
+        return f"{self.name}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"<Session {self.client_id}>"
+
+
+class SyncObject:
+    """One live object: its retained data versions, version bookkeeping and attached sessions."""
+
+    __slots__ = ("id", "history", "known", "stalled", "inferred", "consumers", "producers",
+                 "dependencies", "in_flight", "frames", "queued", "waiting")
+
+    def __init__(self, object_id: str) -> None:
+        self.id = object_id
+        self.history: list[tuple[Version, dict]] = []  # retained data versions, oldest first
+        self.known: Version = 0
+        self.stalled = False
+        self.inferred: Version = None
+        self.consumers: dict[Session, None] = {}
+        self.producers: dict[Session, None] = {}
+        self.dependencies: set[str] = set()
+        self.in_flight: dict[Any, Session] = {}  # version_key(inferred) -> producing session
+        self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
+        self.queued = False
+        self.waiting = False
+
+    @property
+    def latest(self) -> tuple[Version, dict] | None:
+        return self.history[-1] if self.history else None
+
+    def data_at(self, version: Version) -> dict | None:
+        """The retained data of ``version`` ({} for the null version), or None if not retained."""
+        if is_null(version):
+            return {}
+        for v, data in reversed(self.history):
+            if same(v, version):
+                return data
+        return None
+
+    @property
+    def state(self) -> str:
+        if self.in_flight:
+            return "producing"
+        if self.queued:
+            return "enqueued"
+        if self.waiting:
+            return "waiting for dependencies"
+        return "current"
+
+
+class ObjectStore:
+    """All objects and sessions. Not thread-safe; one router loop drives it."""
+
+    def __init__(self, retain: int = 2) -> None:
+        if retain < 1:
+            raise ValueError("retain must be at least 1")
+        self.retain = retain
+        self.objects: dict[str, SyncObject] = {}
+        self.sessions: dict[Session, None] = {}
+        self.dependents: dict[str, set[str]] = {}  # dependency id -> ids of objects that declare it
+        self.queue: OrderedDict[str, None] = OrderedDict()
+        self.outbox: list[tuple[bytes, list[Session]]] = []
+        self._session_count = 0
+        self._assign_needed = False
+
+    # ---- sessions -----------------------------------------------------------------------------
+
+    def open(self, handle: Any) -> Session:
+        self._session_count += 1
+        session = Session(handle, self._session_count)
+        self.sessions[session] = None
+        return session
+
+    def close(self, session: Session) -> None:
+        """A disconnect unregisters everything the session registered and requeues its production."""
+        if session not in self.sessions:
+            return
+        for pattern in list(session.produces):
+            self._producer_unregister(session, pattern)
+        for pattern in list(session.consumes):
+            self._consumer_unregister(session, pattern)
+        self._cancel_production(session)
+        del self.sessions[session]
+        self._assign()
+
+    def handle_raw(self, session: Session, raw: bytes) -> None:
+        """Parse and apply one client frame; an invalid one gets an error frame, nothing else changes."""
+        try:
+            message = protocol.parse(raw)
+        except protocol.ProtocolError as exc:
+            self._send(protocol.error(exc.message, **exc.context), (session,))
+            return
+        self.handle(session, message)
+
+    def handle(self, session: Session, message: dict) -> None:
+        """Apply one validated message (see common.protocol.parse)."""
+        action = message["action"]
+        if action == "object-patch":
+            self._patch(session, message)
+        elif action == "object-consumer-register":
+            self._consumer_register(session, message["pattern"], message["version-known"])
+        elif action == "object-producer-register":
+            self._producer_register(session, message["pattern"], message["version-known"])
+        elif action == "object-consumer-unregister":
+            self._consumer_unregister(session, message["pattern"])
+        elif action == "object-producer-unregister":
+            self._producer_unregister(session, message["pattern"])
+        elif action == "client-options-set":
+            session.options = message["options"]
+            name = session.options.get("name")
+            session.name = name if isinstance(name, str) else ""
+        self._assign()
+
+    def heartbeat(self) -> None:
+        """Send the optional heartbeat frame to every session that asked for it."""
+        targets = [s for s in self.sessions if s.options.get("heartbeat")]
+        if targets:
+            self._send(protocol.HEARTBEAT, targets)
+
+    def take_outbox(self) -> list[tuple[bytes, list[Session]]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    # ---- registrations ------------------------------------------------------------------------
+
+    def _consumer_register(self, session: Session, pattern: str, version_known: Version) -> None:
+        session.consumes[pattern] = None
+        if is_wildcard(pattern):
+            ids = [oid for oid in self.objects if matches(pattern, oid)]
+            ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
+        else:
+            if not is_null(version_known):
+                session.sent[pattern] = version_known
+            ids = [pattern] if pattern in self.objects or self._has_producer(pattern) else []
+        for oid in ids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                obj = self._spawn(oid)
+                self._enqueue(obj)
+            obj.consumers[session] = None
+            self._push(obj, (session,))
+
+    def _consumer_unregister(self, session: Session, pattern: str) -> None:
+        if pattern not in session.consumes:
+            return
+        del session.consumes[pattern]
+        for oid in [oid for oid in self.objects if matches(pattern, oid)]:
+            obj = self.objects[oid]
+            if not any(matches(p, oid) for p in session.consumes):
+                obj.consumers.pop(session, None)
+                session.sent.pop(oid, None)
+            self._despawn_if_dead(obj)
+        if not is_wildcard(pattern) and not any(matches(p, pattern) for p in session.consumes):
+            session.sent.pop(pattern, None)
+
+    def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
+        session.produces[pattern] = None
+        self._assign_needed = True  # the new producer may take queued work
+        wanted = [oid for oid in self._interest_ids() if matches(pattern, oid)]
+        if not is_wildcard(pattern) and not wanted and self._wildcard_consumed(pattern):
+            wanted = [pattern]
+        for oid in list(self.objects):
+            if matches(pattern, oid):
+                self.objects[oid].producers[session] = None
+        for oid in wanted:
+            if oid not in self.objects:
+                self._enqueue(self._spawn(oid))
+        if not is_wildcard(pattern) and not is_null(version_known):
+            self._version_set(session, pattern, version_known, True)
+
+    def _producer_unregister(self, session: Session, pattern: str) -> None:
+        if pattern not in session.produces:
+            return
+        del session.produces[pattern]
+        if session.producing and matches(pattern, session.producing[0].id):
+            self._cancel_production(session)
+        for oid in [oid for oid in self.objects if matches(pattern, oid)]:
+            obj = self.objects[oid]
+            if not any(matches(p, oid) for p in session.produces):
+                obj.producers.pop(session, None)
+            self._despawn_if_dead(obj)
+
+    # ---- interest and lifetime ----------------------------------------------------------------
+
+    def _exact_producer_ids(self) -> Iterable[str]:
+        return {p for s in self.sessions for p in s.produces if not is_wildcard(p)}
+
+    def _has_producer(self, object_id: str) -> bool:
+        return any(matches(p, object_id) for s in self.sessions for p in s.produces)
+
+    def _has_direct_producer(self, object_id: str) -> bool:
+        return any(object_id in s.produces for s in self.sessions)
+
+    def _wildcard_consumed(self, object_id: str) -> bool:
+        return any(is_wildcard(p) and matches(p, object_id) for s in self.sessions for p in s.consumes)
+
+    def _direct_consumed(self, object_id: str) -> bool:
+        return any(object_id in s.consumes for s in self.sessions)
+
+    def _interest_ids(self) -> set[str]:
+        """Ids someone wants: exact consumer ids and ids that objects depend on."""
+        ids = {p for s in self.sessions for p in s.consumes if not is_wildcard(p)}
+        ids.update(dep for dep, users in self.dependents.items() if users)
+        return ids
+
+    def _wanted(self, object_id: str) -> bool:
+        """Would this object be alive if it existed?"""
+        if self._direct_consumed(object_id) or self.dependents.get(object_id):
+            return True
+        return self._wildcard_consumed(object_id) and self._has_direct_producer(object_id)
+
+    def _alive(self, obj: SyncObject) -> bool:
+        """Alive: a direct consumer, or dependents, or a wildcard consumer plus a direct producer."""
+        if self.dependents.get(obj.id) or any(obj.id in s.consumes for s in obj.consumers):
+            return True
+        return bool(obj.consumers) and any(obj.id in s.produces for s in obj.producers)
+
+    def _spawn(self, object_id: str) -> SyncObject:
+        """Create an object and attach every session whose patterns cover it (not yet queued)."""
+        obj = SyncObject(object_id)
+        self.objects[object_id] = obj
+        for session in self.sessions:
+            if any(matches(p, object_id) for p in session.consumes):
+                obj.consumers[session] = None
+            if any(matches(p, object_id) for p in session.produces):
+                obj.producers[session] = None
+        return obj
+
+    def _despawn_if_dead(self, obj: SyncObject) -> None:
+        if obj.id in self.objects and not self._alive(obj):
+            self._despawn(obj)
+
+    def _despawn(self, obj: SyncObject) -> None:
+        del self.objects[obj.id]
+        self.queue.pop(obj.id, None)
+        targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
+        for session in targets:
+            session.sent.pop(obj.id, None)
+        for session in obj.in_flight.values():
+            if session.producing and session.producing[0] is obj:
+                session.producing = None
+                self._assign_needed = True
+        if targets:
+            self._send(protocol.destroy(obj.id), targets)
+        for dep in obj.dependencies:
+            self._drop_dependency(obj.id, dep)
+
+    def _drop_dependency(self, object_id: str, dep: str) -> None:
+        users = self.dependents.get(dep)
+        if users is not None:
+            users.discard(object_id)
+            if not users:
+                del self.dependents[dep]
+        dep_obj = self.objects.get(dep)
+        if dep_obj is not None:
+            self._despawn_if_dead(dep_obj)
+
+    # ---- versions -----------------------------------------------------------------------------
+
+    def _patch(self, session: Session, message: dict) -> None:
+        object_id = message["id"]
+        data = message["value"]
+        if message["patch"] is not None:
+            data = self._apply_upload_patch(session, message)
+        if "error" in message and data is None:
+            self._report_production_error(session, object_id, message["error"])
+        self._version_set(session, object_id, message["version-new"] if data is not None else None, data)
+
+    def _apply_upload_patch(self, session: Session, message: dict) -> dict | None:
+        """The new data from an uploaded patch, or None (a cancel) if its base is unknown or it fails."""
+        obj = self.objects.get(message["id"])
+        base = obj.data_at(message["version-old"]) if obj else ({} if is_null(message["version-old"]) else None)
+        if base is None:
+            self._send(protocol.error("patch base version-old is not retained; upload the full value",
+                                      request="object-patch", id=message["id"]), (session,))
+            return None
+        try:
+            result = apply_patch(codec.loads(codec.dumps(base)), message["patch"])
+        except ValueError as exc:
+            self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
+                                      id=message["id"]), (session,))
+            return None
+        if not isinstance(result, dict):
+            self._send(protocol.error("patch result is not a JSON object", request="object-patch",
+                                      id=message["id"]), (session,))
+            return None
+        return result
+
+    def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
+        obj = self.objects.get(object_id)
+        if obj is not None and obj.consumers:
+            self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
+                       list(obj.consumers))
+
+    def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
+        """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
+        freed = False
+        if session.producing and session.producing[0].id == object_id:
+            self._cancel_production(session, requeue=False)
+            freed = True
+        obj = self.objects.get(object_id)
+        if obj is None and data is not None and self._wanted(object_id):
+            obj = self._spawn(object_id)
+        if obj is None:
+            if data is not None:
+                self._send(protocol.destroy(object_id), (session,))
+            if freed:
+                self._assign_needed = True
+            return
+        known_advanced = False
+        if (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
+            obj.known = version
+            known_advanced = True
+            if data is False:
+                obj.stalled = True
+            else:
+                obj.stalled = False
+                self._append(obj, version, data)
+        if is_newer(obj.inferred, version):
+            self._set_inferred(obj, version)
+        if known_advanced:
+            for dependent_id in list(self.dependents.get(object_id, ())):
+                dependent = self.objects.get(dependent_id)
+                if dependent is None or not isinstance(dependent.inferred, dict):
+                    continue
+                if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
+                    dependent.inferred = {**dependent.inferred, object_id: version}
+                self._enqueue(dependent)
+        self._enqueue(obj)
+        if freed:
+            self._assign_needed = True
+
+    def _set_inferred(self, obj: SyncObject, version: Version) -> None:
+        """A newer inferred version; a hash declares the object's dependencies."""
+        if not isinstance(version, dict):
+            obj.inferred = version
+            for dep in list(obj.dependencies):
+                obj.dependencies.discard(dep)
+                self._drop_dependency(obj.id, dep)
+            return
+        inferred = dict(version)
+        old_deps = obj.dependencies
+        obj.dependencies = set(version)
+        for dep in obj.dependencies:
+            self.dependents.setdefault(dep, set()).add(obj.id)
+        for dep in obj.dependencies:
+            dep_obj = self.objects.get(dep)
+            if dep_obj is None and self._has_producer(dep):
+                dep_obj = self._spawn(dep)
+                self._enqueue(dep_obj)
+            if dep_obj is not None:
+                inferred[dep] = newest(inferred[dep], newest(dep_obj.known, dep_obj.inferred))
+        obj.inferred = inferred
+        for dep in old_deps - obj.dependencies:
+            self._drop_dependency(obj.id, dep)
+
+    def _append(self, obj: SyncObject, version: Version, data: dict) -> None:
+        """A new data version: retain it, then bring every consumer up to date."""
+        obj.history.append((version, data))
+        obj.frames = {}
+        self._push(obj, list(obj.consumers))
+        del obj.history[:-self.retain]
+
+    # ---- sending data -------------------------------------------------------------------------
+
+    def _push(self, obj: SyncObject, sessions: Iterable[Session]) -> None:
+        """Bring sessions to the latest data version: nothing, a patch from what they hold, or the value.
+
+        Sessions holding the same version share one frame, computed and encoded once per object version.
+        """
+        latest = obj.latest
+        if latest is None:
+            return
+        version, data = latest
+        groups: dict[Any, tuple[Version, list[Session]]] = {}
+        for session in sessions:
+            held = session.sent.get(obj.id, 0)
+            if same(held, version):
+                continue
+            groups.setdefault(version_key(held), (held, []))[1].append(session)
+            session.sent[obj.id] = version
+        for key, (held, members) in groups.items():
+            frame = obj.frames.get(key)
+            if frame is None:
+                frame = obj.frames[key] = self._update_frame(obj, held, version, data)
+            self._send(frame, members)
+
+    @staticmethod
+    def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict) -> bytes:
+        """A patch from ``held`` if it is retained, else the full value.
+
+        A patch bigger than the value is replaced by the value, except for small values (under
+        PATCH_ALWAYS_BELOW bytes) where the patch is kept: it costs little and keeps seapig's
+        behaviour of always patching from a retained version.
+        """
+        full = protocol.update_value(obj.id, version, data)
+        base = None if is_null(held) else obj.data_at(held)
+        if base is None:
+            return full
+        frame = protocol.update_patch(obj.id, held, version, make_patch(base, data))
+        if len(frame) >= len(full) and len(full) >= PATCH_ALWAYS_BELOW:
+            return full
+        return frame
+
+    def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
+        sessions = list(sessions)
+        if sessions:
+            self.outbox.append((frame, sessions))
+
+    # ---- production queue ---------------------------------------------------------------------
+
+    def _enqueue(self, obj: SyncObject) -> None:
+        if obj.id not in self.objects:
+            return
+        obj.waiting = False
+        if obj.inferred is not None and same(obj.inferred, obj.known):
+            obj.queued = False
+            self.queue.pop(obj.id, None)
+            return
+        if obj.queued or version_key(obj.inferred) in obj.in_flight:
+            return
+        if isinstance(obj.inferred, dict) and self._missing_dependency(obj):
+            obj.waiting = True
+            return
+        obj.queued = True
+        self.queue[obj.id] = None
+        self._assign_needed = True
+
+    def _missing_dependency(self, obj: SyncObject) -> bool:
+        for dep, required in obj.inferred.items():
+            if is_null(required):
+                continue
+            dep_obj = self.objects.get(dep)
+            if dep_obj is None or is_newer(dep_obj.known, required):
+                return True
+        return False
+
+    def _assign(self) -> None:
+        """Hand queued objects, oldest first, to free sessions that can produce them."""
+        if not self._assign_needed:
+            return
+        self._assign_needed = False
+        for object_id in list(self.queue):
+            obj = self.objects[object_id]
+            for session in obj.producers:
+                if session.producing is None:
+                    self._start_production(obj, session)
+                    break
+
+    def _start_production(self, obj: SyncObject, session: Session) -> None:
+        del self.queue[obj.id]
+        obj.queued = False
+        inferred = obj.inferred
+        session.producing = (obj, inferred)
+        obj.in_flight[version_key(inferred)] = session
+        self._send(protocol.produce(obj.id, inferred), (session,))
+
+    def _cancel_production(self, session: Session, requeue: bool = True) -> None:
+        if session.producing is None:
+            return
+        obj, inferred = session.producing
+        session.producing = None
+        if obj.in_flight.get(version_key(inferred)) is session:
+            del obj.in_flight[version_key(inferred)]
+        if requeue:
+            self._enqueue(obj)
+        self._assign_needed = True
