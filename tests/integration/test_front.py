@@ -1,0 +1,297 @@
+"""The real `sync-front` process against a scripted router (a real zmq ROUTER driven by the test).
+
+The scripted router answers PING with PONG (so the front stays welcomed) and hands every other
+envelope to the test, which checks it strictly: an unexpected envelope fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import zmq
+import zmq.asyncio
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from common.wire import (
+    CLOSE, DROP, HELLO, MSG, OPEN, PING, PONG, RESET, SEND, WELCOME,
+)
+from tests.cluster import Proc, free_port, wait_port
+
+WAIT = 20.0  # generous: a loaded 2-core machine
+
+
+class ScriptedRouter:
+    """A real ROUTER socket standing in for sync-router; the test decides every answer."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.epoch = b"epoch-1"
+        self.answer_pings = True
+        self.peer: bytes | None = None
+        self.inbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            ident, *frames = await self.sock.recv_multipart()
+            self.peer = ident
+            if frames[:1] == [PING]:
+                if self.answer_pings:
+                    await self.send(PONG, self.epoch)
+                continue
+            self.inbox.put_nowait(frames)
+
+    async def send(self, *frames: bytes) -> None:
+        assert self.peer is not None, "no peer has spoken yet"
+        await self.sock.send_multipart([self.peer, *frames])
+
+    async def next(self, skip_hello: bool = True) -> list[bytes]:
+        """The next envelope (repeated HELLOs skipped unless asked for)."""
+        async with asyncio.timeout(WAIT):
+            while True:
+                frames = await self.inbox.get()
+                if not (skip_hello and frames[0] == HELLO):
+                    return frames
+
+    async def expect(self, kind: bytes) -> list[bytes]:
+        """The next envelope, which must be of this kind; returns the frames after the kind."""
+        frames = await self.next(skip_hello=kind != HELLO)
+        assert frames[0] == kind, f"expected {kind!r}, got {frames!r}"
+        return frames[1:]
+
+    async def welcome(self, epoch: bytes | None = None) -> dict:
+        """Wait for HELLO, answer WELCOME; returns the HELLO body."""
+        (body,) = await self.expect(HELLO)
+        if epoch is not None:
+            self.epoch = epoch
+        await self.send(WELCOME, self.epoch)
+        return json.loads(body)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class Front:
+    """A running `python -m router.front_cli` and its websocket URL."""
+
+    def __init__(self, proc: Proc, port: int) -> None:
+        self.proc = proc
+        self.url = f"ws://127.0.0.1:{port}"
+
+    async def ws(self, path: str = "/") -> ClientConnection:
+        return await connect(self.url + path, compression=None, open_timeout=WAIT,
+                             close_timeout=WAIT)
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[ScriptedRouter]:
+    r = ScriptedRouter()
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@pytest.fixture
+async def start_front(request, router) -> AsyncIterator[Callable[..., Awaitable[Front]]]:
+    procs: list[Proc] = []
+
+    async def start(*extra: str) -> Front:
+        port = free_port()
+        proc = Proc("front", ["-m", "router.front_cli", "--router", router.url,
+                              "--host", "127.0.0.1", "--port", str(port), "-v", *extra])
+        procs.append(proc)
+        await asyncio.to_thread(wait_port, port)
+        return Front(proc, port)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.stop()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            for proc in procs:
+                print(f"===== front log\n{proc.output()}")
+
+
+@pytest.fixture
+async def front(router, start_front) -> Front:
+    """A front that has been welcomed by the scripted router."""
+    f = await start_front()
+    await router.welcome()
+    return f
+
+
+async def closed(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Wait until the server closes this websocket; returns (code, reason)."""
+    async with asyncio.timeout(WAIT):
+        await ws.wait_closed()
+    return ws.close_code, ws.close_reason
+
+
+async def recv(ws: ClientConnection) -> str | bytes:
+    async with asyncio.timeout(WAIT):
+        return await ws.recv()
+
+
+async def open_session(front: Front, router: ScriptedRouter, path: str = "/") -> tuple[ClientConnection, bytes]:
+    ws = await front.ws(path)
+    (sid,) = await router.expect(OPEN)
+    return ws, sid
+
+
+async def test_hello_then_websockets_only_after_welcome(router, start_front):
+    f = await start_front()
+    (body,) = await router.expect(HELLO)
+    hello = json.loads(body)
+    assert hello["role"] == "front"
+    assert hello["pid"] == f.proc.pid
+    assert isinstance(hello["name"], str) and isinstance(hello["host"], str)
+    assert router.peer.startswith(b"front:") and router.peer.endswith(str(f.proc.pid).encode())
+
+    ws = await f.ws("/seapig")          # the handshake succeeds, the session waits for the router
+    await ws.send('{"early": true}')
+    # The front re-sends HELLO until welcomed; envelopes keep their order on the DEALER, so an
+    # OPEN sent before the welcome would show up here and fail the strict expect().
+    await router.expect(HELLO)
+    await router.send(WELCOME, router.epoch)
+    (sid,) = await router.expect(OPEN)
+    assert await router.expect(MSG) == [sid, b'{"early": true}']
+    await ws.close()
+    assert await router.expect(CLOSE) == [sid]
+
+
+async def test_no_router_refuses_with_1013(router, start_front):
+    f = await start_front()
+    await router.expect(HELLO)          # and never answered
+    ws = await f.ws()
+    assert (await closed(ws))[0] == 1013
+    assert f.proc.alive()
+
+
+async def test_sessions_relay_exact_bytes(router, front):
+    ws, sid = await open_session(front, router, "/seapig")
+    assert sid.isdigit()
+    text = '{"action":  "object-consumer-register", "pattern": "é☃ \\u00e9", "known-version": 3 }'
+    await ws.send(text)
+    assert await router.expect(MSG) == [sid, text.encode()]
+    await ws.send(b"\x00\xffbinary\x80")
+    assert await router.expect(MSG) == [sid, b"\x00\xffbinary\x80"]
+    await ws.send("not json at all")    # the router validates, the front only relays
+    assert await router.expect(MSG) == [sid, b"not json at all"]
+
+    ws2, sid2 = await open_session(front, router, "/")
+    assert sid2.isdigit() and sid2 != sid
+    await ws2.send("{}")
+    assert await router.expect(MSG) == [sid2, b"{}"]
+
+    await ws.close()
+    assert await router.expect(CLOSE) == [sid]
+    await ws2.close()
+    assert await router.expect(CLOSE) == [sid2]
+
+
+async def test_send_reaches_exactly_the_listed_sessions(router, front):
+    sessions = [await open_session(front, router, f"/seapig/{i}") for i in range(4)]
+    (ws_a, a), (ws_b, b), (ws_c, c), (ws_d, d) = sessions
+    frame = '{"action":"object-update","id":"x","version-new":1,"patch":[]}'
+    await router.send(SEND, frame.encode(), a, b"999999", b, c)   # an unknown sid is ignored
+    for ws in (ws_a, ws_b, ws_c):
+        assert await recv(ws) == frame  # a text frame: received as str
+    await router.send(SEND, b'"for d only"', d)
+    assert await recv(ws_d) == '"for d only"'  # d did not get the first frame
+
+
+async def test_drop_closes_one_session_with_1008(router, front):
+    (ws_a, a), (ws_b, b) = [await open_session(front, router) for _ in range(2)]
+    await router.send(DROP, a, b"invalid message")
+    assert await closed(ws_a) == (1008, "invalid message")
+    assert await router.expect(CLOSE) == [a]
+    await router.send(SEND, b'"still here"', a, b)
+    assert await recv(ws_b) == '"still here"'
+    await ws_b.send("{}")
+    assert await router.expect(MSG) == [b, b"{}"]
+
+
+@pytest.mark.parametrize("how", ["reset", "welcome-epoch", "pong-epoch", "silence"])
+async def test_router_restart_closes_all_with_1012_then_hello(router, front, how):
+    wss = [(await open_session(front, router))[0] for _ in range(3)]
+    if how == "reset":
+        await router.send(RESET)
+    elif how == "welcome-epoch":
+        await router.send(WELCOME, b"epoch-2")
+    elif how == "pong-epoch":
+        router.epoch = b"epoch-2"       # the next PONG tells the front the router changed
+    else:
+        router.answer_pings = False     # the router vanished
+    for ws in wss:
+        assert (await closed(ws))[0] == 1012
+    await router.expect(HELLO)          # sessions forgotten: no CLOSE envelopes in between
+    router.answer_pings = True
+    router.epoch = b"epoch-3"
+    await router.send(WELCOME, router.epoch)
+    ws, sid = await open_session(front, router)
+    await ws.send("{}")
+    assert await router.expect(MSG) == [sid, b"{}"]
+
+
+async def test_malformed_router_messages_are_ignored(router, front):
+    ws, sid = await open_session(front, router)
+    for junk in ([b"bogus"], [SEND], [DROP], [WELCOME], [WELCOME, b"a", b"b"], [PONG],
+                 [RESET, b"extra"], [b"\xff" * 10, b"x"], [DROP, b"\xff\xfe", b"\xff" * 300]):
+        await router.send(*junk)
+    await router.send(SEND, b'"alive"', sid)
+    assert await recv(ws) == '"alive"'
+    assert front.proc.alive()
+
+
+async def test_oversized_frame_closes_that_client_with_1009(router, start_front):
+    f = await start_front("--max-frame", "1000")
+    await router.welcome()
+    ws, sid = await open_session(f, router)
+    await ws.send("x" * 1000)
+    assert await router.expect(MSG) == [sid, b"x" * 1000]
+    await ws.send("x" * 1001)
+    assert (await closed(ws))[0] == 1009
+    assert await router.expect(CLOSE) == [sid]
+    ws2, sid2 = await open_session(f, router)
+    await ws2.send("{}")
+    assert await router.expect(MSG) == [sid2, b"{}"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_cleanly(router, front, sig):
+    (ws_a, a), (ws_b, b) = [await open_session(front, router) for _ in range(2)]
+    front.proc.kill(sig)
+    assert (await closed(ws_a))[0] == 1001
+    assert (await closed(ws_b))[0] == 1001
+    assert sorted([await router.expect(CLOSE), await router.expect(CLOSE)]) == sorted([[a], [b]])
+    rc = await asyncio.to_thread(front.proc.popen.wait, WAIT)
+    assert rc == 0
+    assert "Traceback" not in front.proc.output()
+
+
+async def test_client_leaving_mid_wait_does_not_open_a_session(router, start_front):
+    f = await start_front()
+    await router.expect(HELLO)
+    ws = await f.ws()
+    await ws.close()
+    await router.send(WELCOME, router.epoch)
+    ws2, sid2 = await open_session(f, router)     # the first client never got an OPEN
+    await ws2.close()
+    assert await router.expect(CLOSE) == [sid2]
+    with pytest.raises(ConnectionClosed):
+        await ws.recv()
