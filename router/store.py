@@ -108,6 +108,9 @@ class ObjectStore:
         self.objects: dict[str, SyncObject] = {}
         self.sessions: dict[Session, None] = {}
         self.dependents: dict[str, set[str]] = {}  # dependency id -> ids of objects that declare it
+        # pattern -> sessions that registered it: lookups by id stay O(distinct wildcard patterns)
+        self.consumer_patterns: dict[str, dict[Session, None]] = {}
+        self.producer_patterns: dict[str, dict[Session, None]] = {}
         self.queue: OrderedDict[str, None] = OrderedDict()
         self.outbox: list[tuple[bytes, list[Session]]] = []
         self._session_count = 0
@@ -175,8 +178,9 @@ class ObjectStore:
 
     def _consumer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.consumes[pattern] = None
+        self.consumer_patterns.setdefault(pattern, {})[session] = None
         if is_wildcard(pattern):
-            ids = [oid for oid in self.objects if matches(pattern, oid)]
+            ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
         else:
             if not is_null(version_known):
@@ -194,7 +198,8 @@ class ObjectStore:
         if pattern not in session.consumes:
             return
         del session.consumes[pattern]
-        for oid in [oid for oid in self.objects if matches(pattern, oid)]:
+        _forget(self.consumer_patterns, pattern, session)
+        for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.consumes):
                 obj.consumers.pop(session, None)
@@ -205,13 +210,13 @@ class ObjectStore:
 
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
+        self.producer_patterns.setdefault(pattern, {})[session] = None
         self._assign_needed = True  # the new producer may take queued work
         wanted = [oid for oid in self._interest_ids() if matches(pattern, oid)]
         if not is_wildcard(pattern) and not wanted and self._wildcard_consumed(pattern):
             wanted = [pattern]
-        for oid in list(self.objects):
-            if matches(pattern, oid):
-                self.objects[oid].producers[session] = None
+        for oid in self._covered_ids(pattern):
+            self.objects[oid].producers[session] = None
         for oid in wanted:
             if oid not in self.objects:
                 self._enqueue(self._spawn(oid))
@@ -222,9 +227,10 @@ class ObjectStore:
         if pattern not in session.produces:
             return
         del session.produces[pattern]
+        _forget(self.producer_patterns, pattern, session)
         if session.producing and matches(pattern, session.producing[0].id):
             self._cancel_production(session)
-        for oid in [oid for oid in self.objects if matches(pattern, oid)]:
+        for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.produces):
                 obj.producers.pop(session, None)
@@ -232,25 +238,32 @@ class ObjectStore:
 
     # ---- interest and lifetime ----------------------------------------------------------------
 
-    def _exact_producer_ids(self) -> Iterable[str]:
-        return {p for s in self.sessions for p in s.produces if not is_wildcard(p)}
+    def _covered_ids(self, pattern: str) -> list[str]:
+        """Ids of existing objects a pattern covers (a dict lookup for an exact id)."""
+        if not is_wildcard(pattern):
+            return [pattern] if pattern in self.objects else []
+        return [oid for oid in self.objects if matches(pattern, oid)]
+
+    def _exact_producer_ids(self) -> list[str]:
+        return [p for p in self.producer_patterns if not is_wildcard(p)]
 
     def _has_producer(self, object_id: str) -> bool:
-        return any(matches(p, object_id) for s in self.sessions for p in s.produces)
+        return object_id in self.producer_patterns or any(
+            is_wildcard(p) and matches(p, object_id) for p in self.producer_patterns)
 
     def _has_direct_producer(self, object_id: str) -> bool:
-        return any(object_id in s.produces for s in self.sessions)
+        return object_id in self.producer_patterns
 
     def _wildcard_consumed(self, object_id: str) -> bool:
-        return any(is_wildcard(p) and matches(p, object_id) for s in self.sessions for p in s.consumes)
+        return any(is_wildcard(p) and matches(p, object_id) for p in self.consumer_patterns)
 
     def _direct_consumed(self, object_id: str) -> bool:
-        return any(object_id in s.consumes for s in self.sessions)
+        return object_id in self.consumer_patterns
 
     def _interest_ids(self) -> set[str]:
         """Ids someone wants: exact consumer ids and ids that objects depend on."""
-        ids = {p for s in self.sessions for p in s.consumes if not is_wildcard(p)}
-        ids.update(dep for dep, users in self.dependents.items() if users)
+        ids = {p for p in self.consumer_patterns if not is_wildcard(p)}
+        ids.update(self.dependents)
         return ids
 
     def _wanted(self, object_id: str) -> bool:
@@ -269,11 +282,10 @@ class ObjectStore:
         """Create an object and attach every session whose patterns cover it (not yet queued)."""
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
-        for session in self.sessions:
-            if any(matches(p, object_id) for p in session.consumes):
-                obj.consumers[session] = None
-            if any(matches(p, object_id) for p in session.produces):
-                obj.producers[session] = None
+        for table, attached in ((self.consumer_patterns, obj.consumers), (self.producer_patterns, obj.producers)):
+            for pattern, sessions in table.items():
+                if matches(pattern, object_id):
+                    attached.update(sessions)
         return obj
 
     def _despawn_if_dead(self, obj: SyncObject) -> None:
@@ -515,3 +527,11 @@ class ObjectStore:
         if requeue:
             self._enqueue(obj)
         self._assign_needed = True
+
+
+def _forget(table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:
+    sessions = table.get(pattern)
+    if sessions is not None:
+        sessions.pop(session, None)
+        if not sessions:
+            del table[pattern]
