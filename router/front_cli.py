@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 
 import typer
 import zmq
 
+from common import logs
 from common.wire import DEFAULT_ROUTER
 from router.front import Front, FrontConfig
 
@@ -36,10 +36,7 @@ def front(
         help="More logging: -v for debug lines, -vv also for the websockets library."),
 ) -> None:
     """Serve seapig websocket clients and relay their sessions to the router."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s front[%(process)d] %(levelname)s %(message)s",
-    )
+    logs.setup(verbose)
     logging.getLogger("websockets").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame)
     try:
