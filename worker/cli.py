@@ -1,0 +1,54 @@
+"""``sync-worker``: run a pool of worker processes producing objects for a seasync router."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+import zmq
+
+from common import wire
+from worker.logs import setup_logging
+from worker.pool import Pool
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _check_endpoint(url: str) -> str:
+    """Refuse a malformed ZeroMQ address here, rather than in N workers that would crash in a loop."""
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as probe:
+        probe.setsockopt(zmq.LINGER, 0)
+        try:
+            probe.connect(url)
+        except zmq.ZMQError as exc:
+            raise typer.BadParameter(f"{url!r} is not a ZeroMQ address like tcp://host:port ({exc})") from None
+    return url
+
+
+@app.command(help="Run N worker processes that load the producer classes of a directory and produce "
+                  "objects for the router, one at a time each. Files in the directory are reloaded when "
+                  "they change. SIGTERM or Ctrl-C stops every worker cleanly.")
+def sync_worker(
+    router: str = typer.Option(wire.DEFAULT_ROUTER, "--router", envvar="SEASYNC_ROUTER",
+                               callback=_check_endpoint, help="ZeroMQ address of the router (sync-router --bind)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", envvar="SEASYNC_WORKERS", min=1,
+                                show_default="the number of CPUs",
+                                help="Number of worker processes; each produces one object at a time."),
+    producers: Path = typer.Option(Path("producers"), "--producers", envvar="SEASYNC_PRODUCERS",
+                                   help="Directory of producer files: every *.py not starting with '_' is "
+                                        "searched for Producer subclasses. It is put on sys.path, so "
+                                        "producer files can import their neighbours."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
+) -> None:
+    setup_logging(verbose)
+    count = workers or os.cpu_count() or 1
+    raise typer.Exit(Pool(count, router, producers.resolve(), verbose).run())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The supervisor: keeps N worker processes alive, and stops them cleanly.
+
+Each worker is a subprocess (``python -m worker.process``), not a multiprocessing child: it starts
+from a clean interpreter (no inherited sockets or threads), its exit code and signal are plain to
+read, and its log lines carry its own pid. A worker that dies is restarted; one that keeps dying
+soon after starting is restarted with a growing delay (0.5 s doubling up to 30 s), so a broken
+producer file cannot make the pool spin. SIGTERM/SIGINT are forwarded to the workers; the pool
+exits 0 once they are gone, SIGKILLing any still alive after 5 s. Each worker is told the pool's
+pid and stops by itself if the pool disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("worker.pool")
+
+STOP_TIMEOUT = 5.0
+QUICK_DEATH = 10.0
+"""A worker that dies sooner than this after starting counts towards the restart backoff."""
+MAX_BACKOFF = 30.0
+POLL_INTERVAL = 0.1
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    start_at: float = 0.0
+
+
+class Pool:
+    """N worker processes for one router and one producers directory."""
+
+    def __init__(self, count: int, router: str, producers: Path, verbose: bool = False) -> None:
+        self.router = router
+        self.producers = producers
+        self.verbose = verbose
+        self.slots = [_Slot(index) for index in range(1, count + 1)]
+        self.stopping = False
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info("= starting %d worker(s): router %s, producers %s", len(self.slots), self.router, self.producers)
+        while not self.stopping:
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.poll() is not None:
+                    self._on_death(slot, now)
+                if slot.proc is None and now >= slot.start_at and not self.stopping:
+                    self._start(slot, now)
+            time.sleep(POLL_INTERVAL)
+        self._stop_all()
+        return 0
+
+    def _command(self, slot: _Slot) -> list[str]:
+        command = [sys.executable, "-m", "worker.process", "--router", self.router,
+                   "--producers", str(self.producers), "--name", f"worker.{slot.index}",
+                   "--parent-pid", str(os.getpid())]
+        return command + (["-v"] if self.verbose else [])
+
+    def _start(self, slot: _Slot, now: float) -> None:
+        env = dict(os.environ)
+        # The workers must import this package whatever their working directory.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        slot.proc = subprocess.Popen(self._command(slot), env=env)
+        slot.started = now
+        log.info("= worker.%d started (pid %d)", slot.index, slot.proc.pid)
+
+    def _on_death(self, slot: _Slot, now: float) -> None:
+        assert slot.proc is not None
+        code = slot.proc.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if now - slot.started < QUICK_DEATH:
+            slot.quick_deaths += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (slot.quick_deaths - 1))
+        else:
+            slot.quick_deaths = 0
+            delay = 0.0
+        log.warning("! worker.%d (pid %d) died (%s): restarting it in %.1f s",
+                    slot.index, slot.proc.pid, how, delay)
+        slot.proc = None
+        slot.start_at = now + delay
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("= %s received: stopping the workers", signal.Signals(signum).name)
+
+    def _stop_all(self) -> None:
+        live = [slot.proc for slot in self.slots if slot.proc is not None and slot.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in live:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("! worker pid %d did not stop in %.0f s: SIGKILL", proc.pid, STOP_TIMEOUT)
+                proc.kill()
+                proc.wait()
+        log.info("= all workers stopped")

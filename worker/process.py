@@ -1,0 +1,302 @@
+"""One worker process: a producer session with the router, producing one object at a time.
+
+The main thread runs the loop below and owns the ZeroMQ socket (through ``RouterLink``); every
+call into producer code goes to the producer thread (``worker/runner.py`` says why). The loop
+waits on the socket and on a wake-up pipe (written when producer code returns and when a signal
+arrives), so heartbeats keep flowing however long ``produce()`` takes.
+
+Between productions, and about once a second when idle, the producers directory is rescanned;
+changed files are reloaded (in the producer thread) and patterns that appeared or disappeared are
+registered or unregistered. An in-flight production always finishes first.
+
+Started by the pool as ``python -m worker.process --router URL --producers DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from common import codec, wire
+from worker import production
+from worker.discovery import Catalog, scan
+from worker.link import Frame, Lost, Ready, RouterLink
+from worker.logs import setup_logging
+from worker.registry import ProducerTable
+from worker.runner import ProducerThread
+
+log = logging.getLogger("worker.process")
+
+RESCAN_INTERVAL = 1.0
+"""Seconds between two scans of the producers directory."""
+ERROR_DELAY = 1.0
+"""Seconds to hold a failed production's answer, so a failing producer does not spin."""
+STOP_GRACE = 3.0
+"""Seconds a stopping worker waits for the current production (the pool SIGKILLs after 5 s)."""
+MAX_WAIT = 0.5
+
+
+@dataclass
+class _Job:
+    """What the producer thread is doing: a production (object_id set) or a reload."""
+
+    future: Future[Any]
+    session: int
+    object_id: str | None = None
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None) -> None:
+        self.producers_dir = producers_dir
+        self.parent_pid = parent_pid
+        self.ctx = zmq.Context()
+        self.link = RouterLink(self.ctx, router, name)
+        self.catalog = Catalog(producers_dir)
+        self.table = ProducerTable()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.thread = ProducerThread(self._wake)
+        self.session = 0  # bumped on every new session: answers for an older one are dropped
+        self.registered: set[str] = set()
+        self.orders: deque[tuple[int, str]] = deque()
+        self.job: _Job | None = None
+        self.delayed: tuple[float, int, bytes] | None = None  # (due, session, frame)
+        self.next_scan = 0.0
+        self.stopping = False
+
+    # ---- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if not self.producers_dir.is_dir():
+            log.warning("! producers directory %s does not exist (yet)", self.producers_dir)
+        poller = zmq.Poller()
+        poller.register(self.link.socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        self.link.start(time.monotonic())
+        stop_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            if self.stopping and stop_deadline is None:
+                stop_deadline = now + STOP_GRACE
+                self.orders.clear()
+                self.delayed = None
+                if self.job is not None:
+                    log.info("= stopping: waiting up to %.0f s for the current job", STOP_GRACE)
+            if stop_deadline is not None and (self.job is None or now >= stop_deadline):
+                break
+            timeout = max(0.0, min(self._deadline(now), now + MAX_WAIT) - now)
+            ready = dict(poller.poll(timeout * 1000))
+            now = time.monotonic()
+            if ready.get(self._wake_r):
+                self._drain_wake_pipe()
+            if ready.get(self.link.socket):
+                self._receive(now)
+            self._on_events(self.link.tick(now))
+            self._finish_job(now)
+            self._send_delayed(now)
+            self._check_parent()
+            if not self.stopping:
+                self._start_next_job(now)
+        self._shutdown()
+        return 0
+
+    def _deadline(self, now: float) -> float:
+        deadline = self.link.deadline()
+        if self.delayed is not None:
+            deadline = min(deadline, self.delayed[0])
+        if self.job is None and self.delayed is None and not self.stopping:
+            deadline = min(deadline, now if self.orders else self.next_scan)
+        return deadline
+
+    def _receive(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.link.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frames:
+                self._on_events(self.link.on_message(frames, now))
+
+    def _on_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, Frame):
+                self._on_frame(event.raw)
+            elif isinstance(event, Ready):
+                self.session += 1
+                self.registered = set()
+                self.link.send(codec.dumps({"action": "client-options-set", "options": {"name": "worker"}}))
+                self._sync_registrations()
+            elif isinstance(event, Lost):
+                self.session += 1
+                if self.orders or self.delayed or (self.job and self.job.object_id):
+                    log.info("= session lost (%s): pending orders dropped", event.reason)
+                self.orders.clear()
+                self.delayed = None
+
+    def _on_frame(self, raw: bytes) -> None:
+        try:
+            message = codec.loads(raw)
+        except codec.JSONDecodeError as exc:
+            log.warning("! undecodable frame from the router (%s): %.200r", exc, raw)
+            return
+        action = message.get("action") if isinstance(message, dict) else None
+        if action == "object-produce":
+            object_id = message.get("id")
+            if isinstance(object_id, str) and object_id:
+                log.debug("< object-produce %s (inferred %s)", object_id,
+                          codec.dumps(message.get("version-inferred")).decode())
+                self.orders.append((self.session, object_id))
+            else:
+                log.warning("! object-produce without a valid id: %.200r", raw)
+        elif action == "error":
+            log.warning("! the router reports an error: %s", message.get("message", raw.decode(errors="replace")))
+        else:
+            log.debug("< %s (ignored)", action)
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    def _start_next_job(self, now: float) -> None:
+        if self.job is not None or self.delayed is not None:
+            return
+        if now >= self.next_scan:
+            self.next_scan = now + RESCAN_INTERVAL
+            found = scan(self.producers_dir)
+            if self.catalog.changed(found):
+                self.job = _Job(self.thread.submit(self.catalog.load, found), self.session)
+                return
+        while self.orders:
+            session, object_id = self.orders.popleft()
+            if session != self.session:
+                continue
+            producer = self.table.find(object_id)
+            if producer is None:
+                log.warning("! no producer for %r (its pattern went away?)", object_id)
+                answer = production.failure(object_id, LookupError(f"no producer for {object_id!r} in this worker"))
+                self.delayed = (now + ERROR_DELAY, session, answer.frame)
+                return
+            self.job = _Job(self.thread.submit(production.produce, producer, object_id), session, object_id)
+            return
+
+    def _finish_job(self, now: float) -> None:
+        job = self.job
+        if job is None or not job.future.done():
+            return
+        self.job = None
+        try:
+            result = job.future.result()
+        except BaseException:  # production.produce and Catalog.load catch user errors themselves
+            log.exception("! worker bug while running producer code")
+            if job.object_id is not None:
+                self.delayed = (now + ERROR_DELAY, job.session,
+                                production.failure(job.object_id, RuntimeError("worker error")).frame)
+            return
+        if isinstance(result, ProducerTable):
+            self.table = result
+            self._sync_registrations()
+            self.next_scan = now + RESCAN_INTERVAL
+        elif job.session != self.session:
+            log.info("= dropping the answer for %s: it was ordered by a session that is gone", job.object_id)
+        elif result.error is not None:
+            self.delayed = (now + ERROR_DELAY, job.session, result.frame)
+        else:
+            self.link.send(result.frame)
+
+    def _send_delayed(self, now: float) -> None:
+        if self.delayed is not None and now >= self.delayed[0]:
+            _, session, frame = self.delayed
+            self.delayed = None
+            if session == self.session:
+                self.link.send(frame)
+
+    def _sync_registrations(self) -> None:
+        """Register the patterns the router does not have yet, unregister the ones gone."""
+        if not self.link.is_open:
+            return
+        wanted = set(self.table.patterns)
+        for pattern in sorted(self.registered - wanted):
+            self.link.send(codec.dumps({"action": "object-producer-unregister", "pattern": pattern}))
+            log.info("> unregistered %s", pattern)
+        for pattern in sorted(wanted - self.registered):
+            self.link.send(codec.dumps({"action": "object-producer-register", "pattern": pattern}))
+            log.info("> registered %s", pattern)
+        self.registered = wanted
+
+    # ---- stopping ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("= %s received: stopping", signal.Signals(signum).name)
+
+    def _check_parent(self) -> None:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stopping:
+            log.warning("! the pool (pid %d) is gone: stopping", self.parent_pid)
+            self.stopping = True
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is going to wake up anyway
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _shutdown(self) -> None:
+        if self.job is not None:
+            log.warning("! abandoning %s: it did not finish in %.0f s",
+                        self.job.object_id or "a reload", STOP_GRACE)
+        self.link.close()
+        self.ctx.term()
+        if self.job is None:
+            closing = self.thread.submit(self.catalog.close)
+            try:
+                closing.result(timeout=1.0)
+            except Exception:
+                log.warning("! producers did not close in time")
+        log.info("= stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.process",
+                                     description="One seasync worker process (normally started by sync-worker).")
+    parser.add_argument("--router", default=wire.DEFAULT_ROUTER)
+    parser.add_argument("--producers", type=Path, default=Path("producers"))
+    parser.add_argument("--name", default=f"worker@{socket.gethostname()}")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process (the pool) is no longer our parent")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    producers_dir = args.producers.resolve()
+    sys.path.insert(0, str(producers_dir))  # producer files may import their neighbours
+    # Neighbours are re-imported on reload; a .pyc (keyed on mtime in seconds and size) could
+    # hand back the code of a same-size edit made within the same second.
+    sys.dont_write_bytecode = True
+    return Worker(args.router, producers_dir, args.name, args.parent_pid).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
