@@ -9,6 +9,7 @@ plain blocking poll loop: on 2 cores the sync loop is about 3x faster than async
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import time
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 import zmq
 
 from common import codec, wire
+from router.introspection import Introspection
 from router.store import ObjectStore, Session
 
 log = logging.getLogger("seasync.router")
 
+INTERNAL = (b"", b"introspection")  # the store handle of the router's own introspection session
 BATCH = 512  # messages handled before the outbox is flushed
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
 
@@ -49,6 +52,10 @@ class Router:
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.sock.bind(bind)
         self._stopping = False
+        session_version = int(os.environ.get("SEAPIG_SERVER_SESSION") or time.time() * 1000)
+        self.introspection = Introspection(self.store, INTERNAL, session_version, self._peer_name)
+        self.counters = self.introspection.counters
+        self._productions_seen = 0
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -58,7 +65,7 @@ class Router:
         log.info("router listening on %s (epoch %s)", self.bind, self.epoch.decode())
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        next_check = next_heartbeat = time.monotonic()
+        next_check = next_heartbeat = next_refresh = time.monotonic()
         while not self._stopping:
             if poller.poll(250):
                 self._drain()
@@ -69,6 +76,10 @@ class Router:
             if now >= next_heartbeat:
                 self.store.heartbeat()
                 next_heartbeat = now + HEARTBEAT_EVERY
+            if now >= next_refresh:
+                self.store.now = time.time()
+                self.introspection.refresh(self.store.now)
+                next_refresh = now + 1.0
             self._flush()
         self.sock.close(0)
         self.ctx.term()
@@ -78,6 +89,7 @@ class Router:
 
     def _drain(self) -> None:
         now = time.monotonic()
+        self.store.now = time.time()
         for _ in range(BATCH):
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -107,6 +119,8 @@ class Router:
             if session is None:
                 self.sock.send_multipart([identity, wire.DROP, frames[2], b"unknown session"])
             else:
+                self.counters.add("messages_in", 1, self.store.now)
+                self.counters.add("bytes_in", len(frames[3]), self.store.now)
                 self.store.handle_raw(session, frames[3])
         elif kind == wire.PING:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
@@ -150,17 +164,41 @@ class Router:
 
     def _flush(self) -> None:
         """One SEND per (frame, peer): the front writes the same bytes to each listed session."""
-        for frame, sessions in self.store.take_outbox():
-            by_peer: dict[bytes, list[bytes]] = {}
-            for session in sessions:
-                identity, sid = session.handle
-                by_peer.setdefault(identity, []).append(sid)
-            for identity, sids in by_peer.items():
-                if identity in self.peers:
-                    try:
-                        self.sock.send_multipart([identity, wire.SEND, frame, *sids], zmq.NOBLOCK)
-                    except zmq.ZMQError as exc:
-                        log.warning("could not send to %r: %s", identity, exc)
+        now = self.store.now
+        delta = self.store.productions_total - self._productions_seen
+        if delta:
+            self.counters.add("productions", delta, now)
+            self._productions_seen = self.store.productions_total
+        while self.store.outbox:
+            internal: list[bytes] = []
+            for frame, sessions in self.store.take_outbox():
+                by_peer: dict[bytes, list[bytes]] = {}
+                for session in sessions:
+                    if session.handle is INTERNAL:
+                        internal.append(frame)
+                        continue
+                    identity, sid = session.handle
+                    by_peer.setdefault(identity, []).append(sid)
+                for identity, sids in by_peer.items():
+                    self._send_to_peer(identity, frame, sids)
+            for frame in internal:  # the introspection session answers production orders at once
+                self.introspection.on_frame(frame, now)
+
+    def _send_to_peer(self, identity: bytes, frame: bytes, sids: list[bytes]) -> None:
+        if identity not in self.peers:
+            return
+        try:
+            self.sock.send_multipart([identity, wire.SEND, frame, *sids], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not send to %r: %s", identity, exc)
+            return
+        self.counters.add("messages_out", len(sids), self.store.now)
+        self.counters.add("bytes_out", len(frame) * len(sids), self.store.now)
+
+    def _peer_name(self, session: Session) -> str:
+        if session.handle is INTERNAL:
+            return "router"
+        return session.handle[0].decode(errors="replace")
 
 
 def serve(bind: str, retain: int = 2) -> None:

@@ -33,7 +33,8 @@ PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained b
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
-    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "sent", "index")
+    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "producing_since", "sent",
+                 "index", "productions", "errors")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -43,6 +44,9 @@ class Session:
         self.consumes: dict[str, None] = {}  # patterns, in registration order
         self.produces: dict[str, None] = {}
         self.producing: tuple[SyncObject, Version] | None = None
+        self.producing_since = 0.0
+        self.productions = 0  # answers to object-produce with data
+        self.errors = 0  # answers carrying a production error
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
 
     @property
@@ -58,7 +62,8 @@ class SyncObject:
     """One live object: its retained data versions, version bookkeeping and attached sessions."""
 
     __slots__ = ("id", "history", "known", "stalled", "inferred", "consumers", "producers",
-                 "dependencies", "in_flight", "frames", "queued", "waiting")
+                 "dependencies", "in_flight", "frames", "queued", "waiting",
+                 "productions", "production_ms", "produced_at", "errors", "last_error")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -73,6 +78,11 @@ class SyncObject:
         self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
         self.queued = False
         self.waiting = False
+        self.productions = 0
+        self.production_ms: float | None = None  # duration of the last production
+        self.produced_at: float | None = None  # store time of the last production answer
+        self.errors = 0
+        self.last_error: str | None = None
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -115,6 +125,8 @@ class ObjectStore:
         self.outbox: list[tuple[bytes, list[Session]]] = []
         self._session_count = 0
         self._assign_needed = False
+        self.now = 0.0  # set by the shell before each call: the store reads no clock itself
+        self.productions_total = 0
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -349,7 +361,11 @@ class ObjectStore:
         return result
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
+        session.errors += 1
         obj = self.objects.get(object_id)
+        if obj is not None:
+            obj.errors += 1
+            obj.last_error = error
         if obj is not None and obj.consumers:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
                        list(obj.consumers))
@@ -358,6 +374,7 @@ class ObjectStore:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
         freed = False
         if session.producing and session.producing[0].id == object_id:
+            self._finish_production(session, data)
             self._cancel_production(session, requeue=False)
             freed = True
         obj = self.objects.get(object_id)
@@ -391,6 +408,16 @@ class ObjectStore:
         self._enqueue(obj)
         if freed:
             self._assign_needed = True
+
+    def _finish_production(self, session: Session, data: Any) -> None:
+        obj = session.producing[0]
+        if data is None:
+            return
+        session.productions += 1
+        obj.productions += 1
+        self.productions_total += 1
+        obj.production_ms = max(0.0, (self.now - session.producing_since) * 1000.0)
+        obj.produced_at = self.now
 
     def _set_inferred(self, obj: SyncObject, version: Version) -> None:
         """A newer inferred version; a hash declares the object's dependencies."""
@@ -514,6 +541,7 @@ class ObjectStore:
         obj.queued = False
         inferred = obj.inferred
         session.producing = (obj, inferred)
+        session.producing_since = self.now
         obj.in_flight[version_key(inferred)] = session
         self._send(protocol.produce(obj.id, inferred), (session,))
 

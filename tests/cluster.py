@@ -114,8 +114,8 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def start_router(self, *extra: str) -> Proc:
-        self.router = self._start("router", ["-m", "router.cli", "--bind", self.router_url, *extra])
+    def start_router(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        self.router = self._start("router", ["-m", "router.cli", "--bind", self.router_url, *extra], env=env)
         wait_port(self.router_port)
         return self.router
 

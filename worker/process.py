@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from common import codec, wire
@@ -46,6 +47,8 @@ ERROR_DELAY = 1.0
 STOP_GRACE = 3.0
 """Seconds a stopping worker waits for the current production (the pool SIGKILLs after 5 s)."""
 MAX_WAIT = 0.5
+STATS_INTERVAL = 2.0
+"""Seconds between two reports of this process's pid, host, CPU and memory (shown by introspection)."""
 
 
 @dataclass
@@ -77,6 +80,9 @@ class Worker:
         self.job: _Job | None = None
         self.delayed: tuple[float, int, bytes] | None = None  # (due, session, frame)
         self.next_scan = 0.0
+        self.next_stats = 0.0
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)  # starts the measurement
         self.stopping = False
 
     # ---- main loop ---------------------------------------------------------------------------
@@ -113,6 +119,9 @@ class Worker:
             self._finish_job(now)
             self._send_delayed(now)
             self._check_parent()
+            if now >= self.next_stats and self.link.is_open:
+                self.next_stats = now + STATS_INTERVAL
+                self._send_options()
             if not self.stopping:
                 self._start_next_job(now)
         self._shutdown()
@@ -142,7 +151,7 @@ class Worker:
             elif isinstance(event, Ready):
                 self.session += 1
                 self.registered = set()
-                self.link.send(codec.dumps({"action": "client-options-set", "options": {"name": "worker"}}))
+                self._send_options()
                 self._sync_registrations()
             elif isinstance(event, Lost):
                 self.session += 1
@@ -150,6 +159,13 @@ class Worker:
                     log.info("= session lost (%s): pending orders dropped", event.reason)
                 self.orders.clear()
                 self.delayed = None
+
+    def _send_options(self) -> None:
+        """seapig's client options, with this process's load under "stats" (SeasyncServer::Workers)."""
+        with self.process.oneshot():
+            stats = {"pid": self.process.pid, "host": socket.gethostname(),
+                     "cpu_percent": self.process.cpu_percent(None), "rss": self.process.memory_info().rss}
+        self.link.send(codec.dumps({"action": "client-options-set", "options": {"name": "worker", "stats": stats}}))
 
     def _on_frame(self, raw: bytes) -> None:
         try:

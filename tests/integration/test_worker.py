@@ -248,7 +248,9 @@ def test_worker_says_hello_opens_a_session_and_registers_every_pattern(router, p
     router.wait_for(lambda i, f: i == worker and f == [wire.OPEN, b"1"], what="OPEN 1")
     router.wait_registered(worker, PATTERNS)
     first = router.seapig(worker)[0]
-    assert first == {"action": "client-options-set", "options": {"name": "worker"}}
+    assert first["action"] == "client-options-set" and first["options"]["name"] == "worker"
+    stats = first["options"]["stats"]  # shown by the SeasyncServer::Workers introspection object
+    assert stats["pid"] == pid_of(worker) and stats["rss"] > 0 and stats["cpu_percent"] >= 0
     assert all(f[1] == b"1" for i, f in router.messages if i == worker and f[0] == wire.MSG)
     output = pool.output()
     assert "broken.py" in output and "Traceback" in output  # logged with its traceback, and skipped

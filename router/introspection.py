@@ -1,0 +1,187 @@
+"""The router's own state, published as ordinary objects (seapig's ``SeapigServer::*`` plus seasync's).
+
+An internal session registers as the producer of the introspection ids, like any other producer: the
+objects exist only while someone consumes them, and the viewer or ``sync-observer`` watch them with
+the normal protocol (diffs included). Data is rebuilt at most once a second (``refresh``) and uploaded
+only when it changed, with seapig's ``[session, counter]`` versions.
+
+This module is pure like the store: the router shell passes the time in and routes frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+from common import codec
+from router.store import ObjectStore, Session, SyncObject
+
+OBJECTS = "SeapigServer::Objects"
+CONSUMERS = "SeapigServer::Consumers"
+PRODUCERS = "SeapigServer::Producers"
+CONNECTIONS = "SeapigServer::Connections"
+STATISTICS = "SeapigServer::Statistics"
+WORKERS = "SeasyncServer::Workers"
+IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS)
+
+INTERNAL_NAME = "SeapigInternalClient"
+RATE_WINDOW = 60  # seconds of per-second rates kept in Statistics
+
+
+class Counters:
+    """Traffic totals and per-second rates, fed by the router shell."""
+
+    KEYS = ("messages_in", "messages_out", "bytes_in", "bytes_out", "productions")
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(self.KEYS, 0)
+        self._second: int | None = None
+        self._current = dict.fromkeys(self.KEYS, 0)
+        self.rates: dict[str, deque[int]] = {k: deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW) for k in self.KEYS}
+
+    def add(self, key: str, amount: int, now: float) -> None:
+        self.roll(now)
+        self.totals[key] += amount
+        self._current[key] += amount
+
+    def roll(self, now: float) -> None:
+        """Close the finished seconds (a quiet second counts as zero)."""
+        second = int(now)
+        if self._second is None:
+            self._second = second
+        while self._second < second:
+            for key in self.KEYS:
+                self.rates[key].append(self._current[key])
+                self._current[key] = 0
+            self._second += 1
+            if second - self._second > RATE_WINDOW:
+                self._second = second
+
+
+class Introspection:
+    """Produces the introspection objects from the store's state."""
+
+    def __init__(self, store: ObjectStore, handle: Any, session_version: int, peer_name: Callable[[Session], str]) -> None:
+        self.store = store
+        self.counters = Counters()
+        self.session_version = session_version
+        self._peer_name = peer_name
+        self._counter = -1  # the first upload is [session, 0], as in seapig
+        self._uploaded: dict[str, bytes] = {}  # id -> canonical bytes of the last upload
+        self._sizes: dict[str, tuple[dict, int]] = {}
+        self.session = store.open(handle)
+        store.handle(self.session, {"action": "client-options-set", "options": {"name": INTERNAL_NAME}})
+        for object_id in IDS:
+            store.handle(self.session, {"action": "object-producer-register", "pattern": object_id,
+                                        "version-known": None})
+
+    # ---- driven by the router shell ---------------------------------------------------------
+
+    def on_frame(self, frame: bytes, now: float) -> None:
+        """A frame the store addressed to the internal session: answer production orders at once."""
+        message = codec.loads(frame)
+        if message.get("action") == "object-produce" and message.get("id") in IDS:
+            self._upload(message["id"], now, force=True)
+
+    def refresh(self, now: float) -> None:
+        """Called about once a second: upload the watched objects whose data changed."""
+        self.counters.roll(now)
+        for object_id in IDS:
+            if object_id in self.store.objects:
+                self._upload(object_id, now, force=False)
+
+    # ---- building -------------------------------------------------------------------------------
+
+    def _upload(self, object_id: str, now: float, force: bool) -> None:
+        data = self.build(object_id, now)
+        encoded = codec.dumps_sorted(data)
+        changed = self._uploaded.get(object_id) != encoded
+        if not (force or changed):
+            return
+        if changed:
+            self._counter += 1
+            self._uploaded[object_id] = encoded
+        version = [self.session_version, self._counter]
+        self.store.handle(self.session, {"action": "object-patch", "id": object_id, "version-new": version,
+                                         "value": data, "patch": None})
+
+    def build(self, object_id: str, now: float) -> dict:
+        builder = {
+            OBJECTS: self._objects, CONSUMERS: self._consumers, PRODUCERS: self._producers,
+            CONNECTIONS: self._connections, STATISTICS: self._statistics, WORKERS: self._workers,
+        }[object_id]
+        return builder(now)
+
+    def _objects(self, now: float) -> dict:
+        for gone in self._sizes.keys() - self.store.objects.keys():
+            del self._sizes[gone]
+        # Its own entry is left out: each upload would change it, and so trigger another upload.
+        return {oid: self._object_entry(obj) for oid, obj in self.store.objects.items() if oid != OBJECTS}
+
+    def _object_entry(self, obj: SyncObject) -> dict:
+        state: dict[str, bool] = {"current": obj.state == "current"}
+        if obj.in_flight:
+            state["producing"] = True
+        if obj.queued:
+            state["enqueued"] = True
+        if obj.waiting:
+            state["waiting"] = True
+        return {
+            "id": obj.id, "state": state,
+            "version_highest_known": obj.known, "version_highest_inferred": obj.inferred,
+            "consumers": [s.client_id for s in obj.consumers],
+            "producers": [s.client_id for s in obj.producers],
+            "productions": obj.productions, "production_ms": obj.production_ms, "produced_at": obj.produced_at,
+            "errors": obj.errors, "last_error": obj.last_error, "size": self._size(obj),
+        }
+
+    def _size(self, obj: SyncObject) -> int | None:
+        """Encoded size of the latest data, computed once per data version."""
+        latest = obj.latest
+        if latest is None:
+            return None
+        cached = self._sizes.get(obj.id)
+        if cached is None or cached[0] is not latest[1]:
+            cached = self._sizes[obj.id] = (latest[1], len(codec.dumps(latest[1])))
+        return cached[1]
+
+    def _consumers(self, now: float) -> dict:
+        return {p: [s.client_id for s in sessions] for p, sessions in self.store.consumer_patterns.items()}
+
+    def _producers(self, now: float) -> dict:
+        return {p: [s.client_id for s in sessions] for p, sessions in self.store.producer_patterns.items()}
+
+    def _connections(self, now: float) -> dict:
+        out = {}
+        for s in self.store.sessions:
+            producing = None
+            if s.producing:
+                producing = {"id": s.producing[0].id, "version_inferred": s.producing[1],
+                             "since": s.producing_since}
+            out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": list(s.consumes),
+                                "produces": list(s.produces), "producing": producing, "peer": self._peer_name(s)}
+        return out
+
+    def _statistics(self, now: float) -> dict:
+        self.counters.roll(now)
+        stats: dict[str, Any] = {
+            "objects": len(self.store.objects), "sessions": len(self.store.sessions),
+            "queue": len(self.store.queue),
+            "errors": sum(obj.errors for obj in self.store.objects.values()),
+        }
+        stats.update(self.counters.totals)
+        stats["rates"] = {k: list(v) for k, v in self.counters.rates.items()}
+        return stats
+
+    def _workers(self, now: float) -> dict:
+        out = {}
+        for s in self.store.sessions:
+            if s.name != "worker":
+                continue
+            stats = s.options.get("stats") if isinstance(s.options.get("stats"), dict) else {}
+            producing = {"id": s.producing[0].id, "since": s.producing_since} if s.producing else None
+            out[s.client_id] = {"id": s.client_id, "pid": stats.get("pid"), "host": stats.get("host"),
+                                "cpu_percent": stats.get("cpu_percent"), "rss": stats.get("rss"),
+                                "producing": producing, "productions": s.productions, "errors": s.errors}
+        return out
+
