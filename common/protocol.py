@@ -94,7 +94,9 @@ def _patch(message: dict) -> dict:
     out: dict[str, Any] = {"action": "object-patch", "id": object_id, "value": None, "patch": None}
     error = message.get("error")
     if error is not None:
-        out["error"] = error if isinstance(error, str) else codec.dumps(error).decode()
+        if not isinstance(error, str):
+            raise ProtocolError("'error' must be a string describing the failure", request="object-patch", id=object_id)
+        out["error"] = error[:2000]
     value = message.get("value")
     patch = message.get("patch")
     if value is not None:

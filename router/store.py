@@ -73,7 +73,7 @@ class SyncObject:
         self.inferred: Version = None
         self.consumers: dict[Session, None] = {}
         self.producers: dict[Session, None] = {}
-        self.dependencies: set[str] = set()
+        self.dependencies: dict[str, None] = {}
         self.in_flight: dict[Any, Session] = {}  # version_key(inferred) -> producing session
         self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
         self.queued = False
@@ -117,7 +117,8 @@ class ObjectStore:
         self.retain = retain
         self.objects: dict[str, SyncObject] = {}
         self.sessions: dict[Session, None] = {}
-        self.dependents: dict[str, set[str]] = {}  # dependency id -> ids of objects that declare it
+        # dependency id -> ids of objects that declare it (a dict: re-production follows declaration order)
+        self.dependents: dict[str, dict[str, None]] = {}
         # pattern -> sessions that registered it: lookups by id stay O(distinct wildcard patterns)
         self.consumer_patterns: dict[str, dict[Session, None]] = {}
         self.producer_patterns: dict[str, dict[Session, None]] = {}
@@ -195,7 +196,9 @@ class ObjectStore:
             ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
         else:
-            if not is_null(version_known):
+            if is_null(version_known):  # holding nothing: the next push is the full value
+                session.sent.pop(pattern, None)
+            else:
                 session.sent[pattern] = version_known
             ids = [pattern] if pattern in self.objects or self._has_producer(pattern) else []
         for oid in ids:
@@ -208,6 +211,7 @@ class ObjectStore:
 
     def _consumer_unregister(self, session: Session, pattern: str) -> None:
         if pattern not in session.consumes:
+            self._not_registered(session, "consumer", pattern)
             return
         del session.consumes[pattern]
         _forget(self.consumer_patterns, pattern, session)
@@ -224,29 +228,35 @@ class ObjectStore:
         session.produces[pattern] = None
         self.producer_patterns.setdefault(pattern, {})[session] = None
         self._assign_needed = True  # the new producer may take queued work
+        for oid in self._covered_ids(pattern):
+            self.objects[oid].producers[session] = None
+        if not is_wildcard(pattern) and not is_null(version_known):
+            # seapig: a master announcing its version acts as an upload of data `true` at that version
+            self._version_set(session, pattern, version_known, True)
         wanted = [oid for oid in self._interest_ids() if matches(pattern, oid)]
         if not is_wildcard(pattern) and not wanted and self._wildcard_consumed(pattern):
             wanted = [pattern]
-        for oid in self._covered_ids(pattern):
-            self.objects[oid].producers[session] = None
         for oid in wanted:
             if oid not in self.objects:
                 self._enqueue(self._spawn(oid))
-        if not is_wildcard(pattern) and not is_null(version_known):
-            self._version_set(session, pattern, version_known, True)
 
     def _producer_unregister(self, session: Session, pattern: str) -> None:
         if pattern not in session.produces:
+            self._not_registered(session, "producer", pattern)
             return
         del session.produces[pattern]
         _forget(self.producer_patterns, pattern, session)
-        if session.producing and matches(pattern, session.producing[0].id):
-            self._cancel_production(session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.produces):
                 obj.producers.pop(session, None)
             self._despawn_if_dead(obj)
+        if session.producing and matches(pattern, session.producing[0].id):
+            self._cancel_production(session)  # requeued for another producer, if still alive
+
+    def _not_registered(self, session: Session, role: str, pattern: str) -> None:
+        self._send(protocol.error(f"this session has no {role} registration for pattern {pattern!r}",
+                                  request=f"object-{role}-unregister", pattern=pattern), (session,))
 
     # ---- interest and lifetime ----------------------------------------------------------------
 
@@ -272,11 +282,11 @@ class ObjectStore:
     def _direct_consumed(self, object_id: str) -> bool:
         return object_id in self.consumer_patterns
 
-    def _interest_ids(self) -> set[str]:
-        """Ids someone wants: exact consumer ids and ids that objects depend on."""
-        ids = {p for p in self.consumer_patterns if not is_wildcard(p)}
-        ids.update(self.dependents)
-        return ids
+    def _interest_ids(self) -> list[str]:
+        """Ids someone wants: exact consumer ids, then ids that objects depend on (registration order)."""
+        ids = dict.fromkeys(p for p in self.consumer_patterns if not is_wildcard(p))
+        ids.update(dict.fromkeys(self.dependents))
+        return list(ids)
 
     def _wanted(self, object_id: str) -> bool:
         """Would this object be alive if it existed?"""
@@ -322,7 +332,7 @@ class ObjectStore:
     def _drop_dependency(self, object_id: str, dep: str) -> None:
         users = self.dependents.get(dep)
         if users is not None:
-            users.discard(object_id)
+            users.pop(object_id, None)
             if not users:
                 del self.dependents[dep]
         dep_obj = self.objects.get(dep)
@@ -344,9 +354,7 @@ class ObjectStore:
         """The new data from an uploaded patch, or None (a cancel) if its base is unknown or it fails."""
         obj = self.objects.get(message["id"])
         base = obj.data_at(message["version-old"]) if obj else ({} if is_null(message["version-old"]) else None)
-        if base is None:
-            self._send(protocol.error("patch base version-old is not retained; upload the full value",
-                                      request="object-patch", id=message["id"]), (session,))
+        if base is None:  # a race, not an error: seapig silently cancels, and the producer is asked again
             return None
         try:
             result = apply_patch(codec.loads(codec.dumps(base)), message["patch"])
@@ -423,15 +431,15 @@ class ObjectStore:
         """A newer inferred version; a hash declares the object's dependencies."""
         if not isinstance(version, dict):
             obj.inferred = version
-            for dep in list(obj.dependencies):
-                obj.dependencies.discard(dep)
+            old_deps, obj.dependencies = obj.dependencies, {}
+            for dep in old_deps:
                 self._drop_dependency(obj.id, dep)
             return
         inferred = dict(version)
         old_deps = obj.dependencies
-        obj.dependencies = set(version)
+        obj.dependencies = dict.fromkeys(version)
         for dep in obj.dependencies:
-            self.dependents.setdefault(dep, set()).add(obj.id)
+            self.dependents.setdefault(dep, {})[obj.id] = None
         for dep in obj.dependencies:
             dep_obj = self.objects.get(dep)
             if dep_obj is None and self._has_producer(dep):
@@ -440,7 +448,7 @@ class ObjectStore:
             if dep_obj is not None:
                 inferred[dep] = newest(inferred[dep], newest(dep_obj.known, dep_obj.inferred))
         obj.inferred = inferred
-        for dep in old_deps - obj.dependencies:
+        for dep in old_deps.keys() - obj.dependencies.keys():
             self._drop_dependency(obj.id, dep)
 
     def _append(self, obj: SyncObject, version: Version, data: dict) -> None:
@@ -513,6 +521,10 @@ class ObjectStore:
             return
         obj.queued = True
         self.queue[obj.id] = None
+        for session in obj.producers:  # as seapig: a newly queued object goes to a free producer at once
+            if session.producing is None:
+                self._start_production(obj, session)
+                return
         self._assign_needed = True
 
     def _missing_dependency(self, obj: SyncObject) -> bool:
