@@ -15,6 +15,10 @@ def run(
                              help="ZeroMQ address fronts and workers connect to (tcp://host:port or ipc://path)."),
     retain: int = typer.Option(2, "--retain", envvar="SEASYNC_RETAIN", min=1,
                                help="Data versions kept per object; a client holding one of them gets a patch."),
+    min_interval: float = typer.Option(
+        0.0, "--min-interval", envvar="SEASYNC_MIN_INTERVAL", min=0.0,
+        help="Seconds between two productions of the same object. When set, an object has at most one "
+             "production in flight and bumps arriving meanwhile are coalesced (protects against hot objects)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True,
                                 help="Debug log lines."),
 ) -> None:
@@ -22,7 +26,7 @@ def run(
     from router.router import serve
 
     logs.setup(verbose)
-    serve(bind, retain=retain)
+    serve(bind, retain=retain, min_interval=min_interval)
 
 
 def main() -> None:

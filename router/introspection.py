@@ -126,6 +126,8 @@ class Introspection:
             state["enqueued"] = True
         if obj.waiting:
             state["waiting"] = True
+        if obj.state == "delayed":
+            state["delayed"] = True
         return {
             "id": obj.id, "state": state,
             "version_highest_known": obj.known, "version_highest_inferred": obj.inferred,

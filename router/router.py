@@ -40,9 +40,10 @@ class Peer:
 
 
 class Router:
-    def __init__(self, bind: str, retain: int = 2, peer_timeout: float = wire.PEER_TIMEOUT) -> None:
+    def __init__(self, bind: str, retain: int = 2, min_interval: float = 0.0,
+                 peer_timeout: float = wire.PEER_TIMEOUT) -> None:
         self.bind = bind
-        self.store = ObjectStore(retain=retain)
+        self.store = ObjectStore(retain=retain, min_interval=min_interval)
         self.peer_timeout = peer_timeout
         self.epoch = f"{int(time.time())}-{secrets.token_hex(4)}".encode()
         self.peers: dict[bytes, Peer] = {}
@@ -76,6 +77,9 @@ class Router:
             if now >= next_heartbeat:
                 self.store.heartbeat()
                 next_heartbeat = now + HEARTBEAT_EVERY
+            if self.store.delayed:
+                self.store.now = time.time()
+                self.store.tick()
             if now >= next_refresh:
                 self.store.now = time.time()
                 self.introspection.refresh(self.store.now)
@@ -201,9 +205,9 @@ class Router:
         return session.handle[0].decode(errors="replace")
 
 
-def serve(bind: str, retain: int = 2) -> None:
+def serve(bind: str, retain: int = 2, min_interval: float = 0.0) -> None:
     """Run a router until SIGINT/SIGTERM."""
-    router = Router(bind, retain=retain)
+    router = Router(bind, retain=retain, min_interval=min_interval)
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
     router.run()

@@ -63,7 +63,8 @@ class SyncObject:
 
     __slots__ = ("id", "history", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
-                 "productions", "production_ms", "produced_at", "errors", "last_error")
+                 "productions", "production_ms", "produced_at", "errors", "last_error",
+                 "failures", "started_at")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -83,6 +84,8 @@ class SyncObject:
         self.produced_at: float | None = None  # store time of the last production answer
         self.errors = 0
         self.last_error: str | None = None
+        self.failures = 0  # consecutive failed productions: the retry backoff doubles with each
+        self.started_at: float | None = None  # store time the last production was ordered
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -105,16 +108,27 @@ class SyncObject:
             return "enqueued"
         if self.waiting:
             return "waiting for dependencies"
-        return "current"
+        if self.inferred is not None and same(self.inferred, self.known):
+            return "current"
+        return "delayed"  # held back by a retry backoff or the minimum interval between productions
 
 
 class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
-    def __init__(self, retain: int = 2) -> None:
+    def __init__(self, retain: int = 2, min_interval: float = 0.0,
+                 retry_base: float = 0.5, retry_max: float = 30.0) -> None:
+        """``retain``: data versions kept per object (patch bases). ``min_interval``: seconds between two
+        productions of one object; when set, an object also has at most one production in flight, and
+        bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
+        backoff after a failed production (doubling per consecutive failure)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
+        self.min_interval = min_interval
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.delayed: dict[str, float] = {}  # object id -> time before which it is not queued
         self.objects: dict[str, SyncObject] = {}
         self.sessions: dict[Session, None] = {}
         # dependency id -> ids of objects that declare it (a dict: re-production follows declaration order)
@@ -317,6 +331,7 @@ class ObjectStore:
     def _despawn(self, obj: SyncObject) -> None:
         del self.objects[obj.id]
         self.queue.pop(obj.id, None)
+        self.delayed.pop(obj.id, None)
         targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
         for session in targets:
             session.sent.pop(obj.id, None)
@@ -374,6 +389,8 @@ class ObjectStore:
         if obj is not None:
             obj.errors += 1
             obj.last_error = error
+            obj.failures += 1
+            self._delay(obj, self.now + min(self.retry_max, self.retry_base * 2 ** (obj.failures - 1)))
         if obj is not None and obj.consumers:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
                        list(obj.consumers))
@@ -421,6 +438,7 @@ class ObjectStore:
         obj = session.producing[0]
         if data is None:
             return
+        obj.failures = 0
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
@@ -516,6 +534,16 @@ class ObjectStore:
             return
         if obj.queued or version_key(obj.inferred) in obj.in_flight:
             return
+        if self.min_interval > 0:
+            if obj.in_flight:
+                return  # one at a time: re-enqueued when the production in flight answers
+            if obj.started_at is not None and self.now < obj.started_at + self.min_interval:
+                self._delay(obj, obj.started_at + self.min_interval)
+                return
+        if obj.id in self.delayed:
+            if self.now < self.delayed[obj.id]:
+                return
+            del self.delayed[obj.id]
         if isinstance(obj.inferred, dict) and self._missing_dependency(obj):
             obj.waiting = True
             return
@@ -526,6 +554,19 @@ class ObjectStore:
                 self._start_production(obj, session)
                 return
         self._assign_needed = True
+
+    def _delay(self, obj: SyncObject, due: float) -> None:
+        self.delayed[obj.id] = max(due, self.delayed.get(obj.id, 0.0))
+
+    def tick(self) -> None:
+        """Queue the objects whose retry backoff or minimum interval has passed (call with ``now`` set)."""
+        due = [oid for oid, at in self.delayed.items() if at <= self.now]
+        for oid in due:
+            del self.delayed[oid]
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._enqueue(obj)
+        self._assign()
 
     def _missing_dependency(self, obj: SyncObject) -> bool:
         for dep, required in obj.inferred.items():
@@ -554,6 +595,7 @@ class ObjectStore:
         inferred = obj.inferred
         session.producing = (obj, inferred)
         session.producing_since = self.now
+        obj.started_at = self.now
         obj.in_flight[version_key(inferred)] = session
         self._send(protocol.produce(obj.id, inferred), (session,))
 

@@ -458,3 +458,55 @@ def test_bad_input_gets_an_error_frame_and_changes_nothing(h, raw):
     [frame] = h.take(c)
     assert frame["action"] == "error" and frame["message"]
     assert h.store.objects == {} and h.store.queue == {}
+
+
+# ---- failures and hot objects -----------------------------------------------------------------
+
+def test_failed_production_is_retried_with_backoff_and_watchers_told():
+    h = Harness()
+    h.store.retry_base = 1.0
+    c, p = h.client(), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    assert h.take(p) == [produce("o")]
+    h.send(p, "object-patch", id="o", error="ValueError: boom")
+    [err] = h.take(c)
+    assert err["action"] == "error" and err["id"] == "o" and "boom" in err["message"]
+    assert h.take(p) == []  # not straight back to the failing producer
+    assert h.store.objects["o"].state == "delayed"
+    h.store.now = 0.9
+    h.store.tick(); h._route()
+    assert h.take(p) == []
+    h.store.now = 1.0
+    h.store.tick(); h._route()
+    assert h.take(p) == [produce("o")]
+    h.send(p, "object-patch", id="o", error="ValueError: boom")
+    h.store.now = 2.5  # second failure: 2 s backoff
+    h.store.tick(); h._route()
+    assert h.take(p) == []
+    h.store.now = 3.0
+    h.store.tick(); h._route()
+    assert h.take(p) == [produce("o")]
+    h.send(p, "object-patch", id="o", version_new=1, value={"ok": True})
+    assert h.take(c)[-1]["value"] == {"ok": True}
+    assert h.store.objects["o"].failures == 0
+
+
+def test_min_interval_serializes_and_coalesces_a_hot_object():
+    h = Harness()
+    h.store.min_interval = 1.0
+    c, p1, p2, n = h.client(), h.client("p1"), h.client("p2"), h.client("n")
+    h.send(p1, "object-producer-register", pattern="hot")
+    h.send(p2, "object-producer-register", pattern="hot")
+    h.send(c, "object-consumer-register", pattern="hot", version_known=0)
+    assert h.take(p1) == [produce("hot")]
+    h.send(p1, "object-patch", id="hot", version_new={"d": 1}, value={"v": 1})
+    for v in range(2, 50):  # a storm of bumps while the object was just produced
+        h.send(n, "object-patch", id="d", version_new=v, value={})
+    assert h.take(p1) == [] and h.take(p2) == []  # within the minimum interval: nothing ordered
+    h.store.now = 1.0
+    h.store.tick(); h._route()
+    orders = h.take(p1) + h.take(p2)
+    assert orders == [produce("hot", {"d": 49})]  # one production, for the last state
+    h.send(n, "object-patch", id="d", version_new=50, value={})
+    assert h.take(p1) == [] and h.take(p2) == []  # at most one in flight
