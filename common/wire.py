@@ -12,6 +12,8 @@ Peer -> router (multipart frames, as the DEALER sends them)::
     [OPEN, sid]                  a session starts (a websocket connected, a worker is ready)
     [MSG, sid, raw_json]         one client message, the bytes exactly as received
     [CLOSE, sid]                 the session ended: everything it registered is unregistered
+    [PAUSE, sid]                 the client reads too slowly: hold its updates (they are coalesced)
+    [RESUME, sid]                its connection drained: send it the latest state of what changed
     [PING]                       liveness, sent every HEARTBEAT_INTERVAL seconds
 
 Router -> peer::
@@ -39,6 +41,8 @@ OPEN = b"open"
 MSG = b"msg"
 CLOSE = b"close"
 PING = b"ping"
+PAUSE = b"pause"
+RESUME = b"resume"
 
 WELCOME = b"welcome"
 SEND = b"send"

@@ -40,10 +40,9 @@ class Peer:
 
 
 class Router:
-    def __init__(self, bind: str, retain: int = 2, min_interval: float = 0.0,
-                 peer_timeout: float = wire.PEER_TIMEOUT) -> None:
+    def __init__(self, bind: str, store: ObjectStore | None = None, peer_timeout: float = wire.PEER_TIMEOUT) -> None:
         self.bind = bind
-        self.store = ObjectStore(retain=retain, min_interval=min_interval)
+        self.store = store or ObjectStore()
         self.peer_timeout = peer_timeout
         self.epoch = f"{int(time.time())}-{secrets.token_hex(4)}".encode()
         self.peers: dict[bytes, Peer] = {}
@@ -130,7 +129,12 @@ class Router:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
         elif kind == wire.OPEN and len(frames) >= 3:
             if frames[2] not in peer.sessions:
-                peer.sessions[frames[2]] = self.store.open((identity, frames[2]))
+                # websocket clients pass the --auth hook; workers are trusted (they join with the secret)
+                peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role != "worker")
+        elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
+            session = peer.sessions.get(frames[2])
+            if session is not None:
+                (self.store.pause if kind == wire.PAUSE else self.store.resume)(session)
         elif kind == wire.CLOSE and len(frames) >= 3:
             session = peer.sessions.pop(frames[2], None)
             if session is not None:
@@ -205,9 +209,9 @@ class Router:
         return session.handle[0].decode(errors="replace")
 
 
-def serve(bind: str, retain: int = 2, min_interval: float = 0.0) -> None:
-    """Run a router until SIGINT/SIGTERM."""
-    router = Router(bind, retain=retain, min_interval=min_interval)
+def serve(bind: str, store: ObjectStore) -> None:
+    """Run a router around ``store`` until SIGINT/SIGTERM."""
+    router = Router(bind, store)
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
     router.run()

@@ -19,13 +19,25 @@ Vocabulary:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from common import codec, protocol
 from common.diff import apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versions import Version, is_newer, is_null, newest, same, version_key
 
+
+class _DenyAll:
+    """What a session may do when the --auth hook refused it: nothing."""
+
+    def may_consume(self, pattern: str) -> bool:
+        return False
+
+    def may_produce(self, pattern: str) -> bool:
+        return False
+
+
+DENY_ALL = _DenyAll()
 
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
 
@@ -34,7 +46,7 @@ class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "producing_since", "sent",
-                 "index", "productions", "errors")
+                 "index", "productions", "errors", "guarded", "access", "paused", "stale")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -47,6 +59,10 @@ class Session:
         self.producing_since = 0.0
         self.productions = 0  # answers to object-produce with data
         self.errors = 0  # answers carrying a production error
+        self.guarded = False  # subject to the --auth hook (websocket clients; workers join with the secret)
+        self.access: Any = None  # None: everything allowed; else the hook's answer
+        self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
+        self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
 
     @property
@@ -61,7 +77,7 @@ class Session:
 class SyncObject:
     """One live object: its retained data versions, version bookkeeping and attached sessions."""
 
-    __slots__ = ("id", "history", "known", "stalled", "inferred", "consumers", "producers",
+    __slots__ = ("id", "history", "sizes", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at")
@@ -69,6 +85,7 @@ class SyncObject:
     def __init__(self, object_id: str) -> None:
         self.id = object_id
         self.history: list[tuple[Version, dict]] = []  # retained data versions, oldest first
+        self.sizes: list[int] = []  # approximate encoded size of each retained version
         self.known: Version = 0
         self.stalled = False
         self.inferred: Version = None
@@ -116,15 +133,23 @@ class SyncObject:
 class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
-    def __init__(self, retain: int = 2, min_interval: float = 0.0,
-                 retry_base: float = 0.5, retry_max: float = 30.0) -> None:
-        """``retain``: data versions kept per object (patch bases). ``min_interval``: seconds between two
+    def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
+                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000) -> None:
+        """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
+        resyncs with one patch; versions older than the previous one are kept only while they fit in
+        ``retain_bytes`` per object. ``min_interval``: seconds between two
         productions of one object; when set, an object also has at most one production in flight, and
         bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
-        backoff after a failed production (doubling per consecutive failure)."""
+        backoff after a failed production (doubling per consecutive failure). ``max_registrations``:
+        patterns one session may register (consumer and producer together)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
+        self.retain_bytes = retain_bytes
+        self.max_registrations = max_registrations
+        # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
+        self.authenticate: Callable[[dict], Any] | None = None
+        self._upload_size = 0
         self.min_interval = min_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -145,9 +170,13 @@ class ObjectStore:
 
     # ---- sessions -----------------------------------------------------------------------------
 
-    def open(self, handle: Any) -> Session:
+    def open(self, handle: Any, guarded: bool = False) -> Session:
+        """A new session; a guarded one may do nothing until the --auth hook accepts its options."""
         self._session_count += 1
         session = Session(handle, self._session_count)
+        if guarded and self.authenticate is not None:
+            session.guarded = True
+            session.access = DENY_ALL
         self.sessions[session] = None
         return session
 
@@ -163,6 +192,19 @@ class ObjectStore:
         del self.sessions[session]
         self._assign()
 
+    def pause(self, session: Session) -> None:
+        """The client's connection is congested: hold its updates (only the latest state will be sent)."""
+        session.paused = True
+
+    def resume(self, session: Session) -> None:
+        """The congestion cleared: bring the client to the latest version of everything that changed."""
+        session.paused = False
+        stale, session.stale = session.stale, {}
+        for object_id in stale:
+            obj = self.objects.get(object_id)
+            if obj is not None and session in obj.consumers:
+                self._push(obj, (session,))
+
     def handle_raw(self, session: Session, raw: bytes) -> None:
         """Parse and apply one client frame; an invalid one gets an error frame, nothing else changes."""
         try:
@@ -170,11 +212,18 @@ class ObjectStore:
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.message, **exc.context), (session,))
             return
-        self.handle(session, message)
+        # the frame's length stands for the size of an uploaded value: no second encoding to measure it
+        self._upload_size = len(raw) if message.get("value") else 0
+        try:
+            self.handle(session, message)
+        finally:
+            self._upload_size = 0
 
     def handle(self, session: Session, message: dict) -> None:
         """Apply one validated message (see common.protocol.parse)."""
         action = message["action"]
+        if not self._allowed(session, message):
+            return
         if action == "object-patch":
             self._patch(session, message)
         elif action == "object-consumer-register":
@@ -190,6 +239,47 @@ class ObjectStore:
             name = session.options.get("name")
             session.name = name if isinstance(name, str) else ""
         self._assign()
+
+    def _allowed(self, session: Session, message: dict) -> bool:
+        """Registration limits and the access hook; a refusal is an error frame and nothing else."""
+        action = message["action"]
+        if action == "client-options-set":
+            return self._authenticate(session, message["options"])
+        pattern = message.get("pattern", message.get("id"))
+        if action in ("object-consumer-register", "object-producer-register"):
+            if len(session.consumes) + len(session.produces) >= self.max_registrations:
+                self._refuse(session, message, f"registration limit reached ({self.max_registrations} patterns "
+                                               f"per session); unregister something first")
+                return False
+        if session.access is None or action.endswith("unregister"):
+            return True
+        role = "consume" if action == "object-consumer-register" else "produce"
+        try:
+            allowed = session.access.may_consume(pattern) if role == "consume" else session.access.may_produce(pattern)
+        except Exception as exc:  # user code must not take the router down
+            allowed = False
+            self._refuse(session, message, f"access check failed: {type(exc).__name__}: {exc}")
+            return False
+        if not allowed:
+            self._refuse(session, message, f"not allowed to {role} {pattern!r}")
+        return bool(allowed)
+
+    def _authenticate(self, session: Session, options: dict) -> bool:
+        if self.authenticate is None or not session.guarded:
+            return True
+        try:
+            session.access = self.authenticate(options) or DENY_ALL
+        except Exception as exc:
+            session.access = DENY_ALL
+            self._refuse(session, {"action": "client-options-set"}, f"authentication failed: {type(exc).__name__}: {exc}")
+            return True
+        if session.access is DENY_ALL:
+            self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+        return True
+
+    def _refuse(self, session: Session, message: dict, text: str) -> None:
+        context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
+        self._send(protocol.error(text, request=message["action"], **context), (session,))
 
     def heartbeat(self) -> None:
         """Send the optional heartbeat frame to every session that asked for it."""
@@ -472,9 +562,21 @@ class ObjectStore:
     def _append(self, obj: SyncObject, version: Version, data: dict) -> None:
         """A new data version: retain it, then bring every consumer up to date."""
         obj.history.append((version, data))
+        obj.sizes.append(self._upload_size if self._upload_size else len(codec.dumps(data)))
         obj.frames = {}
         self._push(obj, list(obj.consumers))
-        del obj.history[:-self.retain]
+        self._trim_history(obj)
+
+    def _trim_history(self, obj: SyncObject) -> None:
+        """Keep at most ``retain`` versions, and older ones only while they fit in ``retain_bytes``."""
+        drop = max(0, len(obj.history) - self.retain)
+        older_bytes = sum(obj.sizes[drop:-1])
+        while drop < len(obj.history) - 2 and older_bytes > self.retain_bytes:
+            older_bytes -= obj.sizes[drop]
+            drop += 1
+        if drop:
+            del obj.history[:drop]
+            del obj.sizes[:drop]
 
     # ---- sending data -------------------------------------------------------------------------
 
@@ -489,6 +591,9 @@ class ObjectStore:
         version, data = latest
         groups: dict[Any, tuple[Version, list[Session]]] = {}
         for session in sessions:
+            if session.paused:
+                session.stale[obj.id] = None
+                continue
             held = session.sent.get(obj.id, 0)
             if same(held, version):
                 continue

@@ -13,9 +13,10 @@ from websockets.asyncio.client import connect
 class RawClient:
     """Speaks raw JSON frames, like seapig's own RSpec client; keeps every frame it receives."""
 
-    def __init__(self, url: str, name: str = "test") -> None:
+    def __init__(self, url: str, name: str = "test", **options: Any) -> None:
         self.url = url
         self.name = name
+        self.options = {"name": name, **options}
         self.frames: list[dict] = []
         self._ws = None
         self._reader: asyncio.Task | None = None
@@ -39,7 +40,7 @@ class RawClient:
                     raise
                 await asyncio.sleep(0.2)
         self._reader = asyncio.create_task(self._read())
-        await self.send("client-options-set", options={"name": self.name})
+        await self.send("client-options-set", options=self.options)
 
     async def _read(self) -> None:
         try:

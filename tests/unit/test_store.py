@@ -510,3 +510,83 @@ def test_min_interval_serializes_and_coalesces_a_hot_object():
     assert orders == [produce("hot", {"d": 49})]  # one production, for the last state
     h.send(n, "object-patch", id="d", version_new=50, value={})
     assert h.take(p1) == [] and h.take(p2) == []  # at most one in flight
+
+
+def test_paused_session_gets_only_the_latest_state_when_it_resumes():
+    h = Harness(retain=2)
+    slow, fast, p = h.client("slow"), h.client("fast"), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    for c in (slow, fast):
+        h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    h.send(p, "object-patch", id="o", version_new=1, value={"n": 1})
+    h.take(slow), h.take(fast)
+    h.store.pause(slow)
+    for n in range(2, 10):
+        h.send(p, "object-patch", id="o", version_new=n, value={"n": n})
+    assert h.take(slow) == []
+    assert [f["version-new"] for f in h.take(fast)] == list(range(2, 10))  # others see no delay
+    h.store.resume(slow)
+    h._route()
+    [frame] = h.take(slow)  # one frame, the latest state; version 1 is no longer retained
+    assert frame == update_value("o", 9, {"n": 9})
+
+
+def test_history_gives_a_patch_to_a_client_several_versions_behind():
+    h = Harness(retain=5)
+    c, p = h.client(), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    rows = [{"id": i, "name": f"row {i}"} for i in range(50)]
+    for v in range(1, 6):
+        rows[v]["name"] = f"changed {v}"
+        h.send(p, "object-patch", id="o", version_new=v, value={"rows": rows})
+    late = h.client("late")
+    h.send(late, "object-consumer-register", pattern="o", version_known=1)
+    [frame] = h.take(late)
+    assert frame["version-old"] == 1 and len(frame["patch"]) == 4
+    h.store.retain_bytes = 10  # older versions beyond the previous one no longer fit
+    h.send(p, "object-patch", id="o", version_new=6, value={"rows": rows[:10]})
+    assert [v for v, _ in h.store.objects["o"].history] == [5, 6]
+
+
+def test_registration_limit_per_session():
+    h = Harness()
+    h.store.max_registrations = 3
+    c = h.client()
+    for oid in ("a", "b", "c", "d"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    [err] = h.take(c)
+    assert err["action"] == "error" and "limit" in err["message"] and err["pattern"] == "d"
+    assert list(c.consumes) == ["a", "b", "c"]
+
+
+class ReadOnly:
+    def may_consume(self, pattern):
+        return pattern.startswith("public-")
+
+    def may_produce(self, pattern):
+        return False
+
+
+def test_auth_hook_decides_per_pattern():
+    h = Harness()
+    h.store.authenticate = lambda options: ReadOnly() if options.get("token") == "t0k" else None
+    worker = h.store.open("worker")  # not guarded: workers join with the cluster secret
+    h.inbox[worker] = []
+    h.send(worker, "object-producer-register", pattern="*")
+    anonymous = h.store.open("anon", guarded=True)
+    h.inbox[anonymous] = []
+    h.send(anonymous, "client-options-set", options={"name": "x"})
+    assert h.take(anonymous)[0]["message"] == "authentication failed"
+    h.send(anonymous, "object-consumer-register", pattern="public-1", version_known=0)
+    assert h.take(anonymous)[0]["action"] == "error"
+    reader = h.store.open("reader", guarded=True)
+    h.inbox[reader] = []
+    h.send(reader, "client-options-set", options={"name": "r", "token": "t0k"})
+    h.send(reader, "object-consumer-register", pattern="public-1", version_known=0)
+    h.send(reader, "object-consumer-register", pattern="secret", version_known=0)
+    h.send(reader, "object-patch", id="public-1", version_new=1, value={"forged": True})
+    errors = h.take(reader)
+    assert [e["message"] for e in errors] == ["not allowed to consume 'secret'", "not allowed to produce 'public-1'"]
+    assert h.take(worker) == [produce("public-1")]
+    assert list(reader.consumes) == ["public-1"]
