@@ -24,6 +24,10 @@ Router -> peer::
     [RESET]                      the router does not know this peer (it restarted): HELLO again
     [PONG, epoch]                answer to PING
 
+Security: when a cluster secret is configured (``--secret``, env SEASYNC_SECRET), every link is
+ZeroMQ CURVE-encrypted and the router accepts only peers that derived their key from the same
+secret (``secure_router`` / ``secure_peer``), so a stranger on the network cannot pose as a worker.
+
 Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead and all of its
 sessions are closed (their productions requeued). A peer that hears nothing from the router
 for PEER_TIMEOUT, or sees a different epoch, treats the router as restarted: a front closes
@@ -33,8 +37,13 @@ again and re-registers its producers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+from typing import Any
+
+import zmq
+from zmq.utils import z85
 
 HELLO = b"hello"
 OPEN = b"open"
@@ -59,3 +68,41 @@ DEFAULT_ROUTER = "tcp://127.0.0.1:5556"
 def peer_identity(role: str) -> bytes:
     """A ZeroMQ identity that is unique per process and readable in logs."""
     return f"{role}:{socket.gethostname()}:{os.getpid()}".encode()
+
+
+def _keypair(secret: str, role: bytes) -> tuple[bytes, bytes]:
+    """A CURVE (public, secret) key pair derived from the shared cluster secret."""
+    secret_key = z85.encode(hashlib.sha256(role + b"\0" + secret.encode()).digest())
+    return zmq.curve_public(secret_key), secret_key
+
+
+def secure_router(ctx: zmq.Context, sock: zmq.Socket, secret: str) -> Any:
+    """Make ``sock`` a CURVE server that admits only peers holding ``secret``; returns the authenticator
+    (keep a reference and ``stop()`` it on exit)."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    server_public, server_secret = _keypair(secret, b"seasync-router")
+    peer_public, _ = _keypair(secret, b"seasync-peer")
+
+    class _SamePeerKey:
+        def callback(self, domain: str, key: bytes) -> bool:
+            return key == z85.decode(peer_public) or key == peer_public
+
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve_callback(domain="*", credentials_provider=_SamePeerKey())
+    sock.curve_server = True
+    sock.curve_publickey = server_public
+    sock.curve_secretkey = server_secret
+    return auth
+
+
+def secure_peer(sock: zmq.Socket, secret: str) -> None:
+    """Make ``sock`` (a front's or worker's DEALER) a CURVE client of a router holding ``secret``.
+
+    Call before ``connect``."""
+    server_public, _ = _keypair(secret, b"seasync-router")
+    peer_public, peer_secret = _keypair(secret, b"seasync-peer")
+    sock.curve_serverkey = server_public
+    sock.curve_publickey = peer_public
+    sock.curve_secretkey = peer_secret

@@ -28,6 +28,9 @@ def run(
                              help="Access hook 'module:callable': called with a client's options (e.g. a 'token'), "
                                   "returns an object with may_consume(pattern) and may_produce(pattern), or None to "
                                   "refuse. Default: every client may do everything."),
+    secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET",
+                               help="Cluster secret: links are CURVE-encrypted and only fronts and workers "
+                                    "holding the same secret may join. Default: none (fine on loopback)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug log lines."),
 ) -> None:
     """Run the router until SIGINT/SIGTERM."""
@@ -44,7 +47,7 @@ def run(
         except (ImportError, AttributeError, ValueError) as exc:
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
             raise typer.Exit(2)
-    serve(bind, store)
+    serve(bind, store, secret=secret)
 
 
 def main() -> None:

@@ -40,7 +40,8 @@ class Peer:
 
 
 class Router:
-    def __init__(self, bind: str, store: ObjectStore | None = None, peer_timeout: float = wire.PEER_TIMEOUT) -> None:
+    def __init__(self, bind: str, store: ObjectStore | None = None, peer_timeout: float = wire.PEER_TIMEOUT,
+                 secret: str = "") -> None:
         self.bind = bind
         self.store = store or ObjectStore()
         self.peer_timeout = peer_timeout
@@ -50,6 +51,7 @@ class Router:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.auth = wire.secure_router(self.ctx, self.sock, secret) if secret else None
         self.sock.bind(bind)
         self._stopping = False
         session_version = int(os.environ.get("SEAPIG_SERVER_SESSION") or time.time() * 1000)
@@ -85,6 +87,8 @@ class Router:
                 next_refresh = now + 1.0
             self._flush()
         self.sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         log.info("router stopped")
 
@@ -209,9 +213,17 @@ class Router:
         return session.handle[0].decode(errors="replace")
 
 
-def serve(bind: str, store: ObjectStore) -> None:
+def serve(bind: str, store: ObjectStore, secret: str = "") -> None:
     """Run a router around ``store`` until SIGINT/SIGTERM."""
-    router = Router(bind, store)
+    router = Router(bind, store, secret=secret)
+    if not secret and not _is_loopback(bind):
+        log.warning("listening on %s without --secret: anyone who reaches this address can join as a worker "
+                    "or a front. Set SEASYNC_SECRET on every process of the cluster.", bind)
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
     router.run()
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return address.startswith(("ipc://", "inproc://")) or host in ("127.0.0.1", "localhost", "[::1]", "::1")
