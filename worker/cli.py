@@ -11,6 +11,7 @@ import zmq
 from common import wire
 from worker.logs import setup_logging
 from worker.pool import Pool
+from worker.process import DEFAULT_PRODUCTION_TIMEOUT
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -39,11 +40,17 @@ def sync_worker(
                                    help="Directory of producer files: every *.py not starting with '_' is "
                                         "searched for Producer subclasses. It is put on sys.path, so "
                                         "producer files can import their neighbours."),
+    production_timeout: float = typer.Option(
+        DEFAULT_PRODUCTION_TIMEOUT, "--production-timeout", envvar="SEASYNC_PRODUCTION_TIMEOUT", min=0.0,
+        help="Seconds a production (or a reload of the producer files) may run. Past that the worker "
+             "process answers the router with a TimeoutError (the router retries with backoff, possibly "
+             "on another worker, and tells the watchers), then exits and is replaced: a hung produce() "
+             "cannot be interrupted otherwise. 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
     setup_logging(verbose)
     count = workers or os.cpu_count() or 1
-    raise typer.Exit(Pool(count, router, producers.resolve(), verbose).run())
+    raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout).run())
 
 
 def main() -> None:

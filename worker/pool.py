@@ -7,6 +7,12 @@ soon after starting is restarted with a growing delay (0.5 s doubling up to 30 s
 producer file cannot make the pool spin. SIGTERM/SIGINT are forwarded to the workers; the pool
 exits 0 once they are gone, SIGKILLing any still alive after 5 s. Each worker is told the pool's
 pid and stops by itself if the pool disappears.
+
+A worker that exits with ``EXIT_ABANDONED`` gave up on a hung production (it already told the router
+and closed its session): it is replaced at once, without backoff. A worker that dies any other way
+(SIGKILL, a crash) could not say goodbye, so the pool tells the router for it (``worker/gone.py``):
+the order it held is given to another worker within a fraction of a second instead of after the
+router's peer timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import zmq
+
+from worker.gone import announce_gone_in_background
+from worker.process import DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED
 
 log = logging.getLogger("worker.pool")
 
@@ -42,12 +53,15 @@ class _Slot:
 class Pool:
     """N worker processes for one router and one producers directory."""
 
-    def __init__(self, count: int, router: str, producers: Path, verbose: bool = False) -> None:
+    def __init__(self, count: int, router: str, producers: Path, verbose: bool = False,
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT) -> None:
         self.router = router
         self.producers = producers
         self.verbose = verbose
+        self.production_timeout = production_timeout
         self.slots = [_Slot(index) for index in range(1, count + 1)]
         self.stopping = False
+        self._ctx: zmq.Context | None = None  # made on the first death to report
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,12 +76,14 @@ class Pool:
                     self._start(slot, now)
             time.sleep(POLL_INTERVAL)
         self._stop_all()
+        if self._ctx is not None:
+            self._ctx.term()
         return 0
 
     def _command(self, slot: _Slot) -> list[str]:
         command = [sys.executable, "-m", "worker.process", "--router", self.router,
                    "--producers", str(self.producers), "--name", f"worker.{slot.index}",
-                   "--parent-pid", str(os.getpid())]
+                   "--parent-pid", str(os.getpid()), "--production-timeout", str(self.production_timeout)]
         return command + (["-v"] if self.verbose else [])
 
     def _start(self, slot: _Slot, now: float) -> None:
@@ -82,6 +98,16 @@ class Pool:
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         code = slot.proc.returncode
+        if code == EXIT_ABANDONED:
+            log.warning("! worker.%d (pid %d) gave up on a hung production: replacing it",
+                        slot.index, slot.proc.pid)
+            slot.proc = None
+            slot.start_at = now
+            return
+        if code != 0 and not self.stopping:  # it could not close its session: tell the router now
+            if self._ctx is None:
+                self._ctx = zmq.Context()
+            announce_gone_in_background(self._ctx, self.router, slot.proc.pid, f"worker.{slot.index}")
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if now - slot.started < QUICK_DEATH:
             slot.quick_deaths += 1

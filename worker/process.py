@@ -9,6 +9,11 @@ Between productions, and about once a second when idle, the producers directory 
 changed files are reloaded (in the producer thread) and patterns that appeared or disappeared are
 registered or unregistered. An in-flight production always finishes first.
 
+A hung producer: a production (or a reload) still running after ``--production-timeout`` seconds is
+abandoned. A Python thread cannot be interrupted, so the process gives up on itself: it answers the
+router with a ``TimeoutError`` error (a cancel: the router retries with backoff and tells the watchers),
+closes its session and exits with ``EXIT_ABANDONED``; the pool starts a fresh process at once.
+
 Started by the pool as ``python -m worker.process --router URL --producers DIR``.
 """
 
@@ -49,6 +54,10 @@ STOP_GRACE = 3.0
 MAX_WAIT = 0.5
 STATS_INTERVAL = 2.0
 """Seconds between two reports of this process's pid, host, CPU and memory (shown by introspection)."""
+DEFAULT_PRODUCTION_TIMEOUT = 60.0
+"""Seconds a production may run before the worker process abandons it and exits (0: no limit)."""
+EXIT_ABANDONED = 75
+"""Exit code of a worker that gave up on a hung production (the pool replaces it at once)."""
 
 
 @dataclass
@@ -57,15 +66,23 @@ class _Job:
 
     future: Future[Any]
     session: int
+    started: float
     object_id: str | None = None
+
+    def what(self) -> str:
+        return f"production of {self.object_id}" if self.object_id is not None else "reloading the producers"
 
 
 class Worker:
     """The loop of one worker process."""
 
-    def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None) -> None:
+    def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None,
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT) -> None:
         self.producers_dir = producers_dir
         self.parent_pid = parent_pid
+        self.production_timeout = production_timeout
+        self.abandoned = False  # a job was left running in the producer thread: exit without waiting for it
+        self.exit_code = 0
         self.ctx = zmq.Context()
         self.link = RouterLink(self.ctx, router, name)
         self.catalog = Catalog(producers_dir)
@@ -108,6 +125,8 @@ class Worker:
                     log.info("= stopping: waiting up to %.0f s for the current job", STOP_GRACE)
             if stop_deadline is not None and (self.job is None or now >= stop_deadline):
                 break
+            if self._abandon_hung_job(now):
+                break
             timeout = max(0.0, min(self._deadline(now), now + MAX_WAIT) - now)
             ready = dict(poller.poll(timeout * 1000))
             now = time.monotonic()
@@ -125,7 +144,7 @@ class Worker:
             if not self.stopping:
                 self._start_next_job(now)
         self._shutdown()
-        return 0
+        return self.exit_code
 
     def _deadline(self, now: float) -> float:
         deadline = self.link.deadline()
@@ -133,6 +152,8 @@ class Worker:
             deadline = min(deadline, self.delayed[0])
         if self.job is None and self.delayed is None and not self.stopping:
             deadline = min(deadline, now if self.orders else self.next_scan)
+        if self.job is not None and self.production_timeout > 0:
+            deadline = min(deadline, self.job.started + self.production_timeout)
         return deadline
 
     def _receive(self, now: float) -> None:
@@ -196,7 +217,7 @@ class Worker:
             self.next_scan = now + RESCAN_INTERVAL
             found = scan(self.producers_dir)
             if self.catalog.changed(found):
-                self.job = _Job(self.thread.submit(self.catalog.load, found), self.session)
+                self.job = _Job(self.thread.submit(self.catalog.load, found), self.session, now)
                 return
         while self.orders:
             session, object_id = self.orders.popleft()
@@ -208,7 +229,7 @@ class Worker:
                 answer = production.failure(object_id, LookupError(f"no producer for {object_id!r} in this worker"))
                 self.delayed = (now + ERROR_DELAY, session, answer.frame)
                 return
-            self.job = _Job(self.thread.submit(production.produce, producer, object_id), session, object_id)
+            self.job = _Job(self.thread.submit(production.produce, producer, object_id), session, now, object_id)
             return
 
     def _finish_job(self, now: float) -> None:
@@ -234,6 +255,21 @@ class Worker:
             self.delayed = (now + ERROR_DELAY, job.session, result.frame)
         else:
             self.link.send(result.frame)
+
+    def _abandon_hung_job(self, now: float) -> bool:
+        """True if the current job overran the production timeout: answered with an error, the loop must end."""
+        job = self.job
+        if job is None or self.production_timeout <= 0 or job.future.done() \
+                or now - job.started <= self.production_timeout:
+            return False
+        limit = f"{self.production_timeout:g}"
+        log.error("! %s took more than %s s: abandoning it; this process exits and the pool replaces it",
+                  job.what(), limit)
+        if job.object_id is not None and job.session == self.session:
+            answer = production.failure(job.object_id, TimeoutError(f"{job.what()} took more than {limit} s"))
+            self.link.send(answer.frame)  # at once: the router applies its own retry backoff
+        self.exit_code = EXIT_ABANDONED
+        return True
 
     def _send_delayed(self, now: float) -> None:
         if self.delayed is not None and now >= self.delayed[0]:
@@ -282,8 +318,9 @@ class Worker:
 
     def _shutdown(self) -> None:
         if self.job is not None:
-            log.warning("! abandoning %s: it did not finish in %.0f s",
-                        self.job.object_id or "a reload", STOP_GRACE)
+            self.abandoned = True
+            if self.exit_code != EXIT_ABANDONED:
+                log.warning("! abandoning %s: it did not finish in %.0f s", self.job.what(), STOP_GRACE)
         self.link.close()
         self.ctx.term()
         if self.job is None:
@@ -303,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the pool) is no longer our parent")
+    parser.add_argument("--production-timeout", type=float, default=DEFAULT_PRODUCTION_TIMEOUT,
+                        help="seconds before a production is abandoned and this process exits (0: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -311,7 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     # Neighbours are re-imported on reload; a .pyc (keyed on mtime in seconds and size) could
     # hand back the code of a same-size edit made within the same second.
     sys.dont_write_bytecode = True
-    return Worker(args.router, producers_dir, args.name, args.parent_pid).run()
+    worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout)
+    code = worker.run()
+    if worker.abandoned:
+        # The producer thread is still inside user code, maybe holding locks that interpreter
+        # finalization would wait for: leave without finalizing.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

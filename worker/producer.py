@@ -54,6 +54,11 @@ produce(object_id) -> (data, version)
     tells the watchers and requeues the production, to this worker or another. The worker
     keeps running.
 
+    A ``produce`` still running after ``sync-worker --production-timeout`` seconds (60 by
+    default) is abandoned: the worker answers with a ``TimeoutError``, the router retries
+    later (possibly on another worker), and the worker process exits and is replaced, since a
+    running thread cannot be interrupted. Keep productions well under that limit.
+
 Lifetime and concurrency
     One instance per class per worker process, so ``__init__`` may open connections and
     keep caches. All producer code (import, ``__init__``, ``produce``, ``close``) runs in one
