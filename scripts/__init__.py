@@ -1,0 +1,1 @@
+"""Developer tools shipped with seasync (``sync-observer``) and maintenance scripts."""

@@ -1,0 +1,1 @@
+"""End-to-end tests: real clusters driven through user-facing tools (terminal UI, browser)."""
