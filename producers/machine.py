@@ -1,15 +1,16 @@
 """Live facts from the machine the worker runs on (via psutil): ``machine``.
 
-The version is the current second, so every production is newer than the last one. Nothing
-re-orders production by itself: the object is produced when a first watcher arrives, and again
-whenever the router asks (a watcher re-subscribing with an older version, a worker restart).
+The version is the time dependency ``{"Seconds:1": <current second>}``: while ``sync-notifier``
+runs, ``Seconds:1`` advances every second, so the router produces ``machine`` again every second
+and watchers get a small patch. Without the notifier it is produced when a first watcher arrives
+and whenever the router asks again (a watcher re-subscribing with an older version).
 """
 
 import os
-import time
 
 import psutil
 
+from common.deps import seconds
 from worker import Producer
 
 
@@ -20,6 +21,7 @@ class Machine(Producer):
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
 
     def produce(self, object_id):
+        version = seconds(1)
         memory = psutil.virtual_memory()
         load1, load5, load15 = os.getloadavg()
         data = {
@@ -28,4 +30,4 @@ class Machine(Producer):
             "memory": {"total": memory.total, "available": memory.available, "percent": memory.percent},
             "load": [load1, load5, load15],
         }
-        return data, int(time.time())
+        return data, version

@@ -13,6 +13,17 @@ if ! command -v tmux >/dev/null 2>&1; then
         echo "tmux not found: the sync-observer terminal test will be skipped" >&2
     fi
 fi
+# PostgreSQL server binaries for the dependency tests (Debian's package; nothing to do when present).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing postgresql (apt-get) for the dependency tests" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "PostgreSQL (initdb) not found: the PostgreSQL tests will be skipped" >&2
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

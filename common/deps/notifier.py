@@ -1,0 +1,312 @@
+"""The notifier process: publishes dependency versions to the router (``sync-notifier``).
+
+To the router it is one producer session (over ``worker.link.RouterLink``, the worker's side of the
+ZeroMQ envelope) registered for ``dep:*`` and ``Seconds:*``:
+
+- ``object-produce dep:NAME`` (someone depends on NAME) is answered with NAME's current durable
+  version and data ``{}``; ``object-produce Seconds:N`` with ``floor(now / N)``, and from then on
+  ``Seconds:N`` is uploaded every N seconds until the router destroys it;
+- each new version of a dependency is uploaded (``object-patch``, data ``{}``) as soon as the
+  database says so (PostgreSQL: NOTIFY; SQLite: a nudge from ``bump`` or a 20 ms poll). The router
+  then raises that dependency in every object built from it and produces them again.
+
+Nothing is lost while the notifier, the router or the database is down: every row records the last
+version reported, and rows are marked only after their upload was handed to the socket. On start and
+after every new router session or database connection the notifier uploads every row not reported,
+plus every row bumped in the last RECENT_WINDOW seconds (an upload handed to the socket can still be
+lost if the process dies at that moment; duplicates are harmless, the router ignores versions it has).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from typing import Any
+
+import zmq
+
+from common import codec, wire
+from common.deps import config, names
+from common.deps.errors import DatabaseUnavailable, DependencyError
+from common.deps.ticker import Ticker
+from common.versions import is_newer
+from worker.link import Frame, Lost, Ready, RouterLink
+
+log = logging.getLogger("seasync.notifier")
+
+RECENT_WINDOW = 60.0
+"""Seconds of recent bumps uploaded again after a (re)start, as seapig did."""
+RETRY_DELAY = 1.0
+"""Seconds between two attempts to reach a database that is down."""
+RESCAN_INTERVAL = 5.0
+"""Seconds between two passes over unreported rows even when nothing signalled a change."""
+MAX_WAIT = 0.5
+
+
+def open_feed(target: config.Target) -> Any:
+    """The notifier side of a backend (not connected yet)."""
+    if target.kind == "sqlite":
+        from common.deps import sqlite
+        return sqlite.Feed(target.where)
+    from common.deps import postgres
+    return postgres.Feed(target.where)
+
+
+class Notifier:
+    """The loop of the notifier process."""
+
+    def __init__(self, router: str, target: config.Target, name: str | None = None, secret: str = "") -> None:
+        self.target = target
+        self.ctx = zmq.Context()
+        self.link = RouterLink(self.ctx, router, name or f"notifier@{socket.gethostname()}")
+        if secret:
+            wire.secure_peer(self.link.socket, secret)  # before RouterLink.start() connects
+        self.feed = open_feed(target)
+        self.ticker = Ticker()
+        self.pending: deque[tuple[str, Any]] = deque()  # dep orders waiting for the database
+        self.db_up = False
+        self.db_retry_at = 0.0
+        self.db_error: str | None = None
+        self.next_check = 0.0
+        self.next_rescan = 0.0
+        self.catch_up_needed = True
+        self.stopping = False
+        self.uploads = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # ---- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.link.start(time.monotonic())
+        poller = zmq.Poller()
+        poller.register(self.link.socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        polled: int | None = None  # the database's descriptor, while it is registered
+        while not self.stopping:
+            now = time.monotonic()
+            if not self.db_up and now >= self.db_retry_at:
+                self._open_database(now)
+            fd = self.feed.fileno() if self.db_up else None
+            if fd != polled:
+                if polled is not None:
+                    poller.unregister(polled)
+                if fd is not None:
+                    poller.register(fd, zmq.POLLIN)
+                polled = fd
+            ready = dict(poller.poll(self._timeout(now) * 1000))
+            now = time.monotonic()
+            if ready.get(self._wake_r):
+                self._drain_wake_pipe()
+            if ready.get(self.link.socket):
+                self._receive(now)
+            self._on_events(self.link.tick(now))
+            self._database_step(now, fd is not None and bool(ready.get(fd)))
+            self._tick_seconds()
+        self._shutdown()
+        return 0
+
+    def _timeout(self, now: float) -> float:
+        deadline = min(self.link.deadline(), now + MAX_WAIT)
+        deadline = min(deadline, self.next_check if self.db_up else self.db_retry_at)
+        tick = self.ticker.deadline()
+        if tick is not None:
+            deadline = min(deadline, now + (tick - time.time()))
+        return max(0.0, deadline - now)
+
+    def _receive(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.link.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frames:
+                self._on_events(self.link.on_message(frames, now))
+
+    def _on_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, Frame):
+                self._on_frame(event.raw)
+            elif isinstance(event, Ready):
+                self.ticker.clear()
+                self.pending.clear()
+                self._send({"action": "client-options-set", "options": {"name": "notifier"}})
+                for pattern in (names.PATTERN, names.SECONDS_PATTERN):
+                    self._send({"action": "object-producer-register", "pattern": pattern})
+                log.info("> registered %s and %s", names.PATTERN, names.SECONDS_PATTERN)
+                self.catch_up_needed = True
+            elif isinstance(event, Lost):
+                log.info("= router session lost (%s)", event.reason)
+                self.ticker.clear()
+                self.pending.clear()
+
+    # ---- router messages ---------------------------------------------------------------------
+
+    def _on_frame(self, raw: bytes) -> None:
+        try:
+            message = codec.loads(raw)
+        except codec.JSONDecodeError:
+            log.warning("! undecodable frame from the router: %.200r", raw)
+            return
+        if not isinstance(message, dict):
+            return
+        action, object_id = message.get("action"), message.get("id")
+        if action == "object-produce" and isinstance(object_id, str):
+            self._produce(object_id, message.get("version-inferred"))
+        elif action == "object-destroy" and isinstance(object_id, str):
+            period = names.seconds_period(object_id)
+            if period is not None:
+                self.ticker.remove(period)
+            log.debug("< object-destroy %s", object_id)
+        elif action == "error":
+            log.warning("! the router reports an error: %s", message.get("message"))
+
+    def _produce(self, object_id: str, inferred: Any) -> None:
+        period = names.seconds_period(object_id)
+        if period is not None:
+            at_least = inferred if isinstance(inferred, int) and not isinstance(inferred, bool) else 0
+            self._upload(object_id, self.ticker.add(period, time.time(), at_least))
+            return
+        name = names.name_of(object_id)
+        if name is None:
+            log.warning("! asked to produce %r, which is neither dep:NAME nor Seconds:N (a positive whole "
+                        "number): answering with a stall", object_id)
+            self._send({"action": "object-patch", "id": object_id, "version-new": 1, "value": False})
+            return
+        if not self.db_up:
+            self.pending.append((object_id, inferred))  # answered when the database is back
+            return
+        self._answer_dependency(object_id, name, inferred)
+
+    def _answer_dependency(self, object_id: str, name: str, inferred: Any) -> None:
+        try:
+            version = self.feed.current(name)
+        except DatabaseUnavailable as exc:
+            self._database_down(exc)
+            self.pending.append((object_id, inferred))
+            return
+        if inferred is not None and is_newer(version, inferred):
+            # The router saw a higher version than the database has: the database was replaced or the
+            # producers use another one. Answer with the router's version so it does not spin.
+            log.error("! %s: the router expects version %s but the database has %s; is every process "
+                      "using the same --deps / SEASYNC_DEPS (%s)?", object_id, inferred, version,
+                      self.target.describe())
+            version = inferred
+        self._upload(object_id, version)
+
+    def _upload(self, object_id: str, version: Any) -> bool:
+        sent = self._send({"action": "object-patch", "id": object_id, "version-new": version, "value": {}})
+        if sent:
+            self.uploads += 1
+            log.debug("> %s = %s", object_id, version)
+        return sent
+
+    def _send(self, message: dict) -> bool:
+        return self.link.send(codec.dumps(message))
+
+    # ---- database ----------------------------------------------------------------------------
+
+    def _open_database(self, now: float) -> None:
+        self.feed.close()
+        try:
+            self.feed.open()
+        except DatabaseUnavailable as exc:
+            if self.db_error != str(exc):
+                log.error("! %s (retrying every %.0f s)", exc, RETRY_DELAY)
+                self.db_error = str(exc)
+            self.db_retry_at = now + RETRY_DELAY
+            return
+        if self.db_error is not None:
+            log.info("= the dependency database is back")
+        self.db_up, self.db_error = True, None
+        self.next_check = now + self.feed.poll_interval
+        self.catch_up_needed = True
+
+    def _database_down(self, exc: DependencyError) -> None:
+        log.error("! lost the dependency database: %s (retrying every %.0f s)", exc, RETRY_DELAY)
+        self.db_error = str(exc)
+        self.db_up = False
+        self.feed.close()
+        self.db_retry_at = time.monotonic() + RETRY_DELAY
+
+    def _database_step(self, now: float, readable: bool) -> None:
+        if not self.db_up:
+            return
+        try:
+            changed = self.feed.drain() if readable else False
+            if now >= self.next_check:
+                changed = self.feed.changed() or changed
+                self.next_check = now + self.feed.poll_interval
+            if now >= self.next_rescan:
+                changed = True
+                self.next_rescan = now + RESCAN_INTERVAL
+            if not self.link.is_open:
+                return  # everything unreported goes out at the next session's catch-up
+            if self.catch_up_needed:
+                self._catch_up()
+            elif changed:
+                self._publish()
+            while self.pending and self.db_up:
+                object_id, inferred = self.pending.popleft()
+                self._answer_dependency(object_id, names.name_of(object_id) or "", inferred)
+        except DatabaseUnavailable as exc:
+            self._database_down(exc)
+
+    def _publish(self) -> None:
+        while True:
+            count = self.feed.publish_unreported(lambda name, version: self._upload(names.object_id(name), version))
+            if count:
+                log.debug("> published %d new dependency versions", count)
+            # Notifications that arrived while we queried sit in the driver's backlog: loop on them.
+            if not self.feed.drain():
+                return
+
+    def _catch_up(self) -> None:
+        self.catch_up_needed = False
+        sent: dict[str, int] = {}
+
+        def send(name: str, version: int) -> bool:
+            sent[name] = version
+            return self._upload(names.object_id(name), version)
+
+        count = self.feed.publish_unreported(send)
+        again = [(n, v) for n, v in self.feed.recent(RECENT_WINDOW, time.time()) if sent.get(n) != v]
+        for name, version in again:
+            self._upload(names.object_id(name), version)
+        log.info("= caught up: %d unreported and %d recent dependency versions uploaded", count, len(again))
+
+    # ---- time dependencies -------------------------------------------------------------------
+
+    def _tick_seconds(self) -> None:
+        if not self.link.is_open:
+            return
+        for object_id, version in self.ticker.due(time.time()):
+            self._upload(object_id, version)
+
+    # ---- stopping ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("= %s received: stopping", signal.Signals(signum).name)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _shutdown(self) -> None:
+        self.link.close()
+        self.ctx.term()
+        self.feed.close()
+        log.info("= stopped (%d uploads)", self.uploads)

@@ -1,0 +1,332 @@
+"""The PostgreSQL backend: bumps inside the application's own transactions, NOTIFY to the notifier.
+
+Schema (``sync-notifier init`` creates it; the notifier and ``bump`` on its own connection create it
+on first use)::
+
+    SEQUENCE seasync_dependency_version_seq            every version comes from it
+    TABLE    seasync_dependencies(name, current_version, reported_version, updated_at)
+    FUNCTION seasync_bump(VARIADIC names text[])       -> (dep_name, dep_version) rows
+    FUNCTION seasync_bump_trigger()                     for ``sync-notifier install-trigger``
+
+``seasync_bump`` upserts each name with ``current_version = nextval(seq)`` and runs
+``NOTIFY seasync_dependencies``. Both take effect when the caller's transaction commits, and
+vanish if it rolls back. ``nextval`` in ``ON CONFLICT DO UPDATE`` is evaluated after the row lock is
+taken, so two transactions bumping the same name get versions in their commit order: a version never
+goes down, even when the transaction that called ``nextval`` first commits last. Names are locked in
+sorted order, so two multi-name bumps cannot deadlock each other.
+
+The notifier LISTENs, and claims unreported rows with ``FOR UPDATE SKIP LOCKED`` so that it never
+waits on an application transaction holding a row (that transaction NOTIFYs again when it commits).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from common.deps.config import redact
+from common.deps.errors import DatabaseUnavailable, DependencyError, SchemaMissing
+
+log = logging.getLogger("seasync.deps")
+
+CHANNEL = "seasync_dependencies"
+BATCH = 1000
+CONNECT_TIMEOUT = 5
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+_UNDEFINED = ("42883", "42P01")  # undefined_function, undefined_table
+
+SCHEMA = f"""
+CREATE SEQUENCE IF NOT EXISTS seasync_dependency_version_seq;
+CREATE TABLE IF NOT EXISTS seasync_dependencies (
+    name text PRIMARY KEY,
+    current_version bigint NOT NULL,
+    reported_version bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS seasync_dependencies_unreported
+    ON seasync_dependencies (name) WHERE current_version <> reported_version;
+CREATE INDEX IF NOT EXISTS seasync_dependencies_updated ON seasync_dependencies (updated_at);
+
+CREATE OR REPLACE FUNCTION seasync_bump(VARIADIC names text[])
+RETURNS TABLE (dep_name text, dep_version bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    n text;
+BEGIN
+    FOR n IN SELECT DISTINCT u FROM unnest(names) AS u ORDER BY u LOOP
+        IF n IS NULL OR n = '' OR position('*' IN n) > 0 THEN
+            RAISE EXCEPTION 'seasync: invalid dependency name %', quote_nullable(n)
+                USING HINT = 'a name is a non-empty string without *';
+        END IF;
+        INSERT INTO seasync_dependencies AS d (name, current_version, updated_at)
+        VALUES (n, nextval('seasync_dependency_version_seq'), clock_timestamp())
+        ON CONFLICT (name) DO UPDATE
+            SET current_version = nextval('seasync_dependency_version_seq'), updated_at = clock_timestamp()
+        RETURNING d.name, d.current_version INTO dep_name, dep_version;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{CHANNEL}', '');
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION seasync_bump_trigger() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM seasync_bump(VARIADIC TG_ARGV);
+    RETURN NULL;
+END
+$fn$;
+"""
+
+_BUMP = "SELECT dep_name, dep_version FROM seasync_bump(VARIADIC %s::text[])"
+_VERSIONS = "SELECT name, current_version FROM seasync_dependencies WHERE name = ANY(%s::text[])"
+_CLAIM = f"""
+UPDATE seasync_dependencies AS d SET reported_version = d.current_version
+FROM (SELECT name FROM seasync_dependencies WHERE current_version <> reported_version
+      ORDER BY name LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AS todo
+WHERE d.name = todo.name
+RETURNING d.name, d.current_version
+"""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise DependencyError("the PostgreSQL backend needs psycopg 3: pip install 'seasync[postgres]' "
+                              "(or pip install 'psycopg[binary]')") from None
+    return psycopg
+
+
+def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return DatabaseUnavailable(f"cannot reach the dependency database {redact(dsn)}: {detail}. Is PostgreSQL "
+                               "running, and does --deps / SEASYNC_DEPS name the right server and database?")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def _schema_missing(exc: BaseException) -> SchemaMissing:
+    return SchemaMissing(f"the database has no seasync dependency tables ({' '.join(str(exc).split())}): "
+                         "run `sync-notifier init` with --deps / SEASYNC_DEPS pointing at it, or start "
+                         "sync-notifier once")
+
+
+def connect(dsn: str, notifier: bool = False) -> Any:
+    """An autocommit connection with TCP keepalives (a vanished server is noticed in about 10 s)."""
+    psycopg = _psycopg()
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **_KEEPALIVES)
+    except psycopg.Error as exc:
+        raise _unavailable(dsn, exc) from None
+    if notifier:
+        conn.execute("SET statement_timeout = '10s'")
+    return conn
+
+
+def ensure_schema(conn: Any, dsn: str) -> bool:
+    """Create the schema unless it is there; True if it was created. Safe to run from many processes."""
+    psycopg = _psycopg()
+    try:
+        if conn.execute("SELECT to_regprocedure('seasync_bump(text[])') IS NOT NULL").fetchone()[0]:
+            return False
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('seasync schema'))")
+            conn.execute(SCHEMA)
+        log.info("= created the seasync dependency tables in %s", redact(dsn))
+        return True
+    except psycopg.OperationalError as exc:
+        raise _unavailable(dsn, exc) from None
+    except psycopg.Error as exc:
+        raise DependencyError(f"cannot create the seasync dependency tables in {redact(dsn)}: "
+                              f"{' '.join(str(exc).split())}; run `sync-notifier init` once as a role "
+                              "that may create tables and functions") from None
+
+
+def bump_in(connection: Any, names: list[str]) -> dict[str, int]:
+    """Bump inside the caller's transaction (a psycopg 3 or psycopg2 connection or cursor, or any
+    DB-API cursor of PostgreSQL): the versions exist, and the notifier hears of them, at COMMIT."""
+    return dict(_run(connection, _BUMP, names))
+
+
+def versions_in(connection: Any, names: list[str]) -> dict[str, int]:
+    """Read versions through the caller's connection (e.g. in the same snapshot as the data)."""
+    return dict(_run(connection, _VERSIONS, names))
+
+
+def _run(connection: Any, query: str, names: list[str]) -> list[tuple[str, int]]:
+    cursor = connection if hasattr(connection, "fetchall") else connection.cursor()
+    try:
+        cursor.execute(query, (names,))
+        return [(str(name), int(version)) for name, version in cursor.fetchall()]
+    except Exception as exc:
+        if _sqlstate(exc) in _UNDEFINED:
+            raise _schema_missing(exc) from exc
+        raise
+    finally:
+        if cursor is not connection:
+            cursor.close()
+
+
+class Store:
+    """What application code uses without a connection of its own: one autocommit connection per
+    thread (and per process, after a fork), reconnected once if the server dropped it."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._local = threading.local()
+        self._schema_checked = False
+
+    def _conn(self) -> Any:
+        held = getattr(self._local, "conn", None)  # psycopg never closes a parent's connection in a child
+        if held is not None and held[0] == os.getpid() and not held[1].closed:
+            return held[1]
+        conn = connect(self.dsn)
+        if not self._schema_checked:
+            ensure_schema(conn, self.dsn)
+            self._schema_checked = True
+        self._local.conn = (os.getpid(), conn)
+        return conn
+
+    def _call(self, query: str, names: list[str]) -> dict[str, int]:
+        psycopg = _psycopg()
+        for attempt in (1, 2):
+            conn = self._conn()
+            try:
+                return dict(_run(conn, query, names))
+            except psycopg.OperationalError as exc:
+                broken = conn.broken
+                self._local.conn = None
+                conn.close()
+                if attempt == 2 or not broken:
+                    raise _unavailable(self.dsn, exc) from None
+                log.info("= the connection to %s was lost; reconnecting", redact(self.dsn))
+        raise AssertionError("unreachable")
+
+    def bump(self, names: list[str], now: float) -> dict[str, int]:
+        return self._call(_BUMP, names)
+
+    def versions(self, names: list[str]) -> dict[str, int]:
+        return self._call(_VERSIONS, names)
+
+
+def _table_identifier(table: str) -> Any:
+    from psycopg import sql
+    parts = table.split(".")
+    if not 1 <= len(parts) <= 2 or not all(parts):
+        raise DependencyError(f"{table!r} is not a table name (TABLE or SCHEMA.TABLE)")
+    return sql.Identifier(*parts)
+
+
+def install_trigger(conn: Any, table: str, names: list[str]) -> None:
+    """Make every INSERT, UPDATE, DELETE or TRUNCATE on ``table`` bump ``names`` in that transaction
+    (one statement-level trigger named ``seasync_bump``; installing again replaces it)."""
+    psycopg = _psycopg()
+    from psycopg import sql
+    ident = _table_identifier(table)
+    args = sql.SQL(", ").join(sql.Literal(n) for n in names)
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS seasync_bump ON {}").format(ident))
+            conn.execute(sql.SQL("CREATE TRIGGER seasync_bump AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                                 "ON {} FOR EACH STATEMENT EXECUTE FUNCTION seasync_bump_trigger({})")
+                         .format(ident, args))
+    except psycopg.errors.UndefinedTable:
+        raise DependencyError(f"there is no table {table!r} in this database (for another schema, "
+                              "write SCHEMA.TABLE)") from None
+
+
+def remove_trigger(conn: Any, table: str) -> bool:
+    """Drop the trigger ``install_trigger`` made; False if there was none."""
+    psycopg = _psycopg()
+    from psycopg import sql
+    ident = _table_identifier(table)
+    try:
+        exists = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'seasync_bump' AND tgrelid = %s::regclass",
+                              (table,)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise DependencyError(f"there is no table {table!r} in this database") from None
+    if exists:
+        conn.execute(sql.SQL("DROP TRIGGER seasync_bump ON {}").format(ident))
+    return bool(exists)
+
+
+class Feed:
+    """The notifier's view of the database: LISTEN, unreported rows, catch-up queries."""
+
+    poll_interval = 5.0  # a cheap query now and then notices a dead connection
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: Any = None
+
+    def open(self) -> None:
+        self.conn = connect(self.dsn, notifier=True)
+        ensure_schema(self.conn, self.dsn)
+        self._guard(lambda: self.conn.execute(f"LISTEN {CHANNEL}"))
+        log.info("= dependency database %s: listening", redact(self.dsn))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def fileno(self) -> int | None:
+        return self.conn.fileno() if self.conn is not None else None
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        psycopg = _psycopg()
+        if self.conn is None:
+            raise DatabaseUnavailable(f"not connected to {redact(self.dsn)}")
+        try:
+            return fn()
+        except psycopg.OperationalError as exc:
+            raise _unavailable(self.dsn, exc) from None
+
+    def drain(self) -> bool:
+        """Consume pending notifications (including those read during our own queries)."""
+        return bool(self._guard(lambda: list(self.conn.notifies(timeout=0))))
+
+    def changed(self) -> bool:
+        """A health check: raises DatabaseUnavailable if the connection is gone."""
+        self._guard(lambda: self.conn.execute("SELECT 1").fetchone())
+        return False
+
+    def publish_unreported(self, send: Callable[[str, int], bool]) -> int:
+        """Claim unreported rows, send them; commit the claim only if every send succeeded."""
+        psycopg = _psycopg()
+
+        def work() -> int:
+            total = 0
+            while True:
+                complete = True
+                with self.conn.transaction():
+                    rows = self.conn.execute(_CLAIM).fetchall()
+                    for name, version in rows:
+                        if not send(name, version):
+                            complete = False
+                            raise psycopg.Rollback()  # nothing marked: all of it goes out next time
+                if not complete:
+                    return total
+                total += len(rows)
+                if len(rows) < BATCH:
+                    return total
+        return self._guard(work)
+
+    def recent(self, window: float, now: float) -> list[tuple[str, int]]:
+        return self._guard(lambda: self.conn.execute(
+            "SELECT name, current_version FROM seasync_dependencies "
+            "WHERE updated_at > clock_timestamp() - make_interval(secs => %s)", (window,)).fetchall())
+
+    def current(self, name: str) -> int:
+        row = self._guard(lambda: self.conn.execute(
+            "SELECT current_version FROM seasync_dependencies WHERE name = %s", (name,)).fetchone())
+        return int(row[0]) if row else 0

@@ -1,0 +1,401 @@
+"""Dependencies end to end: bump / versions, sync-notifier, sync-bump, triggers, Seconds:N.
+
+Real processes everywhere: router, front, worker pool, notifier, a websocket client, and for the
+PostgreSQL tests a throwaway PostgreSQL server started once for the module (tests/postgres.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonpatch
+import pytest
+
+from common import bump, versions
+from common.deps import DatabaseUnavailable, InvalidName, UnknownBackend
+from tests import postgres
+from tests.cluster import REPO, Cluster, Proc, free_port
+from tests.integration.wsclient import RawClient, update_of
+
+PRODUCERS = textwrap.dedent('''
+    import json, os, pathlib
+    from worker import Producer
+    from common import versions
+    from common.deps import seconds
+
+    STATE = pathlib.Path(__file__).with_name("state")
+
+    class Doc(Producer):
+        """Data from state/doc.json; the version is the dependency "doc-src" (read first)."""
+        patterns = ["doc"]
+        def produce(self, object_id):
+            version = versions("doc-src")
+            return json.loads((STATE / "doc.json").read_text()), version
+
+    class Bikes(Producer):
+        """Rows of the PostgreSQL table bikes; the version is the dependency "bikes"."""
+        patterns = ["bikes"]
+        def __init__(self):
+            self.conn = None
+        def produce(self, object_id):
+            import psycopg
+            if self.conn is None or self.conn.closed:  # reconnect after a database restart
+                self.conn = psycopg.connect(os.environ["SEASYNC_DEPS"], autocommit=True)
+            version = versions("bikes")
+            rows = self.conn.execute("SELECT id, name FROM bikes ORDER BY id").fetchall()
+            return {"bikes": [{"id": i, "name": n} for i, n in rows]}, version
+
+    class Ticking(Producer):
+        """Produced again every second by depending on Seconds:1."""
+        patterns = ["ticking"]
+        def produce(self, object_id):
+            version = seconds(1)
+            return {"second": version["Seconds:1"]}, version
+''')
+
+
+@pytest.fixture
+def producers(tmp_path: Path) -> Path:
+    directory = tmp_path / "producers"
+    (directory / "state").mkdir(parents=True)
+    (directory / "deps_producers.py").write_text(PRODUCERS)
+    write_doc(directory, {"title": "first"})
+    return directory
+
+
+def write_doc(directory: Path, data: dict) -> None:
+    tmp = directory / "state" / "doc.json.tmp"
+    tmp.write_text(json.dumps(data))
+    tmp.replace(directory / "state" / "doc.json")
+
+
+def start_notifier(cluster: Cluster, deps: str, *extra: str) -> Proc:
+    proc = Proc("notifier", ["-m", "common.deps.notifier_cli", "--router", cluster.router_url,
+                             "--deps", deps, "-v", *extra])
+    cluster.procs.append(proc)
+    return proc
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "SEASYNC_DEPS"}
+    full_env.setdefault("PYTHONPATH", str(REPO))
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60,
+                          cwd=str(REPO), env=full_env)
+
+
+def is_doc_update(version: int):
+    return update_of("doc", version_new={"dep:doc-src": version})
+
+
+# ---- SQLite (the default backend) ---------------------------------------------------------------
+
+@pytest.fixture
+def sqlite_deps(tmp_path: Path, monkeypatch) -> str:
+    path = str(tmp_path / "deps.sqlite3")
+    monkeypatch.setenv("SEASYNC_DEPS", path)
+    return path
+
+
+async def test_sqlite_bump_reproduces_the_dependent_and_the_watcher_gets_a_patch(cluster, producers, sqlite_deps):
+    cluster.start_workers(producers, 1)
+    start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="doc", version_known=0)
+        first = await watcher.expect(update_of("doc"))
+        assert first["version-new"] == {"dep:doc-src": 0} and first["value"] == {"title": "first"}
+
+        write_doc(producers, {"title": "second"})
+        new = bump("doc-src")["dep:doc-src"]
+        second = await watcher.expect(is_doc_update(new))
+        assert second["version-old"] == {"dep:doc-src": 0}
+        assert second["patch"] == [{"op": "replace", "path": "/title", "value": "second"}]
+
+        write_doc(producers, {"title": "third"})
+        result = run_cli("common.deps.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
+        assert result.returncode == 0, result.stderr
+        object_id, version = result.stdout.split()
+        assert object_id == "dep:doc-src" and int(version) > new
+        third = await watcher.expect(is_doc_update(int(version)))
+        assert third["patch"] == [{"op": "replace", "path": "/title", "value": "third"}]
+
+
+async def test_sqlite_versions_survive_a_restart_of_every_process(producers, sqlite_deps):
+    first = Cluster()
+    try:
+        first.start_router()
+        first.start_front()
+        first.start_workers(producers, 1)
+        start_notifier(first, sqlite_deps)
+        async with RawClient(first.ws_url) as watcher:
+            await watcher.send("object-consumer-register", pattern="doc", version_known=0)
+            await watcher.expect(update_of("doc"))
+            for n in range(3):
+                write_doc(producers, {"title": f"edit {n}"})
+                before = bump("doc-src")["dep:doc-src"]
+                held = await watcher.expect(is_doc_update(before))
+    finally:
+        first.stop()
+
+    assert versions("doc-src") == {"dep:doc-src": before}
+    second = Cluster()
+    try:
+        second.start_router()
+        second.start_front()
+        second.start_workers(producers, 1)
+        start_notifier(second, sqlite_deps)
+        async with RawClient(second.ws_url) as returning, RawClient(second.ws_url) as fresh:
+            # A client that kept its data and version is current: nothing to send.
+            await returning.send("object-consumer-register", pattern="doc", version_known=held["version-new"])
+            await fresh.send("object-consumer-register", pattern="doc", version_known=0)
+            again = await fresh.expect(update_of("doc"))
+            assert again["version-new"] == {"dep:doc-src": before} and again["value"] == {"title": "edit 2"}
+            assert not [f for f in await returning.quiet(0.5) if f.get("action") == "object-update"]
+
+            write_doc(producers, {"title": "after restart"})
+            after = bump("doc-src")["dep:doc-src"]
+            assert after > before
+            patch = await returning.expect(is_doc_update(after))
+            assert patch["version-old"] == {"dep:doc-src": before}
+            assert patch["patch"] == [{"op": "replace", "path": "/title", "value": "after restart"}]
+    finally:
+        second.stop()
+
+
+BUMPER = textwrap.dedent('''
+    import sys
+    from common import bump
+    names = sys.argv[2:]
+    for _ in range(int(sys.argv[1])):
+        for version in bump(*names).values():
+            print(version)
+''')
+
+
+def concurrent_bumps(deps: str, processes: int, count: int) -> list[int]:
+    env = {**os.environ, "SEASYNC_DEPS": deps, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", BUMPER, str(count), "shared"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    seen: list[int] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        mine = [int(line) for line in out.split()]
+        assert mine == sorted(mine) and len(mine) == count  # each process sees its versions rise
+        seen += mine
+    return seen
+
+
+def test_sqlite_concurrent_bumps_never_share_a_version(sqlite_deps):
+    seen = concurrent_bumps(sqlite_deps, 2, 200)
+    assert len(set(seen)) == 400
+    assert versions("shared") == {"dep:shared": max(seen)}
+
+
+async def test_seconds_dependency_advances_every_second(cluster, producers, sqlite_deps):
+    cluster.start_workers(producers, 1)
+    start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="ticking", version_known=0)
+        seen = []
+        for _ in range(3):
+            frame = await watcher.expect(update_of("ticking"))
+            seen.append(frame["version-new"]["Seconds:1"])
+        assert seen == sorted(seen) and len(set(seen)) == 3
+
+
+async def test_sqlite_notifier_catches_up_after_a_kill(cluster, producers, sqlite_deps):
+    cluster.start_workers(producers, 1)
+    notifier = start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="doc", version_known=0)
+        await watcher.expect(update_of("doc"))
+        notifier.kill(signal.SIGKILL)
+        notifier.popen.wait(10)
+        write_doc(producers, {"title": "while the notifier was down"})
+        missed = bump("doc-src")["dep:doc-src"]
+        start_notifier(cluster, sqlite_deps)
+        frame = await watcher.expect(is_doc_update(missed), timeout=30)
+        assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "while the notifier was down"}]
+
+
+# ---- command-line errors ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, code, message", [
+    (["", ], 2, "must not be empty"),
+    (["cars*"], 2, "cannot contain '*'"),
+    (["x" * 2000], 2, "at most"),
+    (["cars", "--deps", "mysql://db/app"], 2, "unknown dependency backend 'mysql'"),
+    (["cars", "--deps", "/nonexistent/dir/deps.sqlite3"], 1, "does not exist"),
+])
+def test_sync_bump_errors_are_clear_and_exit_non_zero(args, code, message):
+    result = run_cli("common.deps.bump_cli", *args)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sync_bump_with_the_database_down():
+    down = f"postgresql://nobody@127.0.0.1:{free_port()}/app"
+    result = run_cli("common.deps.bump_cli", "cars", "--deps", down)
+    assert result.returncode == 1
+    assert "cannot reach the dependency database" in result.stderr and "Is PostgreSQL running" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(DatabaseUnavailable, match="Is PostgreSQL running"):
+        bump("cars", url=down)
+
+
+def test_library_errors():
+    with pytest.raises(InvalidName, match="must not be empty"):
+        bump("")
+    with pytest.raises(InvalidName, match="'\\*'"):
+        versions("a*b")
+    with pytest.raises(InvalidName, match="at least one"):
+        bump()
+    with pytest.raises(UnknownBackend, match="redis"):
+        bump("cars", url="redis://localhost/0")
+
+
+def test_trigger_commands_need_postgres(sqlite_deps):
+    result = run_cli("common.deps.notifier_cli", "install-trigger", "--deps", sqlite_deps, "bikes", "bikes")
+    assert result.returncode == 2 and "for PostgreSQL" in result.stderr
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg_server():
+    reason = postgres.available()
+    if reason:
+        pytest.skip(reason)
+    server = postgres.Server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_deps(pg_server, monkeypatch) -> str:
+    """A fresh database with a table ``bikes``; SEASYNC_DEPS points at it."""
+    import psycopg
+    url = pg_server.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bikes (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO bikes VALUES (1, 'brompton'), (2, 'moulton')")
+    monkeypatch.setenv("SEASYNC_DEPS", url)
+    return url
+
+
+def bikes_update(version: int | None = None):
+    if version is None:
+        return update_of("bikes")
+    return update_of("bikes", version_new={"dep:bikes": version})
+
+
+async def test_postgres_rolled_back_bump_changes_nothing_committed_one_patches(cluster, producers, pg_deps):
+    import psycopg
+    cluster.start_workers(producers, 1)
+    start_notifier(cluster, pg_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="bikes", version_known=0)
+        first = await watcher.expect(bikes_update())
+        assert first["value"]["bikes"][0] == {"id": 1, "name": "brompton"}
+        before = versions("bikes")
+
+        with psycopg.connect(pg_deps) as conn:
+            conn.execute("UPDATE bikes SET name = 'rolled back' WHERE id = 1")
+            inside = bump("bikes", connection=conn)
+            assert inside["dep:bikes"] > (before["dep:bikes"] or 0)
+            conn.rollback()
+        assert versions("bikes") == before
+        assert not [f for f in await watcher.quiet(1.0) if f.get("action") == "object-update"]
+
+        with psycopg.connect(pg_deps) as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("UPDATE bikes SET name = 'committed' WHERE id = 1")
+                committed = bump("bikes", connection=cursor)["dep:bikes"]
+            conn.commit()
+        assert versions("bikes") == {"dep:bikes": committed}
+        frame = await watcher.expect(bikes_update(committed))
+        assert frame["version-old"] == first["version-new"]
+        assert frame["patch"] == [{"op": "replace", "path": "/bikes/0/name", "value": "committed"}]
+
+
+async def test_postgres_notifier_killed_and_restarted_catches_up(cluster, producers, pg_deps):
+    import psycopg
+    cluster.start_workers(producers, 1)
+    notifier = start_notifier(cluster, pg_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="bikes", version_known=0)
+        first = await watcher.expect(bikes_update())
+        notifier.kill(signal.SIGKILL)
+        notifier.popen.wait(10)
+        with psycopg.connect(pg_deps, autocommit=True) as conn:
+            conn.execute("UPDATE bikes SET name = 'while down' WHERE id = 2")
+        bump("bikes")
+        with psycopg.connect(pg_deps, autocommit=True) as conn:
+            conn.execute("INSERT INTO bikes VALUES (3, 'dahon')")
+        missed = bump("bikes")["dep:bikes"]
+        start_notifier(cluster, pg_deps)
+        frame = await watcher.expect(bikes_update(missed), timeout=30)
+        assert frame["version-old"] == first["version-new"]
+        assert jsonpatch.apply_patch(first["value"], frame["patch"]) == {"bikes": [
+            {"id": 1, "name": "brompton"}, {"id": 2, "name": "while down"}, {"id": 3, "name": "dahon"}]}
+
+
+async def test_postgres_trigger_bumps_on_a_plain_sql_update(cluster, producers, pg_deps):
+    import psycopg
+    result = run_cli("common.deps.notifier_cli", "install-trigger", "--deps", pg_deps, "bikes", "bikes")
+    assert result.returncode == 0, result.stderr
+    cluster.start_workers(producers, 1)
+    start_notifier(cluster, pg_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="bikes", version_known=0)
+        await watcher.expect(bikes_update())
+        with psycopg.connect(pg_deps, autocommit=True) as conn:
+            conn.execute("UPDATE bikes SET name = 'by trigger' WHERE id = 2")
+        frame = await watcher.expect(lambda f: f.get("action") == "object-update" and f.get("id") == "bikes")
+        assert frame["patch"] == [{"op": "replace", "path": "/bikes/1/name", "value": "by trigger"}]
+        assert frame["version-new"] == versions("bikes")
+
+    result = run_cli("common.deps.notifier_cli", "remove-trigger", "--deps", pg_deps, "bikes")
+    assert result.returncode == 0 and "removed" in result.stdout
+    before = versions("bikes")
+    with psycopg.connect(pg_deps, autocommit=True) as conn:
+        conn.execute("UPDATE bikes SET name = 'no trigger' WHERE id = 2")
+    assert versions("bikes") == before
+
+
+async def test_postgres_notifier_survives_a_database_restart(cluster, producers, pg_server, pg_deps):
+    cluster.start_workers(producers, 1)
+    notifier = start_notifier(cluster, pg_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="bikes", version_known=0)
+        await watcher.expect(bikes_update())
+        pg_server.stop()
+        with pytest.raises(DatabaseUnavailable):
+            bump("bikes")
+        pg_server.start()
+        import psycopg
+        with psycopg.connect(pg_deps, autocommit=True) as conn:
+            conn.execute("UPDATE bikes SET name = 'after restart' WHERE id = 1")
+        version = bump("bikes")["dep:bikes"]
+        frame = await watcher.expect(bikes_update(version), timeout=30)
+        assert frame["patch"] == [{"op": "replace", "path": "/bikes/0/name", "value": "after restart"}]
+    assert notifier.alive()
+    assert "lost the dependency database" in notifier.output()
+
+
+def test_postgres_concurrent_bumps_never_share_a_version(pg_deps):
+    bump("shared")  # create the schema once, before the race
+    seen = concurrent_bumps(pg_deps, 2, 200)
+    assert len(set(seen)) == 400
+    assert versions("shared") == {"dep:shared": max(seen)}

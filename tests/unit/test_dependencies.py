@@ -1,0 +1,199 @@
+"""Dependencies, in-process: names, --deps parsing, the Seconds ticker, the SQLite backend on a real file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import common
+from common.deps import api, config, names, sqlite
+from common.deps.errors import DatabaseUnavailable, InvalidName, UnknownBackend
+from common.deps.ticker import Ticker
+
+
+# ---- names ----------------------------------------------------------------------------------------
+
+def test_names_become_prefixed_object_ids():
+    assert names.object_id("cars") == "dep:cars"
+    assert names.name_of("dep:cars") == "cars"
+    assert names.name_of("cars") is None
+    assert names.name_of("dep:") is None
+    assert names.check_names(("a", "b", "a")) == ["a", "b"]
+    assert names.check_names((["a", "b"],)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "must not be empty"),
+    ("a*", "'\\*'"),
+    ("x" * (names.MAX_NAME_LENGTH + 1), "at most"),
+    (3, "must be a string"),
+    ("line\nbreak", "control characters"),
+])
+def test_bad_names_are_refused_with_a_reason(bad, message):
+    with pytest.raises(InvalidName, match=message):
+        names.check_name(bad)
+
+
+def test_seconds_ids_and_versions():
+    assert names.seconds_period("Seconds:60") == 60
+    for bad in ("Seconds:0", "Seconds:-1", "Seconds:1.5", "Seconds:", "Seconds:01", "Seconds:x", "seconds:1",
+                "Seconds:٣"):
+        assert names.seconds_period(bad) is None, bad
+    assert names.seconds(60, 3600.5) == {"Seconds:60": 60}
+    assert names.next_tick(60, 3600.5) == 3660
+    with pytest.raises(InvalidName):
+        names.seconds(0, 1.0)
+
+
+# ---- --deps / SEASYNC_DEPS -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, kind, where", [
+    (None, "sqlite", "/srv/app/seasync-deps.sqlite3"),
+    ("", "sqlite", "/srv/app/seasync-deps.sqlite3"),
+    ("deps.db", "sqlite", "/srv/app/deps.db"),
+    ("/var/lib/deps.db", "sqlite", "/var/lib/deps.db"),
+    ("sqlite:///var/lib/deps.db", "sqlite", "/var/lib/deps.db"),
+    ("sqlite:data/deps.db", "sqlite", "/srv/app/data/deps.db"),
+    ("postgresql://u:secret@db/app", "postgres", "postgresql://u:secret@db/app"),
+    ("postgres://db/app?sslmode=require", "postgres", "postgres://db/app?sslmode=require"),
+])
+def test_deps_locations(url, kind, where):
+    assert config.parse(url, cwd="/srv/app") == config.Target(kind, where)
+
+
+def test_unknown_backends_and_redaction():
+    with pytest.raises(UnknownBackend, match="unknown dependency backend 'mysql'"):
+        config.parse("mysql://db/app")
+    with pytest.raises(UnknownBackend, match="names no file"):
+        config.parse("sqlite::memory:")
+    assert config.parse("postgresql://u:secret@db/app").describe() == "postgresql://u:***@db/app"
+    assert config.redact("host=db password=secret dbname=app") == "host=db password=*** dbname=app"
+
+
+# ---- Seconds ticker -------------------------------------------------------------------------------
+
+def test_ticker_advances_each_period_once_per_boundary():
+    ticker = Ticker()
+    assert ticker.deadline() is None
+    assert ticker.add(1, 100.2) == 100
+    assert ticker.add(10, 100.2) == 10
+    assert ticker.deadline() == pytest.approx(101.001)
+    assert ticker.due(100.9) == []
+    assert ticker.due(101.0005) == [("Seconds:1", 101)]
+    assert ticker.due(101.5) == []
+    assert sorted(ticker.due(110.0)) == [("Seconds:1", 110), ("Seconds:10", 11)]
+    ticker.remove(1)
+    assert ticker.due(125.0) == [("Seconds:10", 12)]
+
+
+def test_ticker_never_goes_back():
+    ticker = Ticker()
+    assert ticker.add(1, 100.5, at_least=105) == 105  # a producer's clock ahead of ours
+    assert ticker.due(101.5) == []
+    assert ticker.due(106.0) == [("Seconds:1", 106)]
+    assert ticker.due(50.0) == []  # the clock stepped back
+
+
+# ---- the SQLite backend ---------------------------------------------------------------------------
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return str(tmp_path / "deps.sqlite3")
+
+
+def test_sqlite_versions_rise_and_are_shared_by_one_bump(db):
+    store = sqlite.Store(db)
+    assert store.versions(["a"]) == {}
+    first = store.bump(["a", "b"], now=1.0)
+    assert first["a"] == first["b"]
+    second = store.bump(["a"], now=1.0)
+    assert second["a"] > first["a"]
+    assert store.versions(["a", "b", "c"]) == {"a": second["a"], "b": first["b"]}
+
+
+def test_sqlite_versions_never_fall_below_the_clock(db):
+    store = sqlite.Store(db)
+    assert store.bump(["a"], now=2_000_000_000.0)["a"] == 2_000_000_000_000_000
+    assert store.bump(["a"], now=1.0)["a"] == 2_000_000_000_000_001  # the clock went back: +1
+
+
+def test_sqlite_feed_marks_only_what_was_sent(db):
+    store = sqlite.Store(db)
+    feed = sqlite.Feed(db)
+    feed.open()
+    try:
+        v = store.bump(["a", "b"], now=1.0)["a"]
+        assert feed.drain()  # the nudge arrived
+        assert not feed.drain()
+        assert feed.changed() and not feed.changed()
+
+        assert feed.publish_unreported(lambda name, version: False) == 0  # the router is unreachable
+        sent = []
+        assert feed.publish_unreported(lambda name, version: sent.append((name, version)) or True) == 2
+        assert sorted(sent) == [("a", v), ("b", v)]
+        assert feed.publish_unreported(lambda name, version: pytest.fail("nothing left to send")) == 0
+
+        # A bump landing between the read and the mark stays unreported.
+        def bump_meanwhile(name: str, version: int) -> bool:
+            store.bump(["a"], now=1.0)
+            return True
+        store.bump(["a"], now=1.0)
+        assert feed.publish_unreported(bump_meanwhile) == 1
+        latest = store.versions(["a"])["a"]
+        assert feed.publish_unreported(lambda name, version: sent.append((name, version)) or True) == 1
+        assert sent[-1] == ("a", latest)
+
+        assert feed.current("a") == latest and feed.current("never") == 0
+        assert sorted(n for n, _ in feed.recent(60.0, now=2.0)) == ["a", "b"]
+        assert feed.recent(60.0, now=100.0) == []
+    finally:
+        feed.close()
+
+
+def test_sqlite_errors_say_what_to_do(tmp_path):
+    with pytest.raises(DatabaseUnavailable, match="does not exist"):
+        sqlite.Store(str(tmp_path / "missing" / "deps.sqlite3")).bump(["a"], now=1.0)
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DatabaseUnavailable, match="not a SQLite database"):
+        sqlite.Store(str(garbage)).versions(["a"])
+
+
+def test_sqlite_bump_waits_for_another_writer_then_gives_up(db, monkeypatch):
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT", 0.2)
+    store = sqlite.Store(db)
+    store.bump(["a"], now=1.0)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseUnavailable, match="write lock"):
+            sqlite.Store(db).bump(["a"], now=1.0)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+# ---- the public API -------------------------------------------------------------------------------
+
+def test_public_api_and_the_callable_versions_module(db, monkeypatch):
+    monkeypatch.setenv("SEASYNC_DEPS", db)
+    import common.versions as version_module  # the version-ordering module stays usable
+    assert version_module.is_newer(1, 2)
+    assert common.versions("x") == {"dep:x": 0}
+    bumped = common.bump("x", "y")
+    assert common.versions("x", "y") == bumped
+    assert set(bumped) == {"dep:x", "dep:y"}
+    assert api.seconds(1).keys() == {"Seconds:1"}
+
+
+def test_configure_overrides_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEASYNC_DEPS", str(tmp_path / "from-env.sqlite3"))
+    api.configure(str(tmp_path / "configured.sqlite3"))
+    try:
+        api.bump("z")
+    finally:
+        api.configure(None)
+    assert (tmp_path / "configured.sqlite3").exists() and not (tmp_path / "from-env.sqlite3").exists()
+    with pytest.raises(UnknownBackend):
+        api.configure("mongodb://db")
