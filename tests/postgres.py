@@ -32,6 +32,12 @@ def find_bin(tool: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def runuser() -> str:
+    """util-linux's runuser (in /usr/sbin, which a root PATH may lack)."""
+    return shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser")
+                                              if os.path.exists(p)), "runuser")
+
+
 def available() -> str | None:
     """None if a server can be started here, else why not."""
     if not find_bin("initdb") or not find_bin("pg_ctl"):
@@ -41,6 +47,8 @@ def available() -> str | None:
             pwd.getpwnam("postgres")
         except KeyError:
             return "running as root and there is no 'postgres' user to run the server as"
+        if not os.path.exists(runuser()) and not shutil.which(runuser()):
+            return "running as root and runuser (util-linux) is missing"
     return None
 
 
@@ -65,7 +73,7 @@ class Server:
     def _run(self, *args: str) -> None:
         cmd = list(args)
         if self._as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = [runuser(), "-u", "postgres", "--", *cmd]
         result = subprocess.run(cmd, cwd=self.dir, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
