@@ -7,7 +7,7 @@ ZeroMQ envelope) registered for ``dep:*`` and ``Seconds:*``:
   version and data ``{}``; ``object-produce Seconds:N`` with ``floor(now / N)``, and from then on
   ``Seconds:N`` is uploaded every N seconds until the router destroys it;
 - each new version of a dependency is uploaded (``object-patch``, data ``{}``) as soon as the
-  database says so (PostgreSQL: NOTIFY; SQLite: a nudge from ``bump`` or a 20 ms poll). The router
+  database says so (PostgreSQL: NOTIFY; SQLite: a nudge from ``bump`` or a 50 ms poll). The router
   then raises that dependency in every object built from it and produces them again.
 
 Nothing is lost while the notifier, the router or the database is down: every row records the last
@@ -95,7 +95,7 @@ class Notifier:
             now = time.monotonic()
             if not self.db_up and now >= self.db_retry_at:
                 self._open_database(now)
-            fd = self.feed.fileno() if self.db_up else None
+            fd = self._database_fd()
             if fd != polled:
                 if polled is not None:
                     poller.unregister(polled)
@@ -113,6 +113,15 @@ class Notifier:
             self._tick_seconds()
         self._shutdown()
         return 0
+
+    def _database_fd(self) -> int | None:
+        if not self.db_up:
+            return None
+        try:
+            return self.feed.fileno()
+        except DatabaseUnavailable as exc:
+            self._database_down(exc)
+            return None
 
     def _timeout(self, now: float) -> float:
         deadline = min(self.link.deadline(), now + MAX_WAIT)
@@ -134,7 +143,12 @@ class Notifier:
     def _on_events(self, events: list) -> None:
         for event in events:
             if isinstance(event, Frame):
-                self._on_frame(event.raw)
+                try:
+                    self._on_frame(event.raw)
+                except DependencyError as exc:
+                    log.error("! %s", exc)
+                except Exception:  # a bug must not stop the publishing of every other version
+                    log.exception("! internal error while handling %.200r", event.raw)
             elif isinstance(event, Ready):
                 self.ticker.clear()
                 self.pending.clear()
@@ -218,7 +232,7 @@ class Notifier:
         self.feed.close()
         try:
             self.feed.open()
-        except DatabaseUnavailable as exc:
+        except DependencyError as exc:  # unreachable, or no right to create the tables: retry
             if self.db_error != str(exc):
                 log.error("! %s (retrying every %.0f s)", exc, RETRY_DELAY)
                 self.db_error = str(exc)

@@ -10,7 +10,7 @@ import typer
 
 from common import logs, wire
 from common.deps import config
-from common.deps.errors import DatabaseUnavailable, DependencyError, InvalidName, UnknownBackend
+from common.deps.errors import DependencyError, InvalidName, UnknownBackend
 from common.deps.names import check_names
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)

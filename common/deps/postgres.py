@@ -280,7 +280,7 @@ class Feed:
             self.conn = None
 
     def fileno(self) -> int | None:
-        return self.conn.fileno() if self.conn is not None else None
+        return self._guard(lambda: self.conn.fileno())  # raises DatabaseUnavailable once libpq dropped it
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         psycopg = _psycopg()
@@ -288,7 +288,7 @@ class Feed:
             raise DatabaseUnavailable(f"not connected to {redact(self.dsn)}")
         try:
             return fn()
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:  # connection lost, or the schema changed under us: reconnect
             raise _unavailable(self.dsn, exc) from None
 
     def drain(self) -> bool:

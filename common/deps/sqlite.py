@@ -20,7 +20,7 @@ new versions are still above every version already handed out. Versions stay exa
 The notifier reads the rows whose ``current_version`` differs from ``reported_version``,
 publishes them, then records them as reported. It learns of a bump two ways: a *nudge* (an empty
 datagram ``bump`` sends, best effort, to an abstract Unix socket named after the file, which the
-notifier binds: sub-millisecond), and a poll of ``PRAGMA data_version`` every 20 ms (the safety
+notifier binds: sub-millisecond), and a poll of ``PRAGMA data_version`` every 50 ms (the safety
 net when the nudge is lost, or on a system without abstract sockets).
 """
 
@@ -40,7 +40,7 @@ log = logging.getLogger("seasync.deps")
 
 BUSY_TIMEOUT = 10.0
 """Seconds a bump waits for another writer of the file before giving up."""
-POLL_INTERVAL = 0.02
+POLL_INTERVAL = 0.05
 """Seconds between two ``PRAGMA data_version`` checks in the notifier."""
 BATCH = 1000
 
@@ -173,7 +173,7 @@ class Store:
         return versions(self._conn(), self.path, names)
 
     def _nudge(self) -> None:
-        """Wake the notifier now rather than at its next poll; losing this datagram costs <= 20 ms."""
+        """Wake the notifier now rather than at its next poll; losing this datagram costs <= 50 ms."""
         nudger = self._nudger
         if nudger is None or nudger[0] != os.getpid():
             try:

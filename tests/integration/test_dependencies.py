@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
-from common import bump, versions
+from common import bump, versions, wire
 from common.deps import DatabaseUnavailable, InvalidName, UnknownBackend
 from tests import postgres
 from tests.cluster import REPO, Cluster, Proc, free_port
@@ -224,6 +224,25 @@ async def test_sqlite_notifier_catches_up_after_a_kill(cluster, producers, sqlit
         start_notifier(cluster, sqlite_deps)
         frame = await watcher.expect(is_doc_update(missed), timeout=30)
         assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "while the notifier was down"}]
+
+
+async def test_sqlite_notifier_frozen_past_the_router_timeout_resends(cluster, producers, sqlite_deps):
+    """SIGSTOP: the router drops the notifier's session; on SIGCONT the notifier first sends the bump on
+    the dead session (lost), then opens a new one and re-sends recent versions."""
+    cluster.start_workers(producers, 1)
+    notifier = start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="doc", version_known=0)
+        await watcher.expect(update_of("doc"))
+        notifier.kill(signal.SIGSTOP)
+        try:
+            await watcher.quiet(wire.PEER_TIMEOUT + 2.0)
+            write_doc(producers, {"title": "while frozen"})
+            version = bump("doc-src")["dep:doc-src"]
+        finally:
+            notifier.kill(signal.SIGCONT)
+        frame = await watcher.expect(is_doc_update(version), timeout=30)
+        assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "while frozen"}]
 
 
 # ---- command-line errors ----------------------------------------------------------------------
