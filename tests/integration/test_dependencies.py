@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jsonpatch
@@ -50,6 +51,18 @@ PRODUCERS = textwrap.dedent('''
             version = versions("bikes")
             rows = self.conn.execute("SELECT id, name FROM bikes ORDER BY id").fetchall()
             return {"bikes": [{"id": i, "name": n} for i, n in rows]}, version
+
+    class Burst(Producer):
+        """Slow on purpose (250 ms); counts its productions in state/burst.log."""
+        patterns = ["burst"]
+        def produce(self, object_id):
+            import time
+            version = versions("burst")
+            data = json.loads((STATE / "burst.json").read_text())
+            time.sleep(0.25)
+            with open(STATE / "burst.log", "a") as log:
+                log.write("x")
+            return data, version
 
     class Ticking(Producer):
         """Produced again every second by depending on Seconds:1."""
@@ -243,6 +256,30 @@ async def test_sqlite_notifier_frozen_past_the_router_timeout_resends(cluster, p
             notifier.kill(signal.SIGCONT)
         frame = await watcher.expect(is_doc_update(version), timeout=30)
         assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "while frozen"}]
+
+
+async def test_a_burst_of_bumps_is_coalesced_and_the_last_state_wins(cluster, producers, sqlite_deps):
+    (producers / "state" / "burst.json").write_text(json.dumps({"n": 0}))
+    cluster.start_workers(producers, 1)
+    start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="burst", version_known=0)
+        await watcher.expect(update_of("burst"))
+        state = producers / "state"
+        started = time.monotonic()
+        for n in range(1, 1001):
+            (state / "burst.json.tmp").write_text(json.dumps({"n": n}))
+            (state / "burst.json.tmp").replace(state / "burst.json")
+            last = bump("burst")["dep:burst"]
+        elapsed = time.monotonic() - started
+        final = await watcher.expect(update_of("burst", version_new={"dep:burst": last}), timeout=60)
+        assert final == {"action": "object-update", "id": "burst", "version-old": final["version-old"],
+                         "version-new": {"dep:burst": last}, "patch": [{"op": "replace", "path": "/n", "value": 1000}]}
+        updates = [f for f in await watcher.quiet(1.0) if f.get("action") == "object-update"]
+        assert all(f["version-new"]["dep:burst"] < last for f in updates)  # nothing after the last one
+    productions = len((state / "burst.log").read_text())
+    # One production at a time, 250 ms each: while one runs, newer bumps only raise the version wanted.
+    assert productions <= elapsed / 0.25 + 3 and productions < 100, (productions, elapsed)
 
 
 # ---- command-line errors ----------------------------------------------------------------------
