@@ -5,6 +5,9 @@ The front keeps no object state. It multiplexes its websocket sessions over one 
 router parses and validates), and ``[SEND, frame, sid...]`` from the router is written once per
 listed session with ``broadcast``. When the router restarts or vanishes, every websocket is
 closed with 1012 so that clients reconnect and resync with the versions they already hold.
+
+Plain HTTP GETs on the same port (anything that is not a websocket upgrade) are answered with the
+files of ``router/static/``: ``/`` is the viewer page, ``/seasync.js`` the browser client.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from common import codec
@@ -54,6 +61,59 @@ class FrontConfig:
     host: str = "127.0.0.1"
     port: int = 3001
     max_frame: int = 1 << 20
+
+
+STATIC_DIR = Path(__file__).with_name("static")
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+def static_file(path: str, root: Path = STATIC_DIR) -> Path | None:
+    """The file of ``root`` that a request path names, or None (a 404).
+
+    ``/`` is ``index.html``; the query string is ignored. The directory is flat: a name with a
+    slash, a backslash or a leading dot is refused, so no path can leave ``root``.
+    """
+    path = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0])
+    name = path[1:] if path.startswith("/") else path
+    name = name or "index.html"
+    if "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        return None
+    file = root / name
+    if file.suffix not in CONTENT_TYPES or not file.is_file():
+        return None
+    return file
+
+
+def http_response(request: Request) -> Response | None:
+    """``process_request`` hook: None lets a websocket upgrade through; a plain GET gets a file or a 404."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return None
+    file = static_file(request.path)
+    try:
+        body = file.read_bytes() if file is not None else None
+    except OSError as exc:
+        log.warning("cannot read %s: %s", file, exc)
+        body = None
+    if file is None or body is None:
+        status, reason, body, kind = 404, "Not Found", b"not found\n", "text/plain; charset=utf-8"
+    else:
+        status, reason, kind = 200, "OK", CONTENT_TYPES[file.suffix]
+    log.debug("http GET %s -> %d", request.path, status)
+    headers = Headers([
+        ("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache"),
+        ("X-Content-Type-Options", "nosniff"), ("Connection", "close"),
+    ])
+    return Response(status, reason, headers, body)
 
 
 def close_reason(raw: bytes) -> str:
@@ -94,6 +154,7 @@ class Front:
             dealer.connect(self.config.router)
             server = await serve(
                 self._handle, self.config.host, self.config.port,
+                process_request=lambda _connection, request: http_response(request),
                 compression=None, max_size=self.config.max_frame,
                 ping_interval=KEEPALIVE_INTERVAL, ping_timeout=KEEPALIVE_TIMEOUT,
                 close_timeout=CLOSE_TIMEOUT,

@@ -1,0 +1,1126 @@
+/**
+ * seasync.js: the JavaScript client for seasync (and seapig 0.2) live objects.
+ *
+ * An ES module with no dependencies and no build step: `import {SeasyncClient} from "/seasync.js"`.
+ * Works in browsers and in Node (pass `WebSocket` in the options where there is no global one).
+ *
+ *     const client = new SeasyncClient("ws://127.0.0.1:3001", {name: "dashboard"});
+ *     const cars = client.consume("cars");              // one object
+ *     cars.onchange((obj) => render(obj.value, obj.version));
+ *     const family = client.consume("car-*");           // a wildcard: family.children is a Map id -> consumer
+ *     family.onchange((child, change) => change.destroyed ? drop(child.id) : render(child.id, child.value));
+ *
+ *     const status = client.master("status", {value: {up: true}});   // keep it current...
+ *     status.value.load = 0.3; status.bump();                       // ...uploads a patch (or the value)
+ *     client.master("car-*", {produce: async (id, versionInferred) => [await load(id), [Date.now(), 0]]});
+ *
+ * What it does for you: reconnects (1 s, then backing off to 2 s), re-registers every consumer with the
+ * version it holds and every master with its version, so the server sends only what changed; applies
+ * RFC 6902 patches atomically (a patch that fails leaves the object untouched and asks for a resync); never
+ * applies a patch whose base (`version-old`) is not the version it holds (it re-registers to resync).
+ * The wire protocol is described in docs/PROTOCOL.md.
+ */
+
+// ============================================================================ JSON Patch (RFC 6902)
+
+/** A patch that cannot be applied (bad operation, missing path, failed test). */
+export class PatchError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "PatchError";
+  }
+}
+
+const hasOwn = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
+
+/** True for a JSON object (not null, not an array). */
+export function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** Deep equality of JSON values (object keys in any order). */
+export function deepEqual(a, b) {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!deepEqual(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  for (const key of keys) if (!hasOwn(b, key) || !deepEqual(a[key], b[key])) return false;
+  return true;
+}
+
+/** A deep copy of a JSON value. */
+function cloneJSON(value) {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) return value.map(cloneJSON);
+  const out = {};
+  for (const key of Object.keys(value)) setKey(out, key, cloneJSON(value[key]));
+  return out;
+}
+
+/** obj[key] = value, also for a key named "__proto__" (which must stay a plain data key). */
+function setKey(obj, key, value) {
+  if (key === "__proto__") {
+    Object.defineProperty(obj, key, {value, writable: true, enumerable: true, configurable: true});
+  } else {
+    obj[key] = value;
+  }
+}
+
+/** RFC 6901: "/a~1b/0" -> ["a/b", "0"]. */
+export function parsePointer(path) {
+  if (typeof path !== "string") throw new PatchError(`a path must be a string, not ${typeof path}`);
+  if (path === "") return [];
+  if (path[0] !== "/") throw new PatchError(`invalid JSON Pointer ${JSON.stringify(path)}`);
+  return path.slice(1).split("/").map((token) => {
+    if (/~(?![01])/.test(token)) throw new PatchError(`invalid escape in JSON Pointer ${JSON.stringify(path)}`);
+    return token.replace(/~1/g, "/").replace(/~0/g, "~");
+  });
+}
+
+/** RFC 6901 escaping of one key: "a/b~" -> "a~1b~0". */
+export function escapePointerToken(key) {
+  return String(key).replace(/~/g, "~0").replace(/\//g, "~1");
+}
+
+function arrayIndex(array, token, forAdd) {
+  if (forAdd && token === "-") return array.length;
+  if (!/^(0|[1-9][0-9]*)$/.test(token)) throw new PatchError(`${JSON.stringify(token)} is not an array index`);
+  const index = Number(token);
+  if (index > array.length || (!forAdd && index === array.length)) {
+    throw new PatchError(`array index ${index} is out of range (length ${array.length})`);
+  }
+  return index;
+}
+
+function childOf(node, token, path) {
+  if (Array.isArray(node)) return node[arrayIndex(node, token, false)];
+  if (isObject(node) && hasOwn(node, token)) return node[token];
+  throw new PatchError(`path ${JSON.stringify(path)} does not exist`);
+}
+
+function valueAt(root, tokens, path) {
+  let node = root;
+  for (const token of tokens) node = childOf(node, token, path);
+  return node;
+}
+
+/**
+ * Apply an RFC 6902 patch (add, remove, replace, move, copy, test) and return the new document.
+ *
+ * All or nothing: `doc` is never modified. Containers on the paths the patch touches are copied (once per
+ * patch), everything else is shared with `doc`; so a failure (a PatchError) leaves no half-applied object,
+ * and unchanged subtrees keep their identity (handy for rendering). An empty patch returns `doc` itself.
+ */
+export function applyPatch(doc, patch) {
+  if (!Array.isArray(patch)) throw new PatchError("a patch must be an array of operations");
+  let root = doc;
+  const mine = new WeakSet(); // containers copied during this patch: safe to modify in place
+  const own = (node) => {
+    if (mine.has(node)) return node;
+    const copy = Array.isArray(node) ? node.slice() : {...node};
+    mine.add(copy);
+    return copy;
+  };
+  // The parent container of the last token, copied (with its ancestors) so that it may be modified.
+  const parentOf = (tokens, path) => {
+    if (root === null || typeof root !== "object") throw new PatchError(`path ${JSON.stringify(path)} does not exist`);
+    root = own(root);
+    let node = root;
+    for (let i = 0; i < tokens.length - 1; i++) {
+      const child = childOf(node, tokens[i], path);
+      if (child === null || typeof child !== "object") throw new PatchError(`path ${JSON.stringify(path)} does not exist`);
+      const copy = own(child);
+      if (copy !== child) {
+        if (Array.isArray(node)) node[Number(tokens[i])] = copy;
+        else setKey(node, tokens[i], copy);
+      }
+      node = copy;
+    }
+    return node;
+  };
+  const add = (tokens, path, value) => {
+    if (tokens.length === 0) {
+      root = value;
+      return;
+    }
+    const parent = parentOf(tokens, path);
+    const last = tokens[tokens.length - 1];
+    if (Array.isArray(parent)) parent.splice(arrayIndex(parent, last, true), 0, value);
+    else setKey(parent, last, value);
+  };
+  const remove = (tokens, path) => {
+    if (tokens.length === 0) throw new PatchError("cannot remove the whole document");
+    const parent = parentOf(tokens, path);
+    const last = tokens[tokens.length - 1];
+    if (Array.isArray(parent)) return parent.splice(arrayIndex(parent, last, false), 1)[0];
+    if (!hasOwn(parent, last)) throw new PatchError(`path ${JSON.stringify(path)} does not exist`);
+    const value = parent[last];
+    delete parent[last];
+    return value;
+  };
+  const replace = (tokens, path, value) => {
+    if (tokens.length === 0) {
+      root = value;
+      return;
+    }
+    const parent = parentOf(tokens, path);
+    const last = tokens[tokens.length - 1];
+    if (Array.isArray(parent)) parent[arrayIndex(parent, last, false)] = value;
+    else if (hasOwn(parent, last)) setKey(parent, last, value);
+    else throw new PatchError(`path ${JSON.stringify(path)} does not exist`);
+  };
+
+  patch.forEach((op, n) => {
+    if (!isObject(op)) throw new PatchError(`operation ${n} is not an object`);
+    const path = op.path;
+    const tokens = parsePointer(path);
+    const needValue = () => {
+      if (!hasOwn(op, "value")) throw new PatchError(`operation ${n} (${op.op}) has no value`);
+      return op.value;
+    };
+    const from = () => {
+      const tokensFrom = parsePointer(op.from);
+      return [tokensFrom, valueAt(root, tokensFrom, op.from)];
+    };
+    switch (op.op) {
+      case "add":
+        add(tokens, path, needValue());
+        break;
+      case "remove":
+        remove(tokens, path);
+        break;
+      case "replace":
+        replace(tokens, path, needValue());
+        break;
+      case "move": {
+        const [tokensFrom] = from();
+        if (op.from === path) break;
+        if (path.startsWith(op.from + "/")) throw new PatchError(`cannot move ${op.from} into itself`);
+        add(tokens, path, remove(tokensFrom, op.from));
+        break;
+      }
+      case "copy":
+        add(tokens, path, cloneJSON(from()[1]));
+        break;
+      case "test":
+        if (!deepEqual(valueAt(root, tokens, path), needValue())) {
+          throw new PatchError(`test failed at ${JSON.stringify(path)}`);
+        }
+        break;
+      default:
+        throw new PatchError(`unknown operation ${JSON.stringify(op.op)}`);
+    }
+  });
+  return root;
+}
+
+/**
+ * An RFC 6902 patch turning `a` into `b` (add, remove and replace only, keys escaped).
+ * Objects are compared key by key, arrays index by index (then trailing removes or adds).
+ */
+export function makePatch(a, b, path = "", out = []) {
+  if (a === b) return out;
+  if (isObject(a) && isObject(b)) {
+    for (const key of Object.keys(b)) {
+      const sub = `${path}/${escapePointerToken(key)}`;
+      if (hasOwn(a, key)) makePatch(a[key], b[key], sub, out);
+      else out.push({op: "add", path: sub, value: b[key]});
+    }
+    for (const key of Object.keys(a)) {
+      if (!hasOwn(b, key)) out.push({op: "remove", path: `${path}/${escapePointerToken(key)}`});
+    }
+  } else if (Array.isArray(a) && Array.isArray(b)) {
+    const common = Math.min(a.length, b.length);
+    for (let i = 0; i < common; i++) makePatch(a[i], b[i], `${path}/${i}`, out);
+    for (let i = a.length - 1; i >= b.length; i--) out.push({op: "remove", path: `${path}/${i}`});
+    for (let i = a.length; i < b.length; i++) out.push({op: "add", path: `${path}/${i}`, value: b[i]});
+  } else if (!deepEqual(a, b)) {
+    out.push({op: "replace", path, value: b});
+  }
+  return out;
+}
+
+// ============================================================================ versions and patterns
+
+/** True for "no version": 0, null or undefined. */
+export function isNullVersion(version) {
+  return version === null || version === undefined || version === 0;
+}
+
+/** Version equality: deep, numbers by value. */
+export function sameVersion(a, b) {
+  if (isNullVersion(a) && isNullVersion(b)) return true;
+  return deepEqual(a, b);
+}
+
+/** The version after `version` for `bump()`: [a, b] -> [a, b + 1], n -> n + 1; others need an explicit one. */
+export function nextVersion(version) {
+  if (typeof version === "number" && Number.isFinite(version)) return version + 1;
+  if (Array.isArray(version) && version.length && typeof version[version.length - 1] === "number") {
+    return [...version.slice(0, -1), version[version.length - 1] + 1];
+  }
+  throw new TypeError(`cannot bump version ${JSON.stringify(version)} automatically; pass bump(version)`);
+}
+
+const patternCache = new Map();
+
+/** True if `id` is covered by `pattern`: equality, or a whole-id match where each `*` is any run of characters. */
+export function matches(pattern, id) {
+  if (!pattern.includes("*")) return pattern === id;
+  let regex = patternCache.get(pattern);
+  if (regex === undefined) {
+    const body = pattern.split("*").map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("[\\s\\S]*");
+    regex = new RegExp(`^${body}$`);
+    if (patternCache.size > 1000) patternCache.clear();
+    patternCache.set(pattern, regex);
+  }
+  return regex.test(id);
+}
+
+const isWildcard = (pattern) => pattern.includes("*");
+
+function checkPattern(pattern) {
+  if (typeof pattern !== "string" || pattern === "") throw new TypeError("an id or pattern must be a non-empty string");
+}
+
+// Registering an exact id with a version the server cannot hold makes it send the full value: the way to
+// resynchronise an object whose data turned out wrong, without unregistering (which could destroy it).
+const RESYNC_VERSION = [-1, -1];
+
+// ============================================================================ callbacks
+
+class Callbacks {
+  constructor(logger) {
+    this.items = [];
+    this.logger = logger;
+  }
+
+  add(callback) {
+    if (typeof callback !== "function") throw new TypeError("a callback must be a function");
+    this.items.push(callback);
+    return () => {
+      const index = this.items.indexOf(callback);
+      if (index >= 0) this.items.splice(index, 1);
+    };
+  }
+
+  fire(...args) {
+    for (const callback of this.items.slice()) {
+      try {
+        const result = callback(...args);
+        if (result && typeof result.catch === "function") {
+          result.catch((error) => this.logger.error("seasync: async callback failed", error));
+        }
+      } catch (error) {
+        this.logger.error("seasync: callback failed", error);
+      }
+    }
+  }
+}
+
+/** A promise for the first time `check()` returns something other than undefined, re-checked on `subscribe`. */
+function waitFor(subscribe, check, timeoutMs, describe) {
+  return new Promise((resolve, reject) => {
+    let timer = null;
+    const unsubscribes = [];
+    const finish = (fn, arg) => {
+      unsubscribes.forEach((unsubscribe) => unsubscribe());
+      if (timer !== null) clearTimeout(timer);
+      fn(arg);
+    };
+    const test = () => {
+      try {
+        const result = check();
+        if (result !== undefined) finish(resolve, result);
+      } catch (error) {
+        finish(reject, error);
+      }
+    };
+    subscribe(test, unsubscribes);
+    if (timeoutMs != null) {
+      timer = setTimeout(() => finish(reject, new Error(`timed out after ${timeoutMs} ms waiting for ${describe()}`)), timeoutMs);
+    }
+    test();
+  });
+}
+
+// ============================================================================ consumers
+
+/**
+ * One object id as this client sees it: made by `client.consume(id)`, or a wildcard's child.
+ *
+ * Read-only fields: `id`, `value` (the data, or null before any), `version`, `valid` (connected and holding
+ * data the server considers current), `destroyed` (unlinked, or dropped by the server), `receivedAt`
+ * (Date.now() of the last update), `lastPatch` (the patch of the last update, null for a full value),
+ * `error` (the last production error the server reported for this id, cleared by the next update).
+ * `value` is replaced by a new object on every update (unchanged parts are shared): do not modify it.
+ */
+export class Consumer {
+  constructor(client, id) {
+    this.client = client;
+    this.id = id;
+    this.value = null;
+    this.version = null;
+    this.valid = false;
+    this.destroyed = false;
+    this.receivedAt = null;
+    this.lastPatch = null;
+    this.error = null;
+    this._exact = false; // the user consumes this id directly
+    this._tempExact = false; // registered directly only to resync a wildcard child
+    this._resyncing = false;
+    this._parents = new Set();
+    this._change = new Callbacks(client.logger);
+    this._status = new Callbacks(client.logger);
+    this._destroy = new Callbacks(client.logger);
+  }
+
+  /** True once data arrived (or was pre-seeded). */
+  get initialized() {
+    return this.value !== null;
+  }
+
+  /** `cb(consumer, {patch, version})` on every new version. Returns a function that removes the callback. */
+  onchange(callback) {
+    return this._change.add(callback);
+  }
+
+  /** `cb(consumer)` when `valid`, `destroyed` or `error` changes. Returns a function that removes the callback. */
+  onstatuschange(callback) {
+    return this._status.add(callback);
+  }
+
+  /** `cb(consumer)` once, when the consumer is unlinked or the server destroys it (wildcard children). */
+  ondestroy(callback) {
+    return this._destroy.add(callback);
+  }
+
+  /** Resolves with `value` once valid and `predicate(value)` is true; rejects after `timeoutMs` or on destroy. */
+  wait(predicate = null, timeoutMs = null) {
+    return waitFor(
+      (test, unsubscribes) => unsubscribes.push(this.onchange(test), this.onstatuschange(test)),
+      () => {
+        if (this.destroyed) throw new Error(`consumer ${this.id} was destroyed while waiting`);
+        if (this.valid && this.value !== null && (!predicate || predicate(this.value))) return this.value;
+        return undefined;
+      },
+      timeoutMs,
+      () => `${this.id} (valid=${this.valid}, version=${JSON.stringify(this.version)})`,
+    );
+  }
+
+  _setValid(valid) {
+    if (valid !== this.valid) {
+      this.valid = valid;
+      this._status.fire(this);
+    }
+  }
+
+  _setError(error) {
+    if (error !== this.error) {
+      this.error = error;
+      this._status.fire(this);
+    }
+  }
+
+  _update(value, version, patch) {
+    this.value = value;
+    this.version = version;
+    this.lastPatch = patch;
+    this.receivedAt = Date.now();
+    this._resyncing = false;
+    if (this.error !== null) this._setError(null);
+    this._setValid(this.client.connected);
+    const change = {id: this.id, version, patch, destroyed: false};
+    this._change.fire(this, change);
+    for (const parent of this._parents) parent._childChanged(this, change);
+  }
+
+  _destroyed() {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.valid = false;
+    this._status.fire(this);
+    this._destroy.fire(this);
+  }
+}
+
+/**
+ * Every object whose id matches a `*` pattern: made by `client.consume("car-*")`.
+ *
+ * `children` is a Map id -> Consumer (added when an object's first data arrives, removed when the server
+ * destroys it); `value` is `{id: data}` of the children that have data. `valid` is true while connected.
+ * A child that vanished while the client was disconnected is not announced by the protocol: it stays, invalid.
+ */
+export class WildcardConsumer {
+  constructor(client, pattern) {
+    this.client = client;
+    this.pattern = pattern;
+    this.children = new Map();
+    this.destroyed = false;
+    this._change = new Callbacks(client.logger);
+    this._status = new Callbacks(client.logger);
+    this._destroy = new Callbacks(client.logger);
+  }
+
+  get id() {
+    return this.pattern;
+  }
+
+  get valid() {
+    return this.client.connected && !this.destroyed;
+  }
+
+  /** `{id: value}` of every child that has data, ids sorted. */
+  get value() {
+    const out = {};
+    for (const id of [...this.children.keys()].sort()) {
+      const child = this.children.get(id);
+      if (child.value !== null) setKey(out, id, child.value);
+    }
+    return out;
+  }
+
+  /** `cb(child, {id, version, patch, destroyed})` when any child changes, appears or is destroyed. */
+  onchange(callback) {
+    return this._change.add(callback);
+  }
+
+  /** `cb(wildcardConsumer)` when `valid` changes (connect, disconnect) or it is destroyed. */
+  onstatuschange(callback) {
+    return this._status.add(callback);
+  }
+
+  /** `cb(wildcardConsumer)` once, when it is unlinked. */
+  ondestroy(callback) {
+    return this._destroy.add(callback);
+  }
+
+  /** Resolves with `value` once `predicate(value)` is true (or, without one, once some child has data). */
+  wait(predicate = null, timeoutMs = null) {
+    return waitFor(
+      (test, unsubscribes) => unsubscribes.push(this.onchange(test), this.onstatuschange(test)),
+      () => {
+        if (this.destroyed) throw new Error(`wildcard consumer ${this.pattern} was destroyed while waiting`);
+        const value = this.value;
+        if (predicate ? predicate(value) : Object.keys(value).length > 0) return value;
+        return undefined;
+      },
+      timeoutMs,
+      () => `children of ${this.pattern} (${[...this.children.keys()].join(", ")})`,
+    );
+  }
+
+  _adopt(child) {
+    if (!this.children.has(child.id)) {
+      this.children.set(child.id, child);
+      child._parents.add(this);
+    }
+  }
+
+  _childChanged(child, change) {
+    this._change.fire(child, change);
+  }
+
+  _drop(child) {
+    if (!this.children.delete(child.id)) return;
+    child._parents.delete(this);
+    this._change.fire(child, {id: child.id, version: child.version, patch: null, destroyed: true});
+  }
+}
+
+// ============================================================================ masters
+
+/**
+ * An object this client provides: made by `client.master(...)`. Two modes, not to be mixed:
+ *
+ * - keep current (`value` given, exact id): modify `value`, then `bump()` (or `set(newValue)`); the new
+ *   version is uploaded as a patch against the last upload when that is smaller, else as the full value.
+ *   When the server asks for the object (someone consumes it, or after a reconnect) the last bumped value
+ *   is uploaded by itself. Edits not yet bumped are never sent.
+ * - produce on demand (`produce` given, exact id or wildcard): `produce(id, versionInferred)` returns
+ *   `[data, version]` or a Promise of it; data is an object, `false` (a stall), `true` (exists) or null
+ *   (decline: the server gives the order to someone else). If it throws, the server is told (`error`).
+ */
+export class Master {
+  constructor(client, pattern, value, version, produce) {
+    this.client = client;
+    this.pattern = pattern;
+    this.value = value;
+    this.version = version;
+    this.produce = produce;
+    this.versions = new Map(); // produce mode: last version produced per id
+    this.closed = false;
+    this.lastUpload = null; // "patch" or "value": how the last bump went out
+    this._shadow = produce ? null : JSON.parse(JSON.stringify(value)); // the data of this.version
+    this._serverBase = null; // the version the server last got from us, as a patch base
+    this._lastWasPatch = false;
+    this._wanted = true; // false after object-destroy: nobody consumes it, bumps are not uploaded
+  }
+
+  get id() {
+    return this.pattern;
+  }
+
+  /** Make a new version of `value` and upload it (if connected and wanted); returns the new version. */
+  bump(version = undefined) {
+    this._checkKeepCurrent();
+    const newVersion = version === undefined ? nextVersion(this.version) : version;
+    if (isNullVersion(newVersion)) throw new TypeError("a master's version cannot be 0 or null");
+    const raw = JSON.stringify(this.value);
+    const snapshot = JSON.parse(raw);
+    const oldShadow = this._shadow;
+    const oldVersion = this.version;
+    this._shadow = snapshot;
+    this.version = newVersion;
+    if (!this.client.connected || !this._wanted || this.closed) return newVersion;
+    const message = {action: "object-patch", id: this.pattern, "version-new": newVersion};
+    this._lastWasPatch = false;
+    if (oldShadow !== null && this._serverBase !== null && sameVersion(this._serverBase, oldVersion)) {
+      const patch = makePatch(oldShadow, snapshot);
+      if (JSON.stringify(patch).length < raw.length) {
+        message["version-old"] = oldVersion;
+        message.patch = patch;
+        this._lastWasPatch = true;
+      }
+    }
+    if (!this._lastWasPatch) message.value = snapshot;
+    this.lastUpload = this._lastWasPatch ? "patch" : "value";
+    this._serverBase = newVersion;
+    this.client._send(message);
+    return newVersion;
+  }
+
+  /** Replace `value` and `bump()`; returns the new version. */
+  set(value, version = undefined) {
+    this._checkKeepCurrent();
+    if (!isObject(value)) throw new TypeError("a master's value must be an object");
+    this.value = value;
+    return this.bump(version);
+  }
+
+  _checkKeepCurrent() {
+    if (this.produce) throw new Error(`master ${this.pattern} produces on demand; bump()/set() are for value masters`);
+  }
+
+  _registration() {
+    let known = 0;
+    if (!this.produce) known = this.version;
+    else if (!isWildcard(this.pattern)) known = this.versions.get(this.pattern) ?? 0;
+    return {action: "object-producer-register", pattern: this.pattern, "version-known": known};
+  }
+
+  _uploadCurrent() {
+    this._wanted = true;
+    this._lastWasPatch = false;
+    this.lastUpload = "value";
+    this._serverBase = this.version;
+    this.client._send({action: "object-patch", id: this.pattern, "version-new": this.version, value: this._shadow});
+  }
+
+  _destroyedId(id) {
+    if (this.produce) {
+      this.versions.delete(id);
+    } else {
+      this._wanted = false;
+      this._serverBase = null;
+    }
+  }
+}
+
+/** The object-patch answering a production with `[data, version]`; throws TypeError if the result is bad. */
+function productionMessage(id, result) {
+  if (!Array.isArray(result) || result.length !== 2) throw new TypeError("produce must return [data, version]");
+  const [data, version] = result;
+  if (data === null || data === undefined) return {action: "object-patch", id};
+  if (typeof data !== "boolean" && !isObject(data)) {
+    throw new TypeError("produced data must be an object, false (stall) or true");
+  }
+  if (isNullVersion(version) || typeof version === "boolean" || typeof version === "string") {
+    throw new TypeError(`produced version must be a number, an array or a hash, not ${JSON.stringify(version)}`);
+  }
+  return {action: "object-patch", id, "version-new": version, value: data};
+}
+
+// ============================================================================ the client
+
+const OPEN = 1;
+
+/**
+ * One connection to a seasync front (or a seapig server), with reconnection and resync built in.
+ *
+ * Options: `name` (shown in introspection as `name:N`), `options` (more client options sent to the server),
+ * `reconnectDelay` (ms, default 1000; doubled after each failed attempt up to `maxReconnectDelay`, default 2000),
+ * `heartbeat` (default true: ask for heartbeat frames and, once they flow, treat `deadAfter` ms of silence,
+ * default 25000, as a dead connection), `WebSocket` (constructor, default the global one), `logger`
+ * (default console), `connect` (default true: connect at once; else call `connect()`).
+ */
+export class SeasyncClient {
+  constructor(url, opts = {}) {
+    this.url = url;
+    this.name = opts.name ?? "browser";
+    this.options = {...(opts.options || {})};
+    this.reconnectDelay = opts.reconnectDelay ?? 1000;
+    this.maxReconnectDelay = Math.max(opts.maxReconnectDelay ?? 2000, this.reconnectDelay);
+    this.heartbeat = opts.heartbeat ?? true;
+    this.deadAfter = opts.deadAfter ?? 25000;
+    this.logger = opts.logger ?? console;
+    this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    this.connected = false;
+    this.closed = false;
+    this.connections = 0; // how many times a connection opened
+    this._entries = new Map(); // id -> Consumer (exact ones and wildcard children)
+    this._wildcards = new Map(); // pattern -> WildcardConsumer
+    this._masters = new Map(); // pattern -> Master
+    this._ws = null;
+    this._generation = 0; // bumped for every socket: events of an old socket are ignored
+    this._delay = this.reconnectDelay;
+    this._retryTimer = null;
+    this._watchdog = null;
+    this._lastFrameAt = 0;
+    this._heartbeatSeen = false;
+    this._error = new Callbacks(this.logger);
+    this._connection = new Callbacks(this.logger);
+    if (opts.connect ?? true) this.connect();
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  /** Start connecting (done by the constructor unless `connect: false`). */
+  connect() {
+    if (this.closed) throw new Error("this client was closed; make a new one");
+    if (this._ws === null && this._retryTimer === null) this._open();
+  }
+
+  /** Close the connection and stop reconnecting. Consumers become invalid. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    const ws = this._ws;
+    this._lost();
+    if (ws) {
+      try {
+        ws.close(1000, "client closed");
+      } catch (error) {
+        this.logger.debug?.("seasync: closing failed", error);
+      }
+    }
+  }
+
+  /** `cb(frame)` for every `error` frame from the server. Returns a function that removes the callback. */
+  onerror(callback) {
+    return this._error.add(callback);
+  }
+
+  /** `cb(connected)` whenever the connection opens or drops. Returns a function that removes the callback. */
+  onconnectionchange(callback) {
+    return this._connection.add(callback);
+  }
+
+  _open() {
+    this._retryTimer = null;
+    if (this.closed) return;
+    const generation = ++this._generation;
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url);
+    } catch (error) {
+      this.logger.error(`seasync: cannot connect to ${this.url}`, error);
+      this._retry(false);
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => {
+      if (generation === this._generation) this._opened();
+    };
+    ws.onmessage = (event) => {
+      if (generation !== this._generation) return;
+      this._lastFrameAt = Date.now();
+      this._dispatch(event.data);
+    };
+    ws.onclose = () => {
+      if (generation !== this._generation) return;
+      const wasOpen = this.connected;
+      this._lost();
+      this._retry(wasOpen);
+    };
+    ws.onerror = () => {}; // a close event follows
+  }
+
+  _opened() {
+    this.connections += 1;
+    this._delay = this.reconnectDelay;
+    this._lastFrameAt = Date.now();
+    this._heartbeatSeen = false;
+    this.connected = true; // before the handshake, so _send works
+    for (const message of this._handshake()) this._send(message);
+    for (const entry of this._entries.values()) {
+      if (entry._exact && entry.value !== null) {
+        entry._resyncing = false;
+        entry._setValid(true);
+      }
+    }
+    for (const wildcard of this._wildcards.values()) wildcard._status.fire(wildcard);
+    if (this.heartbeat) this._watchdog = setInterval(() => this._checkAlive(), Math.min(5000, this.deadAfter));
+    this._connection.fire(true);
+  }
+
+  /** The socket is gone (closed, dead, or we are closing): forget it and mark everything invalid. */
+  _lost() {
+    this._generation += 1;
+    this._ws = null;
+    clearInterval(this._watchdog);
+    this._watchdog = null;
+    if (!this.connected) return;
+    this.connected = false;
+    for (const entry of this._entries.values()) entry._setValid(false);
+    for (const wildcard of this._wildcards.values()) wildcard._status.fire(wildcard);
+    this._connection.fire(false);
+  }
+
+  _retry(wasOpen) {
+    if (this.closed || this._retryTimer !== null) return;
+    const delay = wasOpen ? this.reconnectDelay : this._delay;
+    if (!wasOpen) this._delay = Math.min(this._delay * 2, this.maxReconnectDelay);
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  _checkAlive() {
+    if (!this._heartbeatSeen || !this.connected || Date.now() - this._lastFrameAt <= this.deadAfter) return;
+    this.logger.warn(`seasync: nothing heard from ${this.url} for ${this.deadAfter} ms; reconnecting`);
+    const ws = this._ws;
+    this._lost();
+    try {
+      ws?.close();
+    } catch (error) {
+      // already closing
+    }
+    this._retry(true);
+  }
+
+  /** What a connection opens with: options, exact consumers (with versions held), wildcards, masters. */
+  _handshake() {
+    const options = {name: this.name, ...this.options};
+    if (this.heartbeat) options.heartbeat = true;
+    const messages = [{action: "client-options-set", options}];
+    for (const entry of this._entries.values()) {
+      entry._tempExact = false; // the wildcard re-registration resyncs those
+      if (entry._exact) messages.push(this._consumerRegistration(entry));
+    }
+    for (const pattern of this._wildcards.keys()) {
+      messages.push({action: "object-consumer-register", pattern, "version-known": 0});
+    }
+    for (const master of this._masters.values()) {
+      master._wanted = true;
+      messages.push(master._registration());
+    }
+    return messages;
+  }
+
+  /** Send one message on the open connection; false (dropped) while disconnected: registrations are resent on connect. */
+  _send(message) {
+    const ws = this._ws;
+    if (!this.connected || ws === null || ws.readyState !== OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  // ---------------------------------------------------------------- consumers
+
+  /**
+   * Subscribe to an id (returns a Consumer) or a `*` pattern (returns a WildcardConsumer). Pre-seed an exact
+   * consumer with `{value, version}` (both or neither), e.g. the state a page was rendered with: the server then
+   * sends nothing if that version is current, or just a patch. Consuming the same pattern again returns the same object.
+   */
+  consume(pattern, {value = null, version = null} = {}) {
+    checkPattern(pattern);
+    if (this.closed) throw new Error("this client was closed");
+    if (isWildcard(pattern)) {
+      if (value !== null || !isNullVersion(version)) throw new TypeError("a wildcard consumer cannot be pre-seeded");
+      let wildcard = this._wildcards.get(pattern);
+      if (!wildcard) {
+        wildcard = new WildcardConsumer(this, pattern);
+        this._wildcards.set(pattern, wildcard);
+        for (const entry of this._entries.values()) {
+          if (entry.value !== null && matches(pattern, entry.id)) wildcard._adopt(entry);
+        }
+        this._send({action: "object-consumer-register", pattern, "version-known": 0});
+      }
+      return wildcard;
+    }
+    if ((value === null) !== isNullVersion(version)) throw new TypeError("pre-seed with both value and version, or neither");
+    if (value !== null && !isObject(value)) throw new TypeError("value must be an object");
+    let entry = this._entries.get(pattern);
+    if (!entry) {
+      entry = new Consumer(this, pattern);
+      this._entries.set(pattern, entry);
+    }
+    if (entry._exact) return entry;
+    if (value !== null && entry.value === null) {
+      entry.value = value;
+      entry.version = version;
+    }
+    entry._exact = true;
+    if (!entry._tempExact) this._send(this._consumerRegistration(entry));
+    entry._tempExact = false;
+    if (this.connected && entry.value !== null && !entry._resyncing) entry._setValid(true);
+    return entry;
+  }
+
+  _consumerRegistration(entry) {
+    const known = entry.value !== null && !isNullVersion(entry.version) ? entry.version : 0;
+    return {action: "object-consumer-register", pattern: entry.id, "version-known": known};
+  }
+
+  /** Stop consuming and/or mastering `pattern` (sends the unregistrations). Returns true if there was anything. */
+  unlink(pattern) {
+    const target = typeof pattern === "string" ? pattern : pattern?.pattern ?? pattern?.id;
+    let found = false;
+    const wildcard = this._wildcards.get(target);
+    if (wildcard) {
+      found = true;
+      this._wildcards.delete(target);
+      this._send({action: "object-consumer-unregister", pattern: target});
+      for (const child of [...wildcard.children.values()]) {
+        wildcard.children.delete(child.id);
+        child._parents.delete(wildcard);
+        this._forgetIfOrphan(child);
+      }
+      wildcard.destroyed = true;
+      wildcard._status.fire(wildcard);
+      wildcard._destroy.fire(wildcard);
+    }
+    const entry = this._entries.get(target);
+    if (entry && entry._exact) {
+      found = true;
+      entry._exact = false;
+      this._send({action: "object-consumer-unregister", pattern: target});
+      this._forgetIfOrphan(entry);
+    }
+    const master = this._masters.get(target);
+    if (master) {
+      found = true;
+      this._masters.delete(target);
+      master.closed = true;
+      this._send({action: "object-producer-unregister", pattern: target});
+    }
+    return found;
+  }
+
+  _forgetIfOrphan(entry) {
+    if (entry._parents.size || entry._exact) return;
+    if (entry._tempExact) {
+      entry._tempExact = false;
+      this._send({action: "object-consumer-unregister", pattern: entry.id});
+    }
+    if (this._entries.get(entry.id) === entry) this._entries.delete(entry.id);
+    entry._destroyed();
+  }
+
+  // ---------------------------------------------------------------- masters
+
+  /**
+   * Offer to provide an object: keep-current mode with `{value, version}` (version defaults to [now_ms, 0]),
+   * produce-on-demand with `{produce}` (exact id or wildcard). See Master. One master per pattern.
+   */
+  master(pattern, {value = null, version = null, produce = null} = {}) {
+    checkPattern(pattern);
+    if (this.closed) throw new Error("this client was closed");
+    const existing = this._masters.get(pattern);
+    if (existing) return existing;
+    let master;
+    if (produce) {
+      if (value !== null || version !== null) throw new TypeError("give {value, version} or {produce}, not both");
+      if (typeof produce !== "function") throw new TypeError("produce must be a function");
+      master = new Master(this, pattern, null, null, produce);
+    } else {
+      if (!isObject(value)) throw new TypeError("a master needs a value object (keep current) or produce (on demand)");
+      if (isWildcard(pattern)) throw new TypeError("a keep-current master needs an exact id");
+      const v = version ?? [Date.now(), 0];
+      if (isNullVersion(v)) throw new TypeError("a master's version cannot be 0");
+      master = new Master(this, pattern, value, v, null);
+    }
+    this._masters.set(pattern, master);
+    this._send(master._registration());
+    return master;
+  }
+
+  _mastersFor(id) {
+    const found = this._masters.has(id) ? [this._masters.get(id)] : [];
+    for (const [pattern, master] of this._masters) if (pattern !== id && matches(pattern, id)) found.push(master);
+    return found;
+  }
+
+  // ---------------------------------------------------------------- incoming frames
+
+  _dispatch(raw) {
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch (error) {
+      this.logger.warn("seasync: ignoring a frame that is not JSON", String(raw).slice(0, 200));
+      return;
+    }
+    if (!isObject(message)) {
+      this.logger.warn("seasync: ignoring a frame that is not an object", String(raw).slice(0, 200));
+      return;
+    }
+    try {
+      switch (message.action) {
+        case "object-update":
+          return this._handleUpdate(message);
+        case "object-destroy":
+          return this._handleDestroy(message);
+        case "object-produce":
+          return this._handleProduce(message);
+        case "error":
+          return this._handleError(message);
+        case "heartbeat":
+          this._heartbeatSeen = true;
+          return;
+        default:
+          this.logger.warn("seasync: ignoring a frame with unknown action", message.action);
+      }
+    } catch (error) {
+      this.logger.error("seasync: failed to handle a frame", String(raw).slice(0, 300), error);
+    }
+  }
+
+  _handleUpdate(message) {
+    const id = message.id;
+    if (typeof id !== "string") return this.logger.warn("seasync: object-update without an id", message);
+    let entry = this._entries.get(id);
+    if (!entry) {
+      if (![...this._wildcards.keys()].some((pattern) => matches(pattern, id))) return;
+      entry = new Consumer(this, id);
+      this._entries.set(id, entry);
+    }
+    const versionNew = message["version-new"];
+    const versionOld = message["version-old"] ?? 0;
+    let value;
+    let patch = null;
+    if (hasOwn(message, "value")) {
+      value = message.value;
+      if (!isObject(value)) return this.logger.warn(`seasync: ${id}: update value is not an object`);
+    } else if (hasOwn(message, "patch")) {
+      patch = message.patch;
+      if (!Array.isArray(patch)) return this.logger.warn(`seasync: ${id}: update patch is not an array`);
+      let base;
+      if (isNullVersion(versionOld)) base = {};
+      else if (entry.value !== null && sameVersion(versionOld, entry.version)) base = entry.value;
+      else return this._lostUpdate(entry, versionOld, versionNew);
+      try {
+        value = applyPatch(base, patch);
+        if (!isObject(value)) throw new PatchError("the result is not an object");
+      } catch (error) {
+        if (!(error instanceof PatchError)) throw error;
+        this.logger.error(`seasync: ${id}: patch ${JSON.stringify(versionOld)} -> ${JSON.stringify(versionNew)} ` +
+          `does not apply (${error.message}); asking for the full value`);
+        return this._resyncFull(entry);
+      }
+    } else {
+      return this.logger.warn(`seasync: ${id}: update with neither value nor patch`);
+    }
+    for (const wildcard of this._wildcards.values()) {
+      if (!wildcard.children.has(id) && matches(wildcard.pattern, id)) wildcard._adopt(entry);
+    }
+    if (patch === null && entry.value !== null && sameVersion(versionNew, entry.version) && deepEqual(value, entry.value)) {
+      entry._resyncing = false; // a resend of what we hold: confirmed, not a change
+      entry._setValid(this.connected);
+    } else {
+      entry._update(value, versionNew, patch);
+    }
+    if (entry._tempExact && !entry._exact) {
+      entry._tempExact = false;
+      this._send({action: "object-consumer-unregister", pattern: id});
+    }
+  }
+
+  /** A patch from a version we do not hold: never apply it; re-register with ours so the server resends. */
+  _lostUpdate(entry, versionOld, versionNew) {
+    if (entry._resyncing) return;
+    if (entry.value === null) return this._resyncFull(entry);
+    this.logger.warn(`seasync: ${entry.id}: patch from ${JSON.stringify(versionOld)} but this client holds ` +
+      `${JSON.stringify(entry.version)} (an update was lost); resyncing`);
+    this._resyncWith(entry, entry.version);
+  }
+
+  /** The data held is wrong: forget it and ask for the full value. */
+  _resyncFull(entry) {
+    entry.value = null;
+    entry.version = null;
+    this._resyncWith(entry, RESYNC_VERSION);
+  }
+
+  _resyncWith(entry, versionKnown) {
+    entry._resyncing = true;
+    entry._setValid(false);
+    if (!entry._exact) entry._tempExact = true; // a wildcard child: a direct registration, dropped once synced
+    this._send({action: "object-consumer-register", pattern: entry.id, "version-known": versionKnown});
+  }
+
+  _handleDestroy(message) {
+    const id = message.id;
+    if (typeof id !== "string") return;
+    const entry = this._entries.get(id);
+    if (entry && entry._parents.size) {
+      for (const wildcard of [...entry._parents]) wildcard._drop(entry);
+      this._forgetIfOrphan(entry);
+    }
+    for (const master of this._mastersFor(id)) master._destroyedId(id);
+  }
+
+  _handleProduce(message) {
+    const id = message.id;
+    if (typeof id !== "string") return;
+    const inferred = message["version-inferred"] ?? null;
+    const masters = this._mastersFor(id);
+    if (!masters.length) {
+      this.logger.warn(`seasync: asked to produce ${id}, which this client does not master; declining`);
+      this._send({action: "object-patch", id});
+      return;
+    }
+    const master = masters[0];
+    if (!master.produce) {
+      master._uploadCurrent();
+      return;
+    }
+    const generation = this._generation;
+    Promise.resolve()
+      .then(() => master.produce(id, inferred))
+      .then((result) => productionMessage(id, result))
+      .catch((error) => {
+        this.logger.error(`seasync: producing ${id} failed`, error);
+        return {action: "object-patch", id, error: `${error?.name ?? "Error"}: ${error?.message ?? error}`};
+      })
+      .then((reply) => {
+        if (generation !== this._generation) return; // the connection that asked is gone; the order was requeued
+        if (hasOwn(reply, "version-new")) master.versions.set(id, reply["version-new"]);
+        this._send(reply);
+      });
+  }
+
+  _handleError(message) {
+    this.logger.warn(`seasync: server error: ${message.message}`, message);
+    const id = typeof message.id === "string" ? message.id : null;
+    const master = id === null ? null : this._masters.get(id);
+    if (master && !master.produce && master._lastWasPatch && message.request === "object-patch") {
+      master._uploadCurrent(); // the server refused our patch: send the full value
+    }
+    // A production failure ("object-produce"; null from older routers) concerns the object we consume.
+    if (id !== null && (message.request === "object-produce" || message.request === null)) {
+      this._entries.get(id)?._setError(String(message.message ?? "error"));
+    }
+    this._error.fire(message);
+  }
+}
+
+export default SeasyncClient;
