@@ -81,6 +81,31 @@ def test_dependency_bump_reproduces_the_object_in_the_page(browser, cluster, py_
     assert browser.execute_script(f"return {STATE}.version;") == {"Dep::e2e": [5, 1]}
 
 
+def test_page_resyncs_a_wrong_copy_from_the_real_router(browser, cluster, py_client, loop_thread, page_url):
+    """The two resync paths of seasync.js against the router: a patch that does not apply to what the page
+    holds (its copy is corrupted here on purpose), and a patch from a version the page does not hold."""
+    masters: dict[str, Master] = {}
+    py_client("owner", lambda c: masters.setdefault("m", c.master("e2e-sync", value={"n": 1}, version=[1, 0])))
+    m = masters["m"]
+    browser.get(page_url("/test.html?id=e2e-sync"))
+    wait_js(browser, f"{STATE} && {STATE}.valid && {STATE}.value.n === 1", what="the first value")
+    consumer = "window.seasyncClient.consume('e2e-sync')"
+
+    browser.execute_script(f"{consumer}.value = {{}};")  # "replace /n" cannot apply to this
+    loop_thread.call(m.value.__setitem__, "n", 2)
+    loop_thread.run(m.bump())
+    wait_js(browser, f"{consumer}.valid && {consumer}.value.n === 2 && {consumer}.version[1] === 1",
+            what="a full value after a patch that did not apply")
+
+    browser.execute_script(f"{consumer}.version = [1, 77];")  # the next patch's base is not what it holds
+    loop_thread.call(m.value.__setitem__, "n", 3)
+    loop_thread.run(m.bump())
+    wait_js(browser, f"{consumer}.valid && {consumer}.value.n === 3 && {consumer}.version[1] === 2",
+            what="a resync after a patch from a version the page does not hold")
+    log = browser_log(browser)
+    assert "does not apply" in log and "an update was lost" in log, log
+
+
 # ---- the viewer (index.html) over the router's introspection objects ----------------------------------
 
 def _rows(browser, table: str) -> list[str]:
