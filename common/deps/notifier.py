@@ -68,6 +68,7 @@ class Notifier:
         self.feed = open_feed(target)
         self.ticker = Ticker()
         self.pending: deque[tuple[str, Any]] = deque()  # dep orders waiting for the database
+        self.hinted: dict[str, int] = {}  # uploaded from a notification, not yet marked reported
         self.db_up = False
         self.db_retry_at = 0.0
         self.db_error: str | None = None
@@ -152,6 +153,7 @@ class Notifier:
             elif isinstance(event, Ready):
                 self.ticker.clear()
                 self.pending.clear()
+                self.hinted.clear()
                 self._send({"action": "client-options-set", "options": {"name": "notifier"}})
                 for pattern in (names.PATTERN, names.SECONDS_PATTERN):
                     self._send({"action": "object-producer-register", "pattern": pattern})
@@ -161,6 +163,7 @@ class Notifier:
                 log.info("= router session lost (%s)", event.reason)
                 self.ticker.clear()
                 self.pending.clear()
+                self.hinted.clear()
 
     # ---- router messages ---------------------------------------------------------------------
 
@@ -248,6 +251,7 @@ class Notifier:
         log.error("! lost the dependency database: %s (retrying every %.0f s)", exc, RETRY_DELAY)
         self.db_error = str(exc)
         self.db_up = False
+        self.hinted.clear()
         self.feed.close()
         self.db_retry_at = time.monotonic() + RETRY_DELAY
 
@@ -255,7 +259,7 @@ class Notifier:
         if not self.db_up:
             return
         try:
-            changed = self.feed.drain() if readable else False
+            changed = self._drain() if readable else False
             if now >= self.next_check:
                 changed = self.feed.changed() or changed
                 self.next_check = now + self.feed.poll_interval
@@ -274,13 +278,28 @@ class Notifier:
         except DatabaseUnavailable as exc:
             self._database_down(exc)
 
+    def _drain(self) -> bool:
+        """Read the database's signals; versions they announce are uploaded at once (PostgreSQL)."""
+        changed, hints = self.feed.drain()
+        if self.link.is_open and not self.catch_up_needed:
+            for name, version in hints:
+                if self._upload(names.object_id(name), version):
+                    self.hinted[name] = version
+        return changed
+
     def _publish(self) -> None:
+        def send(name: str, version: int) -> bool:
+            if self.hinted.get(name) == version:
+                return True  # already uploaded from its notification: only mark it reported
+            return self._upload(names.object_id(name), version)
+
         while True:
-            count = self.feed.publish_unreported(lambda name, version: self._upload(names.object_id(name), version))
+            count = self.feed.publish_unreported(send)
+            self.hinted.clear()
             if count:
                 log.debug("> published %d new dependency versions", count)
             # Notifications that arrived while we queried sit in the driver's backlog: loop on them.
-            if not self.feed.drain():
+            if not self._drain():
                 return
 
     def _catch_up(self) -> None:

@@ -9,8 +9,9 @@ on first use)::
     FUNCTION seasync_bump_trigger()                     for ``sync-notifier install-trigger``
 
 ``seasync_bump`` upserts each name with ``current_version = nextval(seq)`` and runs
-``NOTIFY seasync_dependencies``. Both take effect when the caller's transaction commits, and
-vanish if it rolls back. ``nextval`` in ``ON CONFLICT DO UPDATE`` is evaluated after the row lock is
+``NOTIFY seasync_dependencies, 'VERSION NAME'``. Both take effect when the caller's transaction
+commits, and vanish if it rolls back. The payload lets the notifier upload the version the moment the
+notification arrives; it marks rows reported afterwards, with the same query that finds bumps it missed. ``nextval`` in ``ON CONFLICT DO UPDATE`` is evaluated after the row lock is
 taken, so two transactions bumping the same name get versions in their commit order: a version never
 goes down, even when the transaction that called ``nextval`` first commits last. Names are locked in
 sorted order, so two multi-name bumps cannot deadlock each other.
@@ -37,6 +38,9 @@ BATCH = 1000
 CONNECT_TIMEOUT = 5
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 _UNDEFINED = ("42883", "42P01")  # undefined_function, undefined_table
+
+SCHEMA_TAG = "seasync dependencies schema 1"
+"""Stored as the comment of seasync_bump: a database with another tag gets the schema (re)applied."""
 
 SCHEMA = f"""
 CREATE SEQUENCE IF NOT EXISTS seasync_dependency_version_seq;
@@ -66,11 +70,12 @@ BEGIN
         ON CONFLICT (name) DO UPDATE
             SET current_version = nextval('seasync_dependency_version_seq'), updated_at = clock_timestamp()
         RETURNING d.name, d.current_version INTO dep_name, dep_version;
+        PERFORM pg_notify('{CHANNEL}', dep_version::text || ' ' || dep_name);
         RETURN NEXT;
     END LOOP;
-    PERFORM pg_notify('{CHANNEL}', '');
 END
 $fn$;
+COMMENT ON FUNCTION seasync_bump(text[]) IS '{SCHEMA_TAG}';
 
 CREATE OR REPLACE FUNCTION seasync_bump_trigger() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -133,7 +138,8 @@ def ensure_schema(conn: Any, dsn: str) -> bool:
     """Create the schema unless it is there; True if it was created. Safe to run from many processes."""
     psycopg = _psycopg()
     try:
-        if conn.execute("SELECT to_regprocedure('seasync_bump(text[])') IS NOT NULL").fetchone()[0]:
+        tag = conn.execute("SELECT obj_description(to_regprocedure('seasync_bump(text[])'), 'pg_proc')").fetchone()[0]
+        if tag == SCHEMA_TAG:
             return False
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('seasync schema'))")
@@ -291,9 +297,16 @@ class Feed:
         except psycopg.Error as exc:  # connection lost, or the schema changed under us: reconnect
             raise _unavailable(self.dsn, exc) from None
 
-    def drain(self) -> bool:
-        """Consume pending notifications (including those read during our own queries)."""
-        return bool(self._guard(lambda: list(self.conn.notifies(timeout=0))))
+    def drain(self) -> tuple[bool, list[tuple[str, int]]]:
+        """Consume pending notifications (including those read during our own queries): whether there
+        were any, and the ``(name, version)`` each one announces."""
+        notes = self._guard(lambda: list(self.conn.notifies(timeout=0)))
+        hints = []
+        for note in notes:
+            version, _, name = note.payload.partition(" ")
+            if version.isdigit() and name:
+                hints.append((name, int(version)))
+        return bool(notes), hints
 
     def changed(self) -> bool:
         """A health check: raises DatabaseUnavailable if the connection is gone."""

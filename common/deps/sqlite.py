@@ -224,8 +224,11 @@ class Feed:
     def fileno(self) -> int | None:
         return self.listener.fileno() if self.listener is not None else None
 
-    def drain(self) -> bool:
-        """Read every pending nudge; True if there was one."""
+    def drain(self) -> tuple[bool, list[tuple[str, int]]]:
+        """Read every pending nudge: whether there was one (nudges name no versions)."""
+        return self._drain(), []
+
+    def _drain(self) -> bool:
         got = False
         while self.listener is not None:
             try:

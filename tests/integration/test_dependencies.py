@@ -455,3 +455,48 @@ def test_postgres_concurrent_bumps_never_share_a_version(pg_deps):
     seen = concurrent_bumps(pg_deps, 2, 200)
     assert len(set(seen)) == 400
     assert versions("shared") == {"dep:shared": max(seen)}
+
+
+def test_postgres_feed_announces_versions_and_claims_each_once(pg_deps):
+    """The notifier's side in-process: NOTIFY payloads name the versions; rows are marked reported once,
+    never while an application transaction holds them, and a rolled-back bump announces nothing."""
+    import psycopg
+    from common.deps import postgres as backend
+
+    feed = backend.Feed(pg_deps)
+    feed.open()
+    try:
+        assert feed.drain() == (False, [])
+        a = bump("a", "b")
+        assert feed.drain() == (True, sorted((n.removeprefix("dep:"), v) for n, v in a.items()))
+        with psycopg.connect(pg_deps) as conn:
+            bump("a", connection=conn)
+            conn.rollback()
+        assert feed.drain() == (False, [])
+
+        sent = []
+        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 2
+        assert feed.publish_unreported(lambda n, v: pytest.fail("already reported")) == 0
+
+        with psycopg.connect(pg_deps) as app:  # an open transaction holds row "a"
+            held = bump("a", connection=app)["dep:a"]
+            b = bump("b")["dep:b"]
+            assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+            assert sent[-1] == ("b", b)
+            app.commit()
+        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+        assert sent[-1] == ("a", held)
+        assert feed.current("a") == held and feed.current("never") == 0
+    finally:
+        feed.close()
+
+
+def test_postgres_schema_is_reapplied_when_its_tag_differs(pg_deps):
+    import psycopg
+    from common.deps import postgres as backend
+
+    with psycopg.connect(pg_deps, autocommit=True) as conn:
+        assert backend.ensure_schema(conn, pg_deps) is True
+        assert backend.ensure_schema(conn, pg_deps) is False
+        conn.execute("COMMENT ON FUNCTION seasync_bump(text[]) IS 'an older schema'")
+        assert backend.ensure_schema(conn, pg_deps) is True
