@@ -161,3 +161,32 @@ async def test_bad_frames_get_errors_and_change_nothing(cluster, producers):
         await c.send("object-consumer-register", pattern="doc", version_known=0)
         assert (await c.expect(update_of("doc")))["version-new"] == {"src": 1}
     assert cluster.router.alive() and cluster.front.alive()
+
+
+async def test_router_restarted_fronts_and_workers_reconnect_clients_resync(cluster, producers):
+    from common.client import Client
+
+    cluster.start_workers(producers, 1)
+    async with Client(cluster.ws_url, name="survivor", reconnect_delay=0.2) as client:
+        doc = client.consume("doc")
+        await doc.wait(timeout=30)
+        assert doc.version == {"src": 1}
+        cluster.router.kill()  # SIGKILL: all state is gone
+        cluster.router.popen.wait()
+        cluster.start_router()
+        # the new router knows nothing: the front closes its websockets (1012), the client reconnects
+        # and re-registers with the version it holds; the worker re-registers its producers.
+        data = dict(doc.value)
+        data["rows"] = data["rows"] + [{"id": 99, "name": "after restart"}]
+        write_doc(producers, 2, data)
+        async with RawClient(cluster.ws_url, "app") as app:
+            deadline = time.monotonic() + 60
+            while doc.version != {"src": 2}:
+                assert time.monotonic() < deadline, cluster.logs()
+                await app.send("object-patch", id="src", version_new=2, value={})  # idempotent: not newer is ignored
+                try:
+                    await doc.wait(lambda value: value["rows"][-1]["id"] == 99, timeout=2)
+                except TimeoutError:
+                    pass
+        assert doc.value["rows"][-1] == {"id": 99, "name": "after restart"}
+        assert doc.valid
