@@ -31,3 +31,16 @@ def load_hook(spec: str) -> Callable[[dict], Any]:
     if not callable(hook):
         raise ValueError(f"{spec} is not callable")
     return hook
+
+
+class _DenyAll:
+    """What a session may do before the hook accepted it, or after it refused it: nothing."""
+
+    def may_consume(self, pattern: str) -> bool:
+        return False
+
+    def may_produce(self, pattern: str) -> bool:
+        return False
+
+
+DENY_ALL = _DenyAll()

@@ -25,19 +25,8 @@ from common import codec, protocol
 from common.diff import apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versions import Version, is_newer, is_null, newest, same, version_key
+from router.auth import DENY_ALL
 
-
-class _DenyAll:
-    """What a session may do when the --auth hook refused it: nothing."""
-
-    def may_consume(self, pattern: str) -> bool:
-        return False
-
-    def may_produce(self, pattern: str) -> bool:
-        return False
-
-
-DENY_ALL = _DenyAll()
 
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
 
@@ -247,7 +236,8 @@ class ObjectStore:
             return self._authenticate(session, message["options"])
         pattern = message.get("pattern", message.get("id"))
         if action in ("object-consumer-register", "object-producer-register"):
-            if len(session.consumes) + len(session.produces) >= self.max_registrations:
+            registered = session.consumes if action == "object-consumer-register" else session.produces
+            if pattern not in registered and len(session.consumes) + len(session.produces) >= self.max_registrations:
                 self._refuse(session, message, f"registration limit reached ({self.max_registrations} patterns "
                                                f"per session); unregister something first")
                 return False
