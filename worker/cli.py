@@ -46,11 +46,15 @@ def sync_worker(
              "process answers the router with a TimeoutError (the router retries with backoff, possibly "
              "on another worker, and tells the watchers), then exits and is replaced: a hung produce() "
              "cannot be interrupted otherwise. 0: no limit."),
+    secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET", show_default=False,
+                               help="Cluster secret, if the router has one (sync-router --secret): the links to "
+                                    "the router are CURVE-encrypted. Passed to the worker processes in their "
+                                    "environment. Default: none."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
     setup_logging(verbose)
     count = workers or os.cpu_count() or 1
-    raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout).run())
+    raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret).run())
 
 
 def main() -> None:

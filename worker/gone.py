@@ -45,7 +45,7 @@ def hello_for_dead(pid: int, name: str) -> list[bytes]:
                                      "pid": pid, "host": socket.gethostname()})]
 
 
-def announce_gone(ctx: zmq.Context, router: str, pid: int, name: str,
+def announce_gone(ctx: zmq.Context, router: str, pid: int, name: str, secret: str = "",
                   deadline: float = wire.PEER_TIMEOUT) -> bool:
     """Make the router close the sessions of the dead worker ``pid`` now; True once it answered.
 
@@ -61,6 +61,8 @@ def announce_gone(ctx: zmq.Context, router: str, pid: int, name: str,
         try:
             sock.setsockopt(zmq.IDENTITY, identity)
             sock.setsockopt(zmq.LINGER, 0)
+            if secret:
+                wire.secure_peer(sock, secret)
             sock.connect(router)
             sock.send_multipart(hello)  # queued until the connection is up
             wait = max(0.0, min(ATTEMPT_WAIT, give_up - time.monotonic()))
@@ -79,9 +81,10 @@ def announce_gone(ctx: zmq.Context, router: str, pid: int, name: str,
     return False
 
 
-def announce_gone_in_background(ctx: zmq.Context, router: str, pid: int, name: str) -> threading.Thread:
+def announce_gone_in_background(ctx: zmq.Context, router: str, pid: int, name: str,
+                                secret: str = "") -> threading.Thread:
     """``announce_gone`` in a daemon thread, so the pool keeps supervising meanwhile."""
-    thread = threading.Thread(target=announce_gone, args=(ctx, router, pid, name),
+    thread = threading.Thread(target=announce_gone, args=(ctx, router, pid, name, secret),
                               name=f"gone-{pid}", daemon=True)
     thread.start()
     return thread

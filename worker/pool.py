@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from worker.gone import announce_gone_in_background
-from worker.process import DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED
+from worker.process import DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED, SECRET_ENV
 
 log = logging.getLogger("worker.pool")
 
@@ -54,8 +54,9 @@ class Pool:
     """N worker processes for one router and one producers directory."""
 
     def __init__(self, count: int, router: str, producers: Path, verbose: bool = False,
-                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT) -> None:
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "") -> None:
         self.router = router
+        self.secret = secret
         self.producers = producers
         self.verbose = verbose
         self.production_timeout = production_timeout
@@ -91,6 +92,9 @@ class Pool:
         # The workers must import this package whatever their working directory.
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env.pop(SECRET_ENV, None)
+        if self.secret:
+            env[SECRET_ENV] = self.secret
         slot.proc = subprocess.Popen(self._command(slot), env=env)
         slot.started = now
         log.info("= worker.%d started (pid %d)", slot.index, slot.proc.pid)
@@ -107,7 +111,7 @@ class Pool:
         if code != 0 and not self.stopping:  # it could not close its session: tell the router now
             if self._ctx is None:
                 self._ctx = zmq.Context()
-            announce_gone_in_background(self._ctx, self.router, slot.proc.pid, f"worker.{slot.index}")
+            announce_gone_in_background(self._ctx, self.router, slot.proc.pid, f"worker.{slot.index}", self.secret)
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if now - slot.started < QUICK_DEATH:
             slot.quick_deaths += 1

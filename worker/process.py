@@ -58,6 +58,8 @@ DEFAULT_PRODUCTION_TIMEOUT = 60.0
 """Seconds a production may run before the worker process abandons it and exits (0: no limit)."""
 EXIT_ABANDONED = 75
 """Exit code of a worker that gave up on a hung production (the pool replaces it at once)."""
+SECRET_ENV = "SEASYNC_SECRET"
+"""The cluster secret reaches worker processes through the environment, not argv (which ps shows)."""
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Worker:
     """The loop of one worker process."""
 
     def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None,
-                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT) -> None:
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "") -> None:
         self.producers_dir = producers_dir
         self.parent_pid = parent_pid
         self.production_timeout = production_timeout
@@ -85,6 +87,8 @@ class Worker:
         self.exit_code = 0
         self.ctx = zmq.Context()
         self.link = RouterLink(self.ctx, router, name)
+        if secret:
+            wire.secure_peer(self.link.socket, secret)  # CURVE, before the link connects
         self.catalog = Catalog(producers_dir)
         self.table = ProducerTable()
         self._wake_r, self._wake_w = os.pipe()
@@ -343,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--production-timeout", type=float, default=DEFAULT_PRODUCTION_TIMEOUT,
                         help="seconds before a production is abandoned and this process exits (0: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.epilog = "The cluster secret, if any, is read from SEASYNC_SECRET (never from the command line, which ps shows)."
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     producers_dir = args.producers.resolve()
@@ -350,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     # Neighbours are re-imported on reload; a .pyc (keyed on mtime in seconds and size) could
     # hand back the code of a same-size edit made within the same second.
     sys.dont_write_bytecode = True
-    worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout)
+    worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout,
+                    os.environ.get(SECRET_ENV, ""))
     code = worker.run()
     if worker.abandoned:
         # The producer thread is still inside user code, maybe holding locks that interpreter

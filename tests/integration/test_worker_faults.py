@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common import codec, wire
-from tests.cluster import Proc
+from tests.cluster import Cluster, Proc
 from tests.integration.test_worker import ScriptedRouter, pid_of
 from tests.integration.wsclient import RawClient, update_of
 
@@ -132,3 +132,31 @@ async def test_a_worker_killed_mid_production_has_its_order_redone_within_about_
         assert redone_in < wire.PEER_TIMEOUT - 0.5, redone_in
     assert "said hello again" in cluster.router.output()
     assert f"told the router that worker." in cluster.logs()
+
+
+async def test_with_a_cluster_secret_workers_join_and_a_killed_one_is_still_reported_at_once(producers):
+    """CURVE links (sync-router --secret): the workers and the pool's report of a dead worker use the secret."""
+    cluster = Cluster()
+    secret = ("--secret", "correct horse battery staple")
+    try:
+        cluster.start_router(*secret)
+        cluster.start_front(*secret)
+        cluster.start_workers(producers, 2, *secret)
+        async with RawClient(cluster.ws_url) as c:
+            await c.send("object-consumer-register", pattern="quick", version_known=0)
+            await c.expect(update_of("quick"), timeout=30)
+            deadline = time.monotonic() + 30
+            while cluster.router.output().count(" joined (worker.") < 2:
+                assert time.monotonic() < deadline, cluster.logs()
+                time.sleep(0.05)
+            await c.send("object-consumer-register", pattern="hang-3", version_known=0)
+            hung_pid = wait_marker(producers, "hang-3")
+            killed_at = time.monotonic()
+            os.kill(hung_pid, signal.SIGKILL)
+            update = await c.expect(update_of("hang-3"), timeout=30)
+            assert update["value"]["by"] != hung_pid
+            assert time.monotonic() - killed_at < wire.PEER_TIMEOUT - 0.5
+        assert "said hello again" in cluster.router.output()
+    finally:
+        cluster.stop()
+
