@@ -2,9 +2,22 @@
 
 The front keeps no object state. It multiplexes its websocket sessions over one ZeroMQ DEALER
 (envelope in ``common.wire``): a frame a client sends becomes ``[MSG, sid, bytes]`` untouched (the
-router parses and validates), and ``[SEND, frame, sid...]`` from the router is written once per
-listed session with ``broadcast``. When the router restarts or vanishes, every websocket is
-closed with 1012 so that clients reconnect and resync with the versions they already hold.
+router parses and validates), and ``[SEND, frame, sid...]`` from the router is written to each
+listed session. When the router restarts or vanishes, every websocket is closed with 1012 so that
+clients reconnect and resync with the versions they already hold.
+
+Fan-out (see ``FanOut``): server-to-client frames are unmasked, so the complete websocket frame
+(header + payload) is the same bytes for every recipient. It is built once per SEND and written
+straight to each connection's transport; ``websockets.broadcast`` instead builds a Frame object,
+serializes it and walks the protocol's write queue once per connection (profiled: about 2/3 of its
+per-delivery CPU). Messages the router sends in one burst are coalesced into one write per
+connection. Pings, pongs and the closing handshake stay with websockets.
+
+Slow consumers (see ``Backpressure``): a connection whose write buffer passes a high-water mark is
+reported to the router with ``[PAUSE, sid]``; the router holds its updates and, on ``[RESUME, sid]``
+(sent once the buffer drains below the low-water mark), sends only the latest state of what changed.
+Past a hard limit (buffer size or time paused) the connection is closed with 1008 "consumer too
+slow", so the front's memory stays bounded and the other clients never wait for it.
 
 Plain HTTP GETs on the same port (anything that is not a websocket upgrade) are answered with the
 files of ``router/static/``: ``/`` is the viewer page, ``/seasync.js`` the browser client.
@@ -13,19 +26,21 @@ files of ``router/static/``: ``/`` is the viewer page, ``/seasync.js`` the brows
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import os
 import socket
+import struct
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -33,8 +48,8 @@ from websockets.protocol import State
 
 from common import codec
 from common.wire import (
-    CLOSE, DEFAULT_ROUTER, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PEER_TIMEOUT, PING, PONG,
-    RESET, SEND, WELCOME, peer_identity,
+    CLOSE, DEFAULT_ROUTER, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PAUSE, PEER_TIMEOUT, PING,
+    PONG, RESET, RESUME, SEND, WELCOME, peer_identity, secure_peer,
 )
 
 log = logging.getLogger("seasync.front")
@@ -46,21 +61,84 @@ KEEPALIVE_INTERVAL = 10.0  # like seapig: ping every 10 s ...
 KEEPALIVE_TIMEOUT = 50.0   # ... and drop a client whose pong is 60 s overdue
 CLOSE_TIMEOUT = 3.0       # closing handshake; keeps shutdown under honcho's 5 s SIGKILL
 STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
+CONGESTION_CHECK = 0.05   # how often paused connections are checked for drain or timeout
+SLOW_CLOSE_GRACE = 30.0   # a slow consumer's close frame waits behind its buffer this long, then abort
 
-CLOSE_POLICY = 1008       # the router dropped the session
+CLOSE_POLICY = 1008       # the router dropped the session, or the client reads too slowly
 CLOSE_RESTART = 1012      # the router restarted: reconnect and resync
-CLOSE_TRY_AGAIN = 1013    # no router yet
+CLOSE_TRY_AGAIN = 1013    # no router yet, or too many connections
 CLOSE_GOING_AWAY = 1001   # the front stops
+SLOW_REASON = "consumer too slow"
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 @dataclass(frozen=True)
 class FrontConfig:
-    """Where the front listens and which router it serves."""
+    """Where the front listens, which router it serves, and its limits."""
 
     router: str = DEFAULT_ROUTER
     host: str = "127.0.0.1"
     port: int = 3001
     max_frame: int = 1 << 20
+    secret: str = ""
+    max_connections: int = 10_000
+    pause_above: int = 256 << 10     # write buffer (bytes) above which the router is told to PAUSE
+    resume_below: int = 64 << 10     # ... and below which it is told to RESUME
+    slow_max_buffer: int = 16 << 20  # a write buffer above this closes the connection (1008)
+    slow_timeout: float = 30.0       # so does being paused for longer than this (seconds)
+    send_buffer: int = 0             # SO_SNDBUF of each websocket (0: the kernel's autotuning)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def text_frame(payload: bytes) -> bytes:
+    """The complete server-to-client websocket text frame (FIN, unmasked, no extension) for ``payload``.
+
+    The same bytes are valid on every connection negotiated without extensions (``compression=None``).
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+class Congestion(enum.Enum):
+    """What the front does about one connection's write buffer."""
+
+    NONE = 0
+    PAUSE = 1
+    RESUME = 2
+    CLOSE = 3
+
+
+@dataclass(frozen=True)
+class Backpressure:
+    """The slow-consumer policy: thresholds only, no I/O (``decide`` is pure)."""
+
+    pause_above: int
+    resume_below: int
+    max_buffer: int
+    timeout: float
+
+    def decide(self, buffered: int, paused_since: float | None, now: float) -> Congestion:
+        """The action for a connection holding ``buffered`` unsent bytes, paused since ``paused_since``."""
+        if buffered > self.max_buffer:
+            return Congestion.CLOSE
+        if paused_since is None:
+            return Congestion.PAUSE if buffered > self.pause_above else Congestion.NONE
+        if buffered < self.resume_below:
+            return Congestion.RESUME
+        if now - paused_since > self.timeout:
+            return Congestion.CLOSE
+        return Congestion.NONE
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
 
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -94,6 +172,14 @@ def static_file(path: str, root: Path = STATIC_DIR) -> Path | None:
     return file
 
 
+def _plain_response(status: int, reason: str, body: bytes, kind: str, **extra: str) -> Response:
+    headers = Headers([
+        ("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache"),
+        ("X-Content-Type-Options", "nosniff"), ("Connection", "close"), *extra.items(),
+    ])
+    return Response(status, reason, headers, body)
+
+
 def http_response(request: Request) -> Response | None:
     """``process_request`` hook: None lets a websocket upgrade through; a plain GET gets a file or a 404."""
     if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -104,21 +190,120 @@ def http_response(request: Request) -> Response | None:
     except OSError as exc:
         log.warning("cannot read %s: %s", file, exc)
         body = None
+    log.debug("http GET %s -> %d", request.path, 200 if body is not None else 404)
     if file is None or body is None:
-        status, reason, body, kind = 404, "Not Found", b"not found\n", "text/plain; charset=utf-8"
-    else:
-        status, reason, kind = 200, "OK", CONTENT_TYPES[file.suffix]
-    log.debug("http GET %s -> %d", request.path, status)
-    headers = Headers([
-        ("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache"),
-        ("X-Content-Type-Options", "nosniff"), ("Connection", "close"),
-    ])
-    return Response(status, reason, headers, body)
+        return _plain_response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
+    return _plain_response(200, "OK", body, CONTENT_TYPES[file.suffix])
+
+
+def busy_response() -> Response:
+    """The answer to a connection beyond --max-connections: 503, retry later."""
+    return _plain_response(503, "Service Unavailable", b"too many connections, try again later\n",
+                           "text/plain; charset=utf-8", **{"Retry-After": "5"})
 
 
 def close_reason(raw: bytes) -> str:
     """A websocket close reason from router bytes: valid UTF-8, at most the 123 bytes allowed."""
     return raw[:123].decode("utf-8", errors="ignore")
+
+
+# ---------------------------------------------------------------- fan-out
+
+
+class Conn:
+    """One session's websocket, with what the fast write path needs at hand."""
+
+    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing")
+
+    def __init__(self, sid: bytes, ws: ServerConnection) -> None:
+        self.sid = sid
+        self.ws = ws
+        self.protocol = ws.protocol          # its .state says whether frames may still be written
+        self.transport = ws.transport
+        self.paused_since: float | None = None  # set while the router holds this session's updates
+        self.pending: list[bytes] = []       # frames of the current burst, written once at its end
+        self.closing = False                 # a slow-consumer close is under way
+
+
+class FanOut:
+    """Writes router frames to connections: one encoding per frame, one write per connection and burst.
+
+    Why writing to the transport directly is safe: everything here and in websockets runs on the
+    event loop thread; websockets 17.4 serializes each frame to one ``bytes`` and hands it to
+    ``transport.write`` whole (``Connection.send_data``), so frames never interleave mid-frame. A
+    frame is written only while the protocol is OPEN: once websockets has queued a close frame
+    (CLOSING) nothing more is written after it. The front never sends fragmented messages itself.
+    """
+
+    def __init__(self, sessions: dict[bytes, Conn], policy: Backpressure,
+                 congested: Callable[[Conn, Congestion], None]) -> None:
+        self._sessions = sessions
+        self._policy = policy
+        self._congested = congested
+        self._burst: list[tuple[bytes, list[bytes]]] = []
+        self._watch = min(policy.pause_above, policy.max_buffer)  # a buffer above this is looked at
+        self.deliveries = 0
+
+    def add(self, payload: bytes, sids: list[bytes]) -> None:
+        """Queue one SEND of the current burst (written by ``flush``)."""
+        self._burst.append((payload, sids))
+
+    def flush(self) -> None:
+        """Write the burst: a lone SEND straight to every transport, several coalesced per connection."""
+        burst, self._burst = self._burst, []
+        if len(burst) == 1:
+            self._write_one(text_frame(burst[0][0]), burst[0][1])
+        elif burst:
+            self._write_many(burst)
+
+    def _write_one(self, data: bytes, sids: Iterable[bytes]) -> None:
+        get = self._sessions.get
+        watch = self._watch
+        written = 0
+        for sid in sids:
+            conn = get(sid)
+            if conn is None or conn.protocol.state is not State.OPEN:
+                continue
+            transport = conn.transport
+            transport.write(data)
+            written += 1
+            if transport.get_write_buffer_size() > watch:
+                self._check(conn)
+        self.deliveries += written
+
+    def _write_many(self, burst: list[tuple[bytes, list[bytes]]]) -> None:
+        get = self._sessions.get
+        touched: list[Conn] = []
+        for payload, sids in burst:
+            data = text_frame(payload)
+            for sid in sids:
+                conn = get(sid)
+                if conn is None:
+                    continue
+                if not conn.pending:
+                    touched.append(conn)
+                conn.pending.append(data)
+        watch = self._watch
+        written = 0
+        for conn in touched:
+            frames, conn.pending = conn.pending, []
+            if conn.protocol.state is not State.OPEN:
+                continue
+            transport = conn.transport
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            written += len(frames)
+            if transport.get_write_buffer_size() > watch:
+                self._check(conn)
+        self.deliveries += written
+
+    def _check(self, conn: Conn) -> None:
+        action = self._policy.decide(conn.transport.get_write_buffer_size(), conn.paused_since,
+                                     time.monotonic())
+        if action is not Congestion.NONE:
+            self._congested(conn, action)
+
+
+# ---------------------------------------------------------------- the process
 
 
 class Front:
@@ -127,8 +312,13 @@ class Front:
     def __init__(self, config: FrontConfig) -> None:
         self.config = config
         self.identity = peer_identity("front")
-        self._sessions: dict[bytes, ServerConnection] = {}
+        self.policy = Backpressure(config.pause_above, config.resume_below, config.slow_max_buffer,
+                                   config.slow_timeout)
+        self._sessions: dict[bytes, Conn] = {}
+        self._paused: dict[bytes, Conn] = {}
+        self._fanout = FanOut(self._sessions, self.policy, self._on_congestion)
         self._sids = itertools.count(1)
+        self._connections = 0                     # websockets handled right now (for --max-connections)
         self._epoch: bytes | None = None          # the router incarnation we are welcomed by
         self._welcomed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -149,21 +339,25 @@ class Front:
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.IDENTITY, self.identity)
         dealer.setsockopt(zmq.LINGER, 0)
+        if self.config.secret:
+            secure_peer(dealer, self.config.secret)
         self._dealer = dealer
         try:
             dealer.connect(self.config.router)
             server = await serve(
                 self._handle, self.config.host, self.config.port,
-                process_request=lambda _connection, request: http_response(request),
+                process_request=self._process_request,
                 compression=None, max_size=self.config.max_frame,
                 ping_interval=KEEPALIVE_INTERVAL, ping_timeout=KEEPALIVE_TIMEOUT,
                 close_timeout=CLOSE_TIMEOUT,
             )
-            log.info("listening on ws://%s:%d, router %s as %s", self.config.host,
-                     self.config.port, self.config.router, self.identity.decode())
+            log.info("listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
+                     self.config.port, self.config.router, self.identity.decode(),
+                     self.config.max_connections)
             self._send_hello()
             loops = [asyncio.create_task(self._receive_loop()),
-                     asyncio.create_task(self._heartbeat_loop())]
+                     asyncio.create_task(self._heartbeat_loop()),
+                     asyncio.create_task(self._congestion_loop())]
             await self._stopping.wait()
             await self._shutdown(server, loops)
         finally:
@@ -187,29 +381,51 @@ class Front:
 
     # ---------------------------------------------------------------- websockets
 
+    def _process_request(self, _connection: ServerConnection, request: Request) -> Response | None:
+        """Static files for plain GETs; 503 for an upgrade beyond --max-connections."""
+        response = http_response(request)
+        if response is None and self._connections >= self.config.max_connections:
+            log.warning("refused a connection: %d connections is the limit (--max-connections)",
+                        self.config.max_connections)
+            return busy_response()
+        return response
+
     async def _handle(self, ws: ServerConnection) -> None:
         """One websocket = one session: OPEN, a MSG per frame, CLOSE however it ends."""
+        self._connections += 1
+        try:
+            if self._connections > self.config.max_connections:  # handshakes raced past the check
+                await ws.close(CLOSE_TRY_AGAIN, "too many connections, try again later")
+                return
+            await self._session(ws)
+        finally:
+            self._connections -= 1
+
+    async def _session(self, ws: ServerConnection) -> None:
         peer = ws.remote_address
         if not await self._wait_welcome(ws):
             if ws.state is State.OPEN:
                 log.info("refused %s: router not available", peer)
                 await ws.close(CLOSE_TRY_AGAIN, "router not available, try again")
             return
+        if self.config.send_buffer:
+            _set_send_buffer(ws, self.config.send_buffer)
         sid = str(next(self._sids)).encode()
-        self._sessions[sid] = ws
-        log.info("open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
+        conn = Conn(sid, ws)
+        self._sessions[sid] = conn
+        log.debug("open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
         try:
             self._send([OPEN, sid])
             while True:
                 frame = await ws.recv(decode=False)  # text frames stay UTF-8 bytes, untouched
-                if self._sessions.get(sid) is ws:
+                if self._sessions.get(sid) is conn:
                     await self._send([MSG, sid, frame])
         except ConnectionClosed:
             pass
         finally:
-            if self._sessions.get(sid) is ws:
+            if self._sessions.get(sid) is conn:
                 self._end_session(sid)
-            log.info("close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
+            log.debug("close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
 
     async def _wait_welcome(self, ws: ServerConnection) -> bool:
         """True once the router is welcomed; False after WELCOME_WAIT or if the client left."""
@@ -224,14 +440,63 @@ class Front:
 
     def _end_session(self, sid: bytes) -> None:
         """Forget a session and tell the router, exactly once per session."""
+        self._paused.pop(sid, None)
         if self._sessions.pop(sid, None) is not None:
             self._send([CLOSE, sid])
 
-    def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
+    def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> asyncio.Task[None]:
         """Start a closing handshake without waiting for it."""
         task = asyncio.create_task(ws.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        return task
+
+    # ---------------------------------------------------------------- slow consumers
+
+    def _on_congestion(self, conn: Conn, action: Congestion) -> None:
+        """Act on the policy's decision for one connection."""
+        if action is Congestion.PAUSE:
+            conn.paused_since = time.monotonic()
+            self._paused[conn.sid] = conn
+            log.info("pause %s: %d bytes waiting to be written", conn.sid.decode(),
+                     conn.transport.get_write_buffer_size())
+            self._send([PAUSE, conn.sid])
+        elif action is Congestion.RESUME:
+            conn.paused_since = None
+            self._paused.pop(conn.sid, None)
+            log.info("resume %s", conn.sid.decode())
+            self._send([RESUME, conn.sid])
+        elif action is Congestion.CLOSE and not conn.closing:
+            self._close_slow(conn)
+
+    def _close_slow(self, conn: Conn) -> None:
+        """Close with 1008: the close frame goes behind what is buffered; abort if it never drains.
+
+        From here no frame is written (the protocol is CLOSING), so the buffer cannot grow further.
+        """
+        conn.closing = True
+        self._end_session(conn.sid)  # the router forgets it now, not after the (slow) handshake
+        buffered = conn.transport.get_write_buffer_size()
+        paused = time.monotonic() - conn.paused_since if conn.paused_since is not None else 0.0
+        log.warning("closing %s: %s (%d bytes buffered, paused %.1f s)", conn.sid.decode(), SLOW_REASON,
+                    buffered, paused)
+        self._close_ws(conn.ws, CLOSE_POLICY, SLOW_REASON)
+        asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, _abort_if_open, conn)
+
+    async def _congestion_loop(self) -> None:
+        """Resume paused connections that drained; close those paused too long."""
+        while True:
+            await asyncio.sleep(CONGESTION_CHECK)
+            if not self._paused:
+                continue
+            now = time.monotonic()
+            for conn in list(self._paused.values()):
+                if conn.protocol.state is not State.OPEN:
+                    self._paused.pop(conn.sid, None)
+                    continue
+                action = self.policy.decide(conn.transport.get_write_buffer_size(), conn.paused_since, now)
+                if action is not Congestion.NONE:
+                    self._on_congestion(conn, action)
 
     # ---------------------------------------------------------------- router
 
@@ -254,7 +519,11 @@ class Front:
         })])
 
     async def _receive_loop(self) -> None:
-        """Handle router messages; after each await, drain what is already queued (batching)."""
+        """Handle router messages; after each await, drain what is already queued (one burst).
+
+        SENDs of one burst are written at its end (coalesced per connection); any other message
+        flushes the SENDs before it first, so the order per session is kept.
+        """
         assert self._dealer is not None
         dealer = self._dealer
         while True:
@@ -267,6 +536,13 @@ class Front:
                 except zmq.Again:
                     break
                 self._dispatch(frames)
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._fanout.flush()
+        except Exception:  # a bug must not stop the loop
+            log.exception("failed to write a burst of frames")
 
     async def _heartbeat_loop(self) -> None:
         """PING while welcomed, HELLO until welcomed, and notice a silent router."""
@@ -287,10 +563,10 @@ class Front:
         try:
             kind = frames[0]
             if kind == SEND and len(frames) >= 2:
-                sessions = self._sessions
-                broadcast([ws for ws in map(sessions.get, frames[2:]) if ws is not None],
-                          frames[1], text=True)
-            elif kind == DROP and len(frames) in (2, 3):
+                self._fanout.add(frames[1], frames[2:])
+                return
+            self._flush()
+            if kind == DROP and len(frames) in (2, 3):
                 self._drop(frames[1], close_reason(frames[2]) if len(frames) == 3 else "")
             elif kind == WELCOME and len(frames) == 2:
                 self._welcome(frames[1])
@@ -314,24 +590,44 @@ class Front:
         # the same epoch again answers a repeated HELLO: nothing to do
 
     def _drop(self, sid: bytes, reason: str) -> None:
-        ws = self._sessions.get(sid)
-        if ws is None:
+        conn = self._sessions.get(sid)
+        if conn is None:
             return
         log.info("router drops %s: %s", sid.decode(errors="replace"), reason)
         self._end_session(sid)
-        self._close_ws(ws, CLOSE_POLICY, reason)
+        self._close_ws(conn.ws, CLOSE_POLICY, reason)
 
     def _router_lost(self, why: str) -> None:
         """The router restarted or vanished: close every websocket (1012) and HELLO again."""
         if self._epoch is None:
             return  # not welcomed: a HELLO is already on its way (and retried)
-        sessions, self._sessions = self._sessions, {}
+        sessions = dict(self._sessions)
+        self._sessions.clear()  # cleared in place: the fan-out shares this dict
+        self._paused.clear()
         log.warning("%s: closing %d websockets, saying HELLO again", why, len(sessions))
         self._epoch = None
         self._welcomed.clear()
-        for ws in sessions.values():
-            self._close_ws(ws, CLOSE_RESTART, "router restarted")
+        for conn in sessions.values():
+            self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
         self._send_hello()
+
+
+def _set_send_buffer(ws: ServerConnection, size: int) -> None:
+    """A smaller kernel send buffer makes a slow reader show up sooner in the transport's buffer."""
+    sock = ws.transport.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as exc:
+        log.warning("cannot set SO_SNDBUF to %d: %s", size, exc)
+
+
+def _abort_if_open(conn: Conn) -> None:
+    """The end of a slow consumer's grace: drop its buffer with the TCP connection."""
+    if conn.protocol.state is not State.CLOSED:
+        log.warning("aborting %s: its close frame was not read within %.0f s", conn.sid.decode(),
+                    SLOW_CLOSE_GRACE)
+        conn.transport.abort()
 
 
 def _log_send_failure(future: asyncio.Future[object]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import signal
 
 import typer
@@ -11,7 +13,7 @@ import zmq
 
 from common import logs
 from common.wire import DEFAULT_ROUTER
-from router.front import Front, FrontConfig
+from router.front import Front, FrontConfig, is_loopback
 
 app = typer.Typer(add_completion=False)
 log = logging.getLogger("seasync.front")
@@ -31,6 +33,30 @@ def front(
     max_frame: int = typer.Option(
         1 << 20, envvar="SEASYNC_MAX_FRAME", min=1,
         help="Largest websocket message accepted, in bytes; a client sending more is closed with 1009."),
+    secret: str = typer.Option(
+        "", "--secret", envvar="SEASYNC_SECRET",
+        help="Cluster secret (the router's --secret): the link to the router is CURVE-encrypted."),
+    max_connections: int = typer.Option(
+        10_000, envvar="SEASYNC_MAX_CONNECTIONS", min=1,
+        help="Websocket connections served at once; beyond, an upgrade is answered 503."),
+    pause_above: int = typer.Option(
+        256 << 10, envvar="SEASYNC_PAUSE_ABOVE", min=1,
+        help="Bytes waiting to be written to one client above which the router holds its updates "
+             "(it later sends only the latest state of what changed)."),
+    resume_below: int = typer.Option(
+        64 << 10, envvar="SEASYNC_RESUME_BELOW", min=0,
+        help="Bytes waiting below which a held client gets its updates again."),
+    slow_max_buffer: int = typer.Option(
+        16 << 20, envvar="SEASYNC_SLOW_MAX_BUFFER", min=1,
+        help="Bytes waiting for one client above which it is closed with 1008 'consumer too slow'."),
+    slow_timeout: float = typer.Option(
+        30.0, envvar="SEASYNC_SLOW_TIMEOUT", min=0.0,
+        help="Seconds a client may stay held (not reading) before it is closed with 1008."),
+    send_buffer: int = typer.Option(
+        0, envvar="SEASYNC_SEND_BUFFER", min=0,
+        help="Kernel send buffer (SO_SNDBUF) per websocket, in bytes; 0 keeps the kernel's autotuning. "
+             "Smaller means a slow client is noticed (and coalesced) sooner, but caps throughput on "
+             "long links."),
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True,
         help="More logging: -v for debug lines, -vv also for the websockets library."),
@@ -38,7 +64,18 @@ def front(
     """Serve seapig websocket clients and relay their sessions to the router."""
     logs.setup(verbose)
     logging.getLogger("websockets").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
-    config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame)
+    if resume_below >= pause_above:
+        log.error("--resume-below (%d) must be smaller than --pause-above (%d)", resume_below, pause_above)
+        raise typer.Exit(2)
+    if not is_loopback(host) and not os.environ.get("SEASYNC_AUTH"):
+        log.warning("LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
+                    "connect, read and publish every object; set an --auth hook on the router "
+                    "(SEASYNC_AUTH).", host)
+    _raise_fd_limit(max_connections + 256)
+    config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
+                         max_connections=max_connections, pause_above=pause_above,
+                         resume_below=resume_below, slow_max_buffer=slow_max_buffer,
+                         slow_timeout=slow_timeout, send_buffer=send_buffer)
     try:
         asyncio.run(_serve(config))
     except OSError as exc:
@@ -48,6 +85,16 @@ def front(
         log.error("cannot connect to router %s: %s", router, exc)
         raise typer.Exit(2)
     log.info("stopped")
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """One descriptor per websocket: lift the soft limit towards ``wanted`` (never above the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("only %d file descriptors allowed (ulimit -Hn): fewer than --max-connections", target)
 
 
 async def _serve(config: FrontConfig) -> None:

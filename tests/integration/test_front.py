@@ -17,9 +17,13 @@ import zmq.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+
 from common.wire import (
-    CLOSE, DROP, HELLO, MSG, OPEN, PING, PONG, RESET, SEND, WELCOME,
+    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, WELCOME, secure_router,
 )
+from router.front import Backpressure, Congestion, text_frame
 from tests.cluster import Proc, free_port, wait_port
 
 WAIT = 20.0  # generous: a loaded 2-core machine
@@ -28,10 +32,12 @@ WAIT = 20.0  # generous: a loaded 2-core machine
 class ScriptedRouter:
     """A real ROUTER socket standing in for sync-router; the test decides every answer."""
 
-    def __init__(self) -> None:
-        self.ctx = zmq.asyncio.Context()
+    def __init__(self, secret: str = "") -> None:
+        self.sync_ctx = zmq.Context()  # the CURVE authenticator needs a plain context (same libzmq one)
+        self.ctx = zmq.asyncio.Context.shadow(self.sync_ctx.underlying)
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.auth = secure_router(self.sync_ctx, self.sock, secret) if secret else None
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.epoch = b"epoch-1"
@@ -80,7 +86,9 @@ class ScriptedRouter:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         self.sock.close(linger=0)
-        self.ctx.term()
+        if self.auth is not None:
+            self.auth.stop()
+        self.sync_ctx.term()
 
 
 class Front:
@@ -90,14 +98,14 @@ class Front:
         self.proc = proc
         self.url = f"ws://127.0.0.1:{port}"
 
-    async def ws(self, path: str = "/") -> ClientConnection:
+    async def ws(self, path: str = "/", **kw) -> ClientConnection:
         return await connect(self.url + path, compression=None, open_timeout=WAIT,
-                             close_timeout=WAIT)
+                             close_timeout=WAIT, **kw)
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[ScriptedRouter]:
-    r = ScriptedRouter()
+async def router(request) -> AsyncIterator[ScriptedRouter]:
+    r = ScriptedRouter(secret=getattr(request, "param", ""))
     try:
         yield r
     finally:
@@ -147,8 +155,8 @@ async def recv(ws: ClientConnection) -> str | bytes:
         return await ws.recv()
 
 
-async def open_session(front: Front, router: ScriptedRouter, path: str = "/") -> tuple[ClientConnection, bytes]:
-    ws = await front.ws(path)
+async def open_session(front: Front, router: ScriptedRouter, path: str = "/", **kw) -> tuple[ClientConnection, bytes]:
+    ws = await front.ws(path, **kw)
     (sid,) = await router.expect(OPEN)
     return ws, sid
 
@@ -295,3 +303,119 @@ async def test_client_leaving_mid_wait_does_not_open_a_session(router, start_fro
     assert await router.expect(CLOSE) == [sid2]
     with pytest.raises(ConnectionClosed):
         await ws.recv()
+
+
+# ---------------------------------------------------------------- fan-out and slow consumers
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frame_is_what_websockets_would_write(size):
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+def test_backpressure_policy():
+    policy = Backpressure(pause_above=100, resume_below=10, max_buffer=1000, timeout=5.0)
+    assert policy.decide(100, None, 0.0) is Congestion.NONE
+    assert policy.decide(101, None, 0.0) is Congestion.PAUSE
+    assert policy.decide(50, 0.0, 1.0) is Congestion.NONE        # paused, not drained yet
+    assert policy.decide(9, 0.0, 1.0) is Congestion.RESUME
+    assert policy.decide(50, 0.0, 5.5) is Congestion.CLOSE       # paused for too long
+    assert policy.decide(9, 0.0, 5.5) is Congestion.RESUME       # ... unless it drained
+    assert policy.decide(1001, None, 0.0) is Congestion.CLOSE    # far too much, paused or not
+    assert policy.decide(1001, 0.0, 0.1) is Congestion.CLOSE
+
+
+async def test_burst_is_written_in_order_to_each_session(router, front):
+    """Many SENDs arriving at once (coalesced into one write per connection) keep their order."""
+    (ws_a, a), (ws_b, b) = [await open_session(front, router) for _ in range(2)]
+    for i in range(300):
+        await router.send(SEND, b'{"n":%d}' % i, *((a, b) if i % 3 else (a,)))
+    await router.send(SEND, b'"big"' + b" " * 70000, b)  # a 64-bit length header in the same burst
+    for i in range(300):
+        assert await recv(ws_a) == '{"n":%d}' % i
+    for i in range(300):
+        if i % 3:
+            assert await recv(ws_b) == '{"n":%d}' % i
+    assert (await recv(ws_b)).startswith('"big"')
+
+
+BIG = b'"' + b"x" * (256 * 1024) + b'"'
+
+
+async def test_a_client_that_does_not_read_is_paused_then_resumed(router, front):
+    ws, sid = await open_session(front, router, max_queue=1)   # its library stops reading at once
+    other, other_sid = await open_session(front, router)
+    sent = 0
+    # the router keeps sending until the front says PAUSE (kernel buffers take a few MiB first)
+    while True:
+        await router.send(SEND, BIG, sid, other_sid)
+        sent += 1
+        assert await recv(other) == BIG.decode()       # the other client is not held up
+        try:
+            frames = await asyncio.wait_for(router.next(), 0.05)
+        except TimeoutError:
+            assert sent < 400, "no PAUSE after 100 MiB"
+            continue
+        assert frames == [PAUSE, sid]
+        break
+    await router.send(SEND, BIG, sid)  # frames still in flight are written anyway
+    for _ in range(sent + 1):
+        assert await recv(ws) == BIG.decode()
+    assert await router.expect(RESUME) == [sid]
+    await router.send(SEND, b'"after"', sid)
+    assert await recv(ws) == '"after"'
+
+
+async def test_a_client_paused_too_long_is_closed_with_1008(router, start_front):
+    f = await start_front("--slow-timeout", "0.5")
+    await router.welcome()
+    ws, sid = await open_session(f, router, max_queue=1)
+    while True:
+        await router.send(SEND, BIG, sid)
+        try:
+            frames = await asyncio.wait_for(router.next(), 0.05)
+        except TimeoutError:
+            continue
+        assert frames == [PAUSE, sid]
+        break
+    assert await router.expect(CLOSE) == [sid]  # the front gave up on it (after 0.5 s) and told the router
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await recv(ws)                       # what was buffered, then the close frame
+    assert (ws.close_code, ws.close_reason) == (1008, "consumer too slow")
+    assert "closing %s: consumer too slow" % sid.decode() in f.proc.output()
+
+
+# ---------------------------------------------------------------- limits and security
+
+
+async def test_connections_beyond_the_limit_get_503(router, start_front):
+    f = await start_front("--max-connections", "2")
+    await router.welcome()
+    (ws_a, a), (ws_b, b) = [await open_session(f, router) for _ in range(2)]
+    with pytest.raises(InvalidStatus) as refused:
+        await f.ws()
+    assert refused.value.response.status_code == 503
+    await ws_a.close()
+    assert await router.expect(CLOSE) == [a]
+    ws_c, c = await open_session(f, router)       # room again
+    await ws_c.send("{}")
+    assert await router.expect(MSG) == [c, b"{}"]
+    assert "2 connections is the limit" in f.proc.output()
+
+
+@pytest.mark.parametrize("router", ["s3cret"], indirect=True)
+async def test_secret_joins_a_curve_router(router, start_front):
+    f = await start_front("--secret", "s3cret")
+    await router.welcome()
+    ws, sid = await open_session(f, router)
+    await ws.send("{}")
+    assert await router.expect(MSG) == [sid, b"{}"]
+
+
+async def test_warns_loudly_when_listening_beyond_loopback_without_auth(router, start_front):
+    f = await start_front("--host", "0.0.0.0")
+    await router.welcome()
+    assert "anyone who can reach this address can connect" in f.proc.output()
+    assert "--auth" in f.proc.output()
