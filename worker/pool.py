@@ -13,6 +13,11 @@ and closed its session): it is replaced at once, without backoff. A worker that 
 (SIGKILL, a crash) could not say goodbye, so the pool tells the router for it (``worker/gone.py``):
 the order it held is given to another worker within a fraction of a second instead of after the
 router's peer timeout.
+
+Watchdog: each worker writes a byte to a pipe from its main loop every half second. Producer code that
+holds the GIL (a C call, a catastrophic regex) freezes that loop too, so the worker cannot enforce its
+own production timeout; a worker silent for the production timeout plus WATCHDOG_GRACE is SIGKILLed
+(then reported to the router and replaced, as above).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ QUICK_DEATH = 10.0
 """A worker that dies sooner than this after starting counts towards the restart backoff."""
 MAX_BACKOFF = 30.0
 POLL_INTERVAL = 0.1
+WATCHDOG_GRACE = 5.0
+"""Seconds past the production timeout before a worker whose loop gives no sign of life is killed."""
 
 
 @dataclass
@@ -48,6 +55,8 @@ class _Slot:
     started: float = 0.0
     quick_deaths: int = 0
     start_at: float = 0.0
+    watchdog: int | None = None  # read end of the worker's sign-of-life pipe
+    last_beat: float = 0.0
 
 
 class Pool:
@@ -71,6 +80,8 @@ class Pool:
         while not self.stopping:
             now = time.monotonic()
             for slot in self.slots:
+                if slot.proc is not None and slot.proc.poll() is None:
+                    self._watch(slot, now)
                 if slot.proc is not None and slot.proc.poll() is not None:
                     self._on_death(slot, now)
                 if slot.proc is None and now >= slot.start_at and not self.stopping:
@@ -81,10 +92,12 @@ class Pool:
             self._ctx.term()
         return 0
 
-    def _command(self, slot: _Slot) -> list[str]:
+    def _command(self, slot: _Slot, watchdog_fd: int | None) -> list[str]:
         command = [sys.executable, "-m", "worker.process", "--router", self.router,
                    "--producers", str(self.producers), "--name", f"worker.{slot.index}",
                    "--parent-pid", str(os.getpid()), "--production-timeout", str(self.production_timeout)]
+        if watchdog_fd is not None:
+            command += ["--watchdog-fd", str(watchdog_fd)]
         return command + (["-v"] if self.verbose else [])
 
     def _start(self, slot: _Slot, now: float) -> None:
@@ -95,12 +108,40 @@ class Pool:
         env.pop(SECRET_ENV, None)
         if self.secret:
             env[SECRET_ENV] = self.secret
-        slot.proc = subprocess.Popen(self._command(slot), env=env)
-        slot.started = now
+        write_end = None
+        if self.production_timeout > 0:
+            slot.watchdog, write_end = os.pipe()
+            os.set_blocking(slot.watchdog, False)
+        try:
+            slot.proc = subprocess.Popen(self._command(slot, write_end), env=env,
+                                         pass_fds=() if write_end is None else (write_end,))
+        finally:
+            if write_end is not None:
+                os.close(write_end)  # the worker holds it now; EOF here once the worker is gone
+        slot.started = slot.last_beat = now
         log.info("= worker.%d started (pid %d)", slot.index, slot.proc.pid)
+
+    def _watch(self, slot: _Slot, now: float) -> None:
+        """Read the worker's signs of life; SIGKILL it if its loop has been frozen for too long."""
+        if slot.watchdog is None or slot.proc is None:
+            return
+        try:
+            if os.read(slot.watchdog, 4096):
+                slot.last_beat = now
+        except BlockingIOError:
+            pass
+        silent = now - slot.last_beat
+        if silent > self.production_timeout + WATCHDOG_GRACE:
+            log.error("! worker.%d (pid %d) gave no sign of life for %.0f s (producer code holding the GIL?): "
+                      "killing it", slot.index, slot.proc.pid, silent)
+            slot.proc.kill()
+            slot.proc.wait()
 
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
+        if slot.watchdog is not None:
+            os.close(slot.watchdog)
+            slot.watchdog = None
         code = slot.proc.returncode
         if code == EXIT_ABANDONED:
             log.warning("! worker.%d (pid %d) gave up on a hung production: replacing it",

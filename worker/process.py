@@ -13,6 +13,9 @@ A hung producer: a production (or a reload) still running after ``--production-t
 abandoned. A Python thread cannot be interrupted, so the process gives up on itself: it answers the
 router with a ``TimeoutError`` error (a cancel: the router retries with backoff and tells the watchers),
 closes its session and exits with ``EXIT_ABANDONED``; the pool starts a fresh process at once.
+Producer code that never lets go of the GIL (a C call, a catastrophic regex) freezes this loop as well:
+for that case the loop writes a byte to the pool's watchdog pipe every half second, and the pool kills
+a worker whose pipe stays silent past the timeout (``worker/pool.py``).
 
 Started by the pool as ``python -m worker.process --router URL --producers DIR``.
 """
@@ -58,6 +61,8 @@ DEFAULT_PRODUCTION_TIMEOUT = 60.0
 """Seconds a production may run before the worker process abandons it and exits (0: no limit)."""
 EXIT_ABANDONED = 75
 """Exit code of a worker that gave up on a hung production (the pool replaces it at once)."""
+WATCHDOG_BEAT = 0.5
+"""Seconds between two signs of life written to the pool's watchdog pipe."""
 SECRET_ENV = "SEASYNC_SECRET"
 """The cluster secret reaches worker processes through the environment, not argv (which ps shows)."""
 
@@ -79,9 +84,12 @@ class Worker:
     """The loop of one worker process."""
 
     def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None,
-                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "") -> None:
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "",
+                 watchdog_fd: int | None = None) -> None:
         self.producers_dir = producers_dir
         self.parent_pid = parent_pid
+        self.watchdog_fd = watchdog_fd
+        self.next_beat = 0.0
         self.production_timeout = production_timeout
         self.abandoned = False  # a job was left running in the producer thread: exit without waiting for it
         self.exit_code = 0
@@ -142,6 +150,7 @@ class Worker:
             self._finish_job(now)
             self._send_delayed(now)
             self._check_parent()
+            self._beat(now)
             if now >= self.next_stats and self.link.is_open:
                 self.next_stats = now + STATS_INTERVAL
                 self._send_options()
@@ -302,6 +311,18 @@ class Worker:
             self.stopping = True
             log.info("= %s received: stopping", signal.Signals(signum).name)
 
+    def _beat(self, now: float) -> None:
+        """Tell the pool's watchdog that this loop is alive (at most every WATCHDOG_BEAT seconds)."""
+        if self.watchdog_fd is None or now < self.next_beat:
+            return
+        self.next_beat = now + WATCHDOG_BEAT
+        try:
+            os.write(self.watchdog_fd, b".")
+        except BlockingIOError:
+            pass  # the pool is behind reading: it has heard from us recently anyway
+        except OSError:
+            self.watchdog_fd = None  # the pool is gone; _check_parent stops us
+
     def _check_parent(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stopping:
             log.warning("! the pool (pid %d) is gone: stopping", self.parent_pid)
@@ -344,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the pool) is no longer our parent")
+    parser.add_argument("--watchdog-fd", type=int, default=None,
+                        help="file descriptor (a pipe from the pool) to write a sign of life to")
     parser.add_argument("--production-timeout", type=float, default=DEFAULT_PRODUCTION_TIMEOUT,
                         help="seconds before a production is abandoned and this process exits (0: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -356,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     # hand back the code of a same-size edit made within the same second.
     sys.dont_write_bytecode = True
     worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout,
-                    os.environ.get(SECRET_ENV, ""))
+                    os.environ.get(SECRET_ENV, ""), args.watchdog_fd)
     code = worker.run()
     if worker.abandoned:
         # The producer thread is still inside user code, maybe holding locks that interpreter

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from common import codec, wire
@@ -33,6 +34,17 @@ HANG = textwrap.dedent('''
             if not marker.exists():
                 marker.write_text(str(os.getpid()))
                 time.sleep(600)
+            return {"id": object_id, "by": os.getpid()}, 1
+
+    class HoldsTheGil(Producer):
+        """The first production blocks in C code without releasing the GIL: the worker's loop freezes too."""
+        patterns = ["gil-*"]
+        def produce(self, object_id):
+            marker = STATE / f"{object_id}.pid"
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                import ctypes
+                ctypes.PyDLL(None).sleep(600)
             return {"id": object_id, "by": os.getpid()}, 1
 
     class Quick(Producer):
@@ -65,7 +77,7 @@ def test_a_hung_production_is_answered_with_a_timeout_error_and_the_worker_repla
                            "--producers", str(producers), "--production-timeout", "1.5"])
     try:
         worker = router.wait_hello()
-        router.wait_registered(worker, {"hang-*", "quick"})
+        router.wait_registered(worker, {"hang-*", "gil-*", "quick"})
         started = time.monotonic()
         answer = router.produce(worker, "hang-1")
         took = time.monotonic() - started
@@ -74,7 +86,7 @@ def test_a_hung_production_is_answered_with_a_timeout_error_and_the_worker_repla
         assert 1.4 <= took < 20, took
         router.wait_for(lambda i, f: i == worker and f == [wire.CLOSE, b"1"], what="CLOSE of the hung worker")
         replacement = router.wait_hello(exclude={worker})
-        router.wait_registered(replacement, {"hang-*", "quick"})
+        router.wait_registered(replacement, {"hang-*", "gil-*", "quick"})
         assert router.produce(replacement, "quick")["value"] == {"quick": True}
         deadline = time.monotonic() + 10
         while True:  # the hung process is gone, not lingering with its stuck thread
@@ -108,6 +120,25 @@ async def test_a_hung_production_goes_to_another_worker_and_watchers_hear_why(cl
         assert update["value"]["by"] != hung_pid
     assert cluster.router.alive() and cluster.front.alive()
     assert "gave up on a hung production" in cluster.logs()
+
+
+async def test_a_worker_frozen_by_producer_code_holding_the_gil_is_killed_by_the_pool(cluster, producers):
+    pool = cluster.start_workers(producers, 2, "--production-timeout", "1")
+    async with RawClient(cluster.ws_url) as c:
+        await c.send("object-consumer-register", pattern="gil-1", version_known=0)
+        frozen_pid = wait_marker(producers, "gil-1")
+        # The router gives the order to another worker once the frozen one is silent for PEER_TIMEOUT...
+        update = await c.expect(update_of("gil-1"), timeout=30)
+        assert update["value"]["by"] != frozen_pid
+    # ... and the pool's watchdog kills the frozen process (it could not enforce its own timeout).
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(frozen_pid) and psutil.Process(frozen_pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, pool.output()
+        time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while f"pid {frozen_pid}) gave no sign of life" not in pool.output():
+        assert time.monotonic() < deadline, pool.output()
+        time.sleep(0.1)
 
 
 async def test_a_worker_killed_mid_production_has_its_order_redone_within_about_a_second(cluster, producers):
