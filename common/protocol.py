@@ -23,6 +23,9 @@ CLIENT_ACTIONS = (
 )
 
 
+MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them small
+
+
 class ProtocolError(ValueError):
     """An invalid client message; ``context`` names the offending action and id/pattern when known."""
 
@@ -38,6 +41,8 @@ def parse(raw: bytes | str) -> dict[str, Any]:
         message = codec.loads(raw)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}")
     action = message.get("action")
@@ -76,6 +81,12 @@ def _options_set(message: dict) -> dict:
     options = message.get("options")
     if not isinstance(options, dict):
         raise ProtocolError("'options' must be a JSON object", request="client-options-set")
+    try:  # introspection encodes them again: refuse what is too big or nested too deep to encode
+        too_big = len(codec.dumps(options)) > MAX_OPTIONS_BYTES
+    except TypeError as exc:
+        raise ProtocolError(f"'options' cannot be encoded: {exc}", request="client-options-set") from None
+    if too_big:
+        raise ProtocolError(f"'options' must encode to at most {MAX_OPTIONS_BYTES} bytes", request="client-options-set")
     return {"action": "client-options-set", "options": options}
 
 

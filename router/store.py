@@ -66,7 +66,7 @@ class Session:
 class SyncObject:
     """One live object: its retained data versions, version bookkeeping and attached sessions."""
 
-    __slots__ = ("id", "history", "sizes", "known", "stalled", "inferred", "consumers", "producers",
+    __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at")
@@ -74,7 +74,8 @@ class SyncObject:
     def __init__(self, object_id: str) -> None:
         self.id = object_id
         self.history: list[tuple[Version, dict]] = []  # retained data versions, oldest first
-        self.sizes: list[int] = []  # approximate encoded size of each retained version
+        self.sizes: list[int] = []  # encoded size of each retained version
+        self.full_frame = b""  # the object-update frame carrying the latest value, encoded once
         self.known: Version = 0
         self.stalled = False
         self.inferred: Version = None
@@ -138,7 +139,6 @@ class ObjectStore:
         self.max_registrations = max_registrations
         # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
         self.authenticate: Callable[[dict], Any] | None = None
-        self._upload_size = 0
         self.min_interval = min_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -201,12 +201,7 @@ class ObjectStore:
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.message, **exc.context), (session,))
             return
-        # the frame's length stands for the size of an uploaded value: no second encoding to measure it
-        self._upload_size = len(raw) if message.get("value") else 0
-        try:
-            self.handle(session, message)
-        finally:
-            self._upload_size = 0
+        self.handle(session, message)
 
     def handle(self, session: Session, message: dict) -> None:
         """Apply one validated message (see common.protocol.parse)."""
@@ -477,6 +472,17 @@ class ObjectStore:
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
+        full = None
+        if isinstance(data, dict):
+            # Encoded once here: this frame goes to every consumer needing the value, its length sizes
+            # the history, and data orjson cannot encode (nested too deep) is refused before it is stored.
+            try:
+                full = protocol.update_value(object_id, version, data)
+            except TypeError as exc:
+                self._send(protocol.error(f"value cannot be encoded: {exc}", request="object-patch", id=object_id),
+                           (session,))
+                self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
+                data = None
         freed = False
         if session.producing and session.producing[0].id == object_id:
             self._finish_production(session, data)
@@ -499,7 +505,7 @@ class ObjectStore:
                 obj.stalled = True
             else:
                 obj.stalled = False
-                self._append(obj, version, data)
+                self._append(obj, version, data, full)
         if is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced:
@@ -549,10 +555,11 @@ class ObjectStore:
         for dep in old_deps.keys() - obj.dependencies.keys():
             self._drop_dependency(obj.id, dep)
 
-    def _append(self, obj: SyncObject, version: Version, data: dict) -> None:
-        """A new data version: retain it, then bring every consumer up to date."""
+    def _append(self, obj: SyncObject, version: Version, data: dict, full: bytes) -> None:
+        """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
         obj.history.append((version, data))
-        obj.sizes.append(self._upload_size if self._upload_size else len(codec.dumps(data)))
+        obj.sizes.append(len(full))
+        obj.full_frame = full
         obj.frames = {}
         self._push(obj, list(obj.consumers))
         self._trim_history(obj)
@@ -603,7 +610,7 @@ class ObjectStore:
         PATCH_ALWAYS_BELOW bytes) where the patch is kept: it costs little and keeps seapig's
         behaviour of always patching from a retained version.
         """
-        full = protocol.update_value(obj.id, version, data)
+        full = obj.full_frame
         base = None if is_null(held) else obj.data_at(held)
         if base is None:
             return full
