@@ -57,7 +57,7 @@ from websockets.exceptions import ConnectionClosed
 from common import codec
 from common.diff import PatchError, apply_patch, make_patch
 from common.patterns import check_id, check_pattern, is_wildcard, matches
-from common.versions import Version, check_version, is_newer, is_null, same
+from common.versioning import Version, check_version, is_newer, is_null, same
 
 __all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Consumer", "Master", "WildcardConsumer", "next_version"]
 

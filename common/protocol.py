@@ -11,7 +11,7 @@ from typing import Any
 
 from common import codec
 from common.patterns import PatternError, check_id, check_pattern
-from common.versions import Version, VersionError, check_version
+from common.versioning import Version, VersionError, check_version
 
 CLIENT_ACTIONS = (
     "client-options-set",

@@ -133,8 +133,8 @@ class Router:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
         elif kind == wire.OPEN and len(frames) >= 3:
             if frames[2] not in peer.sessions:
-                # websocket clients pass the --auth hook; workers are trusted (they join with the secret)
-                peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role != "worker")
+                # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
+                peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
         elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
             session = peer.sessions.get(frames[2])
             if session is not None:

@@ -55,18 +55,18 @@ CONNECTING, OPEN, DROPPED = "connecting", "open", "dropped"
 
 
 class RouterLink:
-    """One DEALER to the router carrying one worker session."""
+    """One DEALER to the router carrying one producer session (a worker's, or the notifier's)."""
 
-    def __init__(self, ctx: zmq.Context, url: str, name: str) -> None:
+    def __init__(self, ctx: zmq.Context, url: str, name: str, role: str = "worker") -> None:
         self.url = url
         self.socket = ctx.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, wire.peer_identity("worker"))
+        self.socket.setsockopt(zmq.IDENTITY, wire.peer_identity(role))
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, 0)
         # ZMTP heartbeats notice a router host that vanished without closing TCP.
         self.socket.setsockopt(zmq.HEARTBEAT_IVL, int(wire.HEARTBEAT_INTERVAL * 2000))
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(wire.PEER_TIMEOUT * 1000))
-        self._hello = [wire.HELLO, codec.dumps({"role": "worker", "name": name, "pid": os.getpid(),
+        self._hello = [wire.HELLO, codec.dumps({"role": role, "name": name, "pid": os.getpid(),
                                                 "host": socket.gethostname()})]
         self.state = CONNECTING
         self.epoch: bytes | None = None

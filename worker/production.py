@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import codec
-from common.versions import VersionError, check_version, is_null
+from common.versioning import VersionError, check_version, is_null
 from worker.logs import user_traceback
 from worker.producer import Producer
 

@@ -33,7 +33,7 @@ from common import codec, wire
 from common.deps import config, names
 from common.deps.errors import DatabaseUnavailable, DependencyError
 from common.deps.ticker import Ticker
-from common.versions import is_newer
+from common.versioning import is_newer
 from worker.link import Frame, Lost, Ready, RouterLink
 
 log = logging.getLogger("seasync.notifier")
@@ -62,7 +62,7 @@ class Notifier:
     def __init__(self, router: str, target: config.Target, name: str | None = None, secret: str = "") -> None:
         self.target = target
         self.ctx = zmq.Context()
-        self.link = RouterLink(self.ctx, router, name or f"notifier@{socket.gethostname()}")
+        self.link = RouterLink(self.ctx, router, name or f"notifier@{socket.gethostname()}", role="notifier")
         if secret:
             wire.secure_peer(self.link.socket, secret)  # before RouterLink.start() connects
         self.feed = open_feed(target)

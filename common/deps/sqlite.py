@@ -32,6 +32,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 
 from common.deps.errors import DatabaseUnavailable
@@ -88,17 +89,24 @@ def connect(path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
     except sqlite3.Error as exc:
         raise _unavailable(path, exc) from None
-    try:
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'seasync_dependencies'").fetchone():
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
-            conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        conn.close()
-        raise _unavailable(path, exc) from None
-    return conn
+    # Two processes creating the file at once: switching to WAL takes an exclusive lock and SQLite
+    # answers "locked" at once there, without waiting for the busy timeout; so retry until it passes.
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'seasync_dependencies'").fetchone():
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+                conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            return conn
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                conn.close()
+                raise _unavailable(path, exc) from None
+            time.sleep(0.01)
 
 
 def bump(conn: sqlite3.Connection, path: str, names: list[str], now: float) -> int:

@@ -44,7 +44,7 @@ import psutil
 import pytest
 
 from common.client import Client, Consumer, Master, WildcardConsumer
-from common.versions import EQUAL, NEWER, compare
+from common.versioning import NEWER, compare
 from tests.cluster import Cluster, Proc
 
 SEED = int(os.environ.get("SEASYNC_CHAOS_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -54,6 +54,7 @@ CONVERGE_TIMEOUT = 90.0  # covers the pool's crash backoff (a slot killed often 
 DEPS = [f"dep-{j}" for j in range(6)]
 DOCS = [f"doc-{i}" for i in range(12)]
 EXACT_CLIENTS, DOC_WILDCARDS, DEP_WILDCARDS = 20, 6, 4
+QUIET_BEFORE_RETAKE = 5.0  # seconds before a watcher consumes again a doc it dropped (see churn_forever)
 WORKERS = 2
 
 PRODUCERS = textwrap.dedent('''
@@ -110,7 +111,7 @@ class Watcher:
     wildcard: WildcardConsumer | None = None
     seen: dict[str, list] = field(default_factory=dict)
     backwards: list[str] = field(default_factory=list)
-    resubscribed: set[str] = field(default_factory=set)  # its next update may repeat the last version seen
+    dropped: dict[str, float] = field(default_factory=dict)  # doc -> when this watcher last unconsumed it
     corrupt: list[str] = field(default_factory=list)
     updates: int = 0
 
@@ -119,12 +120,8 @@ class Watcher:
             return
         self.updates += 1
         history = self.seen.setdefault(change.id, [])
-        if history:
-            order = compare(history[-1], change.version)
-            allowed = (NEWER, EQUAL) if change.id in self.resubscribed else (NEWER,)
-            if order not in allowed:
-                self.backwards.append(f"{self.client.name} {change.id}: {history[-1]!r} then {change.version!r}")
-        self.resubscribed.discard(change.id)
+        if history and compare(history[-1], change.version) != NEWER:
+            self.backwards.append(f"{self.client.name} {change.id}: {history[-1]!r} then {change.version!r}")
         history.append(change.version)
         # Data is a pure function of the version: a patch applied to the wrong base shows here at once.
         if change.id.startswith("doc-"):
@@ -154,6 +151,8 @@ class Storm:
     started: float = field(default_factory=time.monotonic)
 
     churns: int = 0
+    visits: set[asyncio.Task] = field(default_factory=set)
+    visitors: list[Watcher] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # One generator per stream, so that the timing of one does not change the choices of another.
@@ -220,28 +219,61 @@ class Storm:
             self.bumps += 1
 
     async def churn_forever(self) -> None:
-        """An exact watcher drops one of its docs (never its first) and takes another, half the time
-        pre-seeded with the value and version it held (a page rendered with that state)."""
+        """Subscriptions come and go, two ways, half the time each:
+
+        - an exact watcher drops one of its docs (never its first, which keeps every doc watched) and
+          takes one it has not held for QUIET_BEFORE_RETAKE seconds;
+        - a visitor (a new connection) consumes a doc pre-seeded with a snapshot of the value and version a
+          watcher holds (a page rendered with that state), watches it for a moment, and leaves.
+
+        Why not drop and retake the same doc at once on one connection: the protocol has no subscription
+        ids, so an update sent for the old subscription can arrive after the new registration went out, and
+        the client then rightly refuses the server's next patch (a resync that is no fault of the server).
+        """
         exact = [w for w in self.watchers if w.kind == "exact"]
         while True:
             await asyncio.sleep(self.churn_rng.uniform(0.2, 0.8))
             watcher = self.churn_rng.choice(exact)
-            index = self.churn_rng.randrange(1, len(watcher.exact))
-            old = watcher.exact[index]
-            held = [d for d in DOCS if d not in {c.id for c in watcher.exact}]
-            doc = self.churn_rng.choice(held) if self.churn_rng.random() < 0.5 else old.id
-            seed_it = self.churn_rng.random() < 0.5
-            value, version = old.value, old.version
-            await watcher.client.unconsume(old)
-            watcher.resubscribed.add(doc)
-            if doc == old.id and seed_it and value is not None:
-                consumer = watcher.client.consume(doc, value=value, version=version)
+            index = self.churn_rng.randrange(len(watcher.exact))
+            if self.churn_rng.random() < 0.5:
+                await self.resubscribe(watcher, max(1, index))
             else:
-                consumer = watcher.client.consume(doc)
-                watcher.seen.pop(doc, None)  # a fresh consumer: a history of its own
-            consumer.on_change(watcher.record)
-            watcher.exact[index] = consumer
-            self.churns += 1
+                visit = asyncio.create_task(self.visit(watcher.exact[index], self.churn_rng.uniform(0.5, 3.0)))
+                self.visits.add(visit)
+                visit.add_done_callback(self.visits.discard)
+
+    async def resubscribe(self, watcher: Watcher, index: int) -> None:
+        now = time.monotonic()
+        held = {c.id for c in watcher.exact}
+        free = [d for d in DOCS if d not in held and now - watcher.dropped.get(d, -1e9) > QUIET_BEFORE_RETAKE]
+        if not free:
+            return
+        old = watcher.exact[index]
+        await watcher.client.unconsume(old)
+        watcher.dropped[old.id] = time.monotonic()
+        doc = self.churn_rng.choice(free)
+        watcher.seen.pop(doc, None)  # a fresh consumer: a history of its own
+        consumer = watcher.client.consume(doc)
+        consumer.on_change(watcher.record)
+        watcher.exact[index] = consumer
+        self.churns += 1
+
+    async def visit(self, consumer: Consumer, stay: float) -> None:
+        if consumer.value is None:
+            return
+        value, version = json.loads(json.dumps(consumer.value)), consumer.version  # a consistent snapshot
+        client = Client(self.cluster.ws_url, name=f"visitor-{len(self.visitors)}", reconnect_delay=0.2,
+                        max_reconnect_delay=2.0)
+        visitor = Watcher(client, "visit")
+        self.visitors.append(visitor)
+        visitor.exact.append(client.consume(consumer.id, value=value, version=version))
+        visitor.seen[consumer.id] = [version]
+        visitor.exact[0].on_change(visitor.record)
+        try:
+            await client.connect(wait=False)
+            await asyncio.sleep(stay)
+        finally:
+            await client.close()
 
     async def fault_until(self, calm: asyncio.Event) -> None:
         """Inject faults until ``calm`` is set; a fault in progress (kill + restart) always completes."""
@@ -299,7 +331,7 @@ class Storm:
         calm.set()
         bumps.cancel()
         churn.cancel()
-        for task in (bumps, churn, faults):
+        for task in (bumps, churn, faults, *self.visits):
             try:
                 await task  # a failed fault or bump is a test bug, or a process that would not restart
             except asyncio.CancelledError:
@@ -363,9 +395,9 @@ async def test_chaos_storm_then_every_client_holds_the_latest_state(cluster, tmp
             for proc in (cluster.router, cluster.front, storm.pool):
                 assert proc.alive(), f"{proc.name} is down after the storm:\n{proc.output()[-3000:]}"
             convergence.append(await storm.converge())
-            backwards = [line for w in storm.watchers for line in w.backwards]
+            backwards = [line for w in storm.watchers + storm.visitors for line in w.backwards]
             assert backwards == [], "versions went backwards:\n" + "\n".join(backwards[:30])
-            corrupt = [line for w in storm.watchers for line in w.corrupt]
+            corrupt = [line for w in storm.watchers + storm.visitors for line in w.corrupt]
             assert corrupt == [], "data that does not match its version:\n" + "\n".join(corrupt[:30])
             assert resyncs.lines == [], "clients refused patches:\n" + "\n".join(resyncs.lines[:30])
         # A client arriving after the storm sees the same.
@@ -377,12 +409,12 @@ async def test_chaos_storm_then_every_client_holds_the_latest_state(cluster, tmp
         lost = len(storm.mismatches())
         logging.getLogger("seasync.client").removeHandler(resyncs)
         await storm.close()
-        updates = sum(w.updates for w in storm.watchers)
+        updates = sum(w.updates for w in storm.watchers + storm.visitors)
         print("chaos fault log:\n  " + "\n  ".join(storm.fault_log))
         print(f"chaos summary: seed {SEED}; {len(convergence) - 1} of {ROUNDS} storm rounds passed; "
               f"{sum(storm.faults.values())} faults injected ({', '.join(f'{k}: {n}' for k, n in sorted(storm.faults.items()))}); "
-              f"{storm.bumps} dependency bumps; {storm.churns} resubscriptions; "
-              f"{updates} updates seen by {len(storm.watchers)} clients; "
+              f"{storm.bumps} dependency bumps; {storm.churns} resubscriptions; {len(storm.visitors)} visitors; "
+              f"{updates} updates seen by {len(storm.watchers)} clients and the visitors; "
               f"{len(resyncs.lines)} refused patches; convergence after each quiet period: "
               f"{', '.join(f'{t:.1f} s' for t in convergence)}; lost: {lost}; "
               f"{time.monotonic() - storm.started:.0f} s in all")

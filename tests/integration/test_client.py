@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from common import codec
 from common.client import Change, Client, ClosedError, Consumer, WildcardConsumer
-from common.versions import is_newer
+from common.versioning import is_newer
 
 WAIT = 30.0  # generous: a loaded 2-core machine
 

@@ -12,7 +12,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from common.diff import apply_patch
-from common.versions import same
+from common.versioning import same
 from router.store import ObjectStore
 
 IDS = ["a", "b", "c", "dep"]
