@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 from common import codec, protocol
 from common.diff import apply_patch, make_patch
 from common.patterns import is_wildcard, matches
-from common.versions import Version, is_newer, is_null, newest, same, version_key
+from common.versioning import Version, is_newer, is_null, newest, same, version_key
 from router.auth import DENY_ALL
 
 
