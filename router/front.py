@@ -30,6 +30,7 @@ import enum
 import itertools
 import logging
 import os
+import random
 import socket
 import struct
 import time
@@ -57,8 +58,6 @@ log = logging.getLogger("seasync.front")
 WELCOME_WAIT = 5.0        # a websocket opened while the router is away waits this long, then 1013
 HELLO_RETRY = PEER_TIMEOUT  # re-send HELLO this often until welcomed (queued HELLOs pile up otherwise)
 DRAIN_BATCH = 256         # router messages handled per wake-up (ecosystem.md §4)
-KEEPALIVE_INTERVAL = 10.0  # like seapig: ping every 10 s ...
-KEEPALIVE_TIMEOUT = 50.0   # ... and drop a client whose pong is 60 s overdue
 CLOSE_TIMEOUT = 3.0       # closing handshake; keeps shutdown under honcho's 5 s SIGKILL
 STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
 CONGESTION_CHECK = 0.05   # how often paused connections are checked for drain or timeout
@@ -67,6 +66,7 @@ SLOW_CLOSE_GRACE = 30.0   # a slow consumer's close frame waits behind its buffe
 CLOSE_POLICY = 1008       # the router dropped the session, or the client reads too slowly
 CLOSE_RESTART = 1012      # the router restarted: reconnect and resync
 CLOSE_TRY_AGAIN = 1013    # no router yet, or too many connections
+CLOSE_INTERNAL = 1011     # keepalive ping timeout (as websockets' own keepalive)
 CLOSE_GOING_AWAY = 1001   # the front stops
 SLOW_REASON = "consumer too slow"
 
@@ -88,6 +88,8 @@ class FrontConfig:
     slow_max_buffer: int = 16 << 20  # a write buffer above this closes the connection (1008)
     slow_timeout: float = 30.0       # so does being paused for longer than this (seconds)
     send_buffer: int = 0             # SO_SNDBUF of each websocket (0: the kernel's autotuning)
+    ping_interval: float = 10.0      # like seapig: ping every 10 s ...
+    ping_timeout: float = 50.0       # ... and close a client whose pong is this late (60 s after its ping)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -213,7 +215,7 @@ def close_reason(raw: bytes) -> str:
 class Conn:
     """One session's websocket, with what the fast write path needs at hand."""
 
-    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing")
+    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing", "ping")
 
     def __init__(self, sid: bytes, ws: ServerConnection) -> None:
         self.sid = sid
@@ -223,6 +225,7 @@ class Conn:
         self.paused_since: float | None = None  # set while the router holds this session's updates
         self.pending: list[bytes] = []       # frames of the current burst, written once at its end
         self.closing = False                 # a slow-consumer close is under way
+        self.ping: bytes | None = None       # payload of the keepalive ping awaiting its pong
 
 
 class FanOut:
@@ -348,7 +351,7 @@ class Front:
                 self._handle, self.config.host, self.config.port,
                 process_request=self._process_request,
                 compression=None, max_size=self.config.max_frame,
-                ping_interval=KEEPALIVE_INTERVAL, ping_timeout=KEEPALIVE_TIMEOUT,
+                ping_interval=None,  # one keepalive loop for all (see _keepalive_loop), no task each
                 close_timeout=CLOSE_TIMEOUT,
             )
             log.info("listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
@@ -357,7 +360,8 @@ class Front:
             self._send_hello()
             loops = [asyncio.create_task(self._receive_loop()),
                      asyncio.create_task(self._heartbeat_loop()),
-                     asyncio.create_task(self._congestion_loop())]
+                     asyncio.create_task(self._congestion_loop()),
+                     asyncio.create_task(self._keepalive_loop())]
             await self._stopping.wait()
             await self._shutdown(server, loops)
         finally:
@@ -498,6 +502,50 @@ class Front:
                 if action is not Congestion.NONE:
                     self._on_congestion(conn, action)
 
+    # ---------------------------------------------------------------- keepalive
+
+    async def _keepalive_loop(self) -> None:
+        """Ping every session each ``ping_interval``; close one whose last ping is unanswered too long.
+
+        websockets' own keepalive runs one task per connection (about 2 KiB each); this loop does
+        the same for all of them. A ping is registered in ``pending_pings`` exactly as
+        ``Connection.ping`` does, so websockets' pong handling acknowledges it; the ping frame is
+        written by websockets itself (``protocol.send_ping`` + ``send_data``), whole.
+        """
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        if interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self._sessions.values()):
+                try:
+                    self._keepalive(conn, now, timeout, loop)
+                except Exception:  # one broken connection must not stop the pings of the others
+                    log.exception("keepalive of %s failed", conn.sid.decode())
+
+    def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        ws = conn.ws
+        if conn.protocol.state is not State.OPEN or conn.closing:
+            return
+        pending = ws.pending_pings.get(conn.ping) if conn.ping is not None else None
+        if pending is not None:  # no pong yet
+            if now - pending[1] > timeout:
+                conn.closing = True
+                log.info("closing %s: keepalive ping timeout (%.0f s)", conn.sid.decode(), timeout)
+                self._end_session(conn.sid)
+                self._close_ws(ws, CLOSE_INTERNAL, "keepalive ping timeout")
+                loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
+            return
+        data = random.getrandbits(32).to_bytes(4, "big")
+        while data in ws.pending_pings:
+            data = random.getrandbits(32).to_bytes(4, "big")
+        ws.pending_pings[data] = (loop.create_future(), now)
+        conn.ping = data
+        conn.protocol.send_ping(data)
+        ws.send_data()
+
     # ---------------------------------------------------------------- router
 
     def _send(self, frames: list[bytes]) -> Awaitable[object]:
@@ -623,10 +671,9 @@ def _set_send_buffer(ws: ServerConnection, size: int) -> None:
 
 
 def _abort_if_open(conn: Conn) -> None:
-    """The end of a slow consumer's grace: drop its buffer with the TCP connection."""
+    """The end of a closing handshake's grace: drop the buffer with the TCP connection."""
     if conn.protocol.state is not State.CLOSED:
-        log.warning("aborting %s: its close frame was not read within %.0f s", conn.sid.decode(),
-                    SLOW_CLOSE_GRACE)
+        log.warning("aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
         conn.transport.abort()
 
 

@@ -57,6 +57,12 @@ def front(
         help="Kernel send buffer (SO_SNDBUF) per websocket, in bytes; 0 keeps the kernel's autotuning. "
              "Smaller means a slow client is noticed (and coalesced) sooner, but caps throughput on "
              "long links."),
+    ping_interval: float = typer.Option(
+        10.0, envvar="SEASYNC_PING_INTERVAL", min=0.0,
+        help="Seconds between websocket pings to each client (0: no pings), as seapig."),
+    ping_timeout: float = typer.Option(
+        50.0, envvar="SEASYNC_PING_TIMEOUT", min=0.0,
+        help="A client whose pong is this many seconds late is closed (1011)."),
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True,
         help="More logging: -v for debug lines, -vv also for the websockets library."),
@@ -75,7 +81,8 @@ def front(
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
-                         slow_timeout=slow_timeout, send_buffer=send_buffer)
+                         slow_timeout=slow_timeout, send_buffer=send_buffer,
+                         ping_interval=ping_interval, ping_timeout=ping_timeout)
     try:
         asyncio.run(_serve(config))
     except OSError as exc:

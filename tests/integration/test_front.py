@@ -419,3 +419,34 @@ async def test_warns_loudly_when_listening_beyond_loopback_without_auth(router, 
     await router.welcome()
     assert "anyone who can reach this address can connect" in f.proc.output()
     assert "--auth" in f.proc.output()
+
+
+# ---------------------------------------------------------------- keepalive (one loop for every session)
+
+
+async def test_a_client_that_never_answers_pings_is_closed(router, start_front):
+    f = await start_front("--ping-interval", "0.2", "--ping-timeout", "0.5")
+    await router.welcome()
+    port = int(f.url.rsplit(":", 1)[1])
+    # a raw TCP client: completes the opening handshake, then never reads nor answers again
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    (sid,) = await router.expect(OPEN)
+    assert await router.expect(CLOSE) == [sid]
+    assert f"closing {sid.decode()}: keepalive ping timeout" in f.proc.output()
+    writer.close()
+
+
+async def test_clients_that_answer_pings_stay_connected(router, start_front):
+    f = await start_front("--ping-interval", "0.1", "--ping-timeout", "0.5")
+    await router.welcome()
+    ws, sid = await open_session(f, router)
+    await asyncio.sleep(2.0)  # about 20 pings, each answered by the client's websockets library
+    await ws.send("{}")
+    assert await router.expect(MSG) == [sid, b"{}"]
+    await router.send(SEND, b'"still open"', sid)
+    assert await recv(ws) == '"still open"'
+    assert "keepalive ping timeout" not in f.proc.output()
