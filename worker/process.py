@@ -89,6 +89,8 @@ class Worker:
         self.producers_dir = producers_dir
         self.parent_pid = parent_pid
         self.watchdog_fd = watchdog_fd
+        if watchdog_fd is not None:
+            os.set_blocking(watchdog_fd, False)  # a pool slow to read must never stall this loop
         self.next_beat = 0.0
         self.production_timeout = production_timeout
         self.abandoned = False  # a job was left running in the producer thread: exit without waiting for it
@@ -359,7 +361,9 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.process",
-                                     description="One seasync worker process (normally started by sync-worker).")
+                                     description="One seasync worker process (normally started by sync-worker).",
+                                     epilog=f"The cluster secret, if any, is read from {SECRET_ENV} "
+                                            "(never from the command line, which ps shows).")
     parser.add_argument("--router", default=wire.DEFAULT_ROUTER)
     parser.add_argument("--producers", type=Path, default=Path("producers"))
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}")
@@ -370,7 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--production-timeout", type=float, default=DEFAULT_PRODUCTION_TIMEOUT,
                         help="seconds before a production is abandoned and this process exits (0: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true")
-    parser.epilog = "The cluster secret, if any, is read from SEASYNC_SECRET (never from the command line, which ps shows)."
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     producers_dir = args.producers.resolve()

@@ -524,6 +524,7 @@ def harness(cluster, tmp_path):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the strategies' own repr: harmless
 def test_random_and_mutated_frames_change_nothing_for_well_behaved_clients(harness):
     @settings(settings.get_profile("seasync-fuzz"))
     @given(batches)
