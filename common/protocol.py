@@ -47,8 +47,9 @@ def parse(raw: bytes | str) -> dict[str, Any]:
         raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}")
     action = message.get("action")
     if action not in CLIENT_ACTIONS:
-        raise ProtocolError(f"unknown action {action!r}; expected one of: {', '.join(CLIENT_ACTIONS)}",
-                            request=action if isinstance(action, str) else None)
+        shown = action[:64] if isinstance(action, str) else None  # never echo a huge string back
+        raise ProtocolError(f"unknown action {shown if shown is not None else action!r:.80}; "
+                            f"expected one of: {', '.join(CLIENT_ACTIONS)}", request=shown)
     try:
         return _VALIDATORS[action](message)
     except (PatternError, VersionError) as exc:

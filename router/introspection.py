@@ -23,6 +23,7 @@ CONNECTIONS = "SeapigServer::Connections"
 STATISTICS = "SeapigServer::Statistics"
 WORKERS = "SeasyncServer::Workers"
 IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS)
+RESERVED_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upload or produce these
 
 INTERNAL_NAME = "SeapigInternalClient"
 RATE_WINDOW = 60  # seconds of per-second rates kept in Statistics
@@ -71,6 +72,8 @@ class Introspection:
         self._sizes: dict[str, tuple[dict, int]] = {}
         self.session = store.open(handle)
         store.handle(self.session, {"action": "client-options-set", "options": {"name": INTERNAL_NAME}})
+        for prefix in RESERVED_PREFIXES:
+            store.reserve(prefix, self.session)
         for object_id in IDS:
             store.handle(self.session, {"action": "object-producer-register", "pattern": object_id,
                                         "version-known": None})

@@ -143,6 +143,7 @@ class ObjectStore:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.delayed: dict[str, float] = {}  # object id -> time before which it is not queued
+        self.reserved: dict[str, Session] = {}  # id prefix -> the only session that may produce those ids
         self.objects: dict[str, SyncObject] = {}
         self.sessions: dict[Session, None] = {}
         # dependency id -> ids of objects that declare it (a dict: re-production follows declaration order)
@@ -230,6 +231,11 @@ class ObjectStore:
         if action == "client-options-set":
             return self._authenticate(session, message["options"])
         pattern = message.get("pattern", message.get("id"))
+        if action in ("object-patch", "object-producer-register") and not is_wildcard(pattern):
+            owner = self._reserved_owner(pattern)
+            if owner is not None and owner is not session:
+                self._refuse(session, message, f"{pattern!r} is produced by the router itself")
+                return False
         if action in ("object-consumer-register", "object-producer-register"):
             registered = session.consumes if action == "object-consumer-register" else session.produces
             if pattern not in registered and len(session.consumes) + len(session.produces) >= self.max_registrations:
@@ -397,7 +403,20 @@ class ObjectStore:
             for pattern, sessions in table.items():
                 if matches(pattern, object_id):
                     attached.update(sessions)
+        owner = self._reserved_owner(object_id)
+        if owner is not None:  # a wildcard producer such as "*" must not be asked for the router's own objects
+            obj.producers = {owner: None} if owner in obj.producers else {}
         return obj
+
+    def reserve(self, prefix: str, owner: Session) -> None:
+        """Ids starting with ``prefix`` are produced by ``owner`` alone (the introspection objects)."""
+        self.reserved[prefix] = owner
+
+    def _reserved_owner(self, object_id: str) -> Session | None:
+        for prefix, owner in self.reserved.items():
+            if object_id.startswith(prefix):
+                return owner
+        return None
 
     def _despawn_if_dead(self, obj: SyncObject) -> None:
         if obj.id in self.objects and not self._alive(obj):

@@ -73,3 +73,17 @@ async def test_workers_report_their_process(cluster, tmp_path):
         for w in workers.values():
             assert w["pid"] != pool.pid and w["rss"] > 0 and w["host"]
         assert all(w["producing"] is None for w in workers.values())
+
+
+async def test_introspection_ids_are_reserved_for_the_router(cluster):
+    async with RawClient(cluster.ws_url, "viewer") as viewer, RawClient(cluster.ws_url, "mallory") as mallory:
+        await mallory.send("object-producer-register", pattern="*")
+        await viewer.send("object-consumer-register", pattern="SeapigServer::Statistics", version_known=0)
+        first = await viewer.expect(update_of("SeapigServer::Statistics"))
+        await mallory.send("object-patch", id="SeapigServer::Statistics", version_new=[9e15, 0], value={"fake": 1})
+        refused = await mallory.expect(lambda f: f.get("action") == "error")
+        assert "produced by the router" in refused["message"]
+        assert all(f.get("action") != "object-produce" for f in mallory.frames)  # "*" is never asked for it
+        # the router's own refreshes still arrive
+        later = await viewer.expect(update_of("SeapigServer::Statistics"))
+        assert later["version-new"][0] == first["version-new"][0]
