@@ -125,6 +125,17 @@ class RouterLink:
             self._next_ping = now + wire.HEARTBEAT_INTERVAL
         return events
 
+    def receive(self, now: float) -> list[Event]:
+        """Read every message waiting on the socket (never blocks) and return what happened."""
+        events: list[Event] = []
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return events
+            if frames:
+                events.extend(self.on_message(frames, now))
+
     def on_message(self, frames: list[bytes], now: float) -> list[Event]:
         """Handle one message from the router."""
         self._last_rx = now

@@ -172,13 +172,7 @@ class Worker:
         return deadline
 
     def _receive(self, now: float) -> None:
-        while True:
-            try:
-                frames = self.link.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if frames:
-                self._on_events(self.link.on_message(frames, now))
+        self._on_events(self.link.receive(now))
 
     def _on_events(self, events: list) -> None:
         for event in events:

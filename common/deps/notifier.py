@@ -133,13 +133,7 @@ class Notifier:
         return max(0.0, deadline - now)
 
     def _receive(self, now: float) -> None:
-        while True:
-            try:
-                frames = self.link.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if frames:
-                self._on_events(self.link.on_message(frames, now))
+        self._on_events(self.link.receive(now))
 
     def _on_events(self, events: list) -> None:
         for event in events:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import random
-import re
 import signal
 import textwrap
 import time
@@ -46,6 +45,7 @@ import pytest
 from common.client import Client, Consumer, Master, WildcardConsumer
 from common.versioning import NEWER, compare
 from tests.cluster import Cluster, Proc
+from tests.integration.wsclient import ResyncLog
 
 SEED = int(os.environ.get("SEASYNC_CHAOS_SEED") or random.SystemRandom().randrange(1 << 32))
 ROUNDS = int(os.environ.get("SEASYNC_CHAOS_ROUNDS", "3"))
@@ -84,21 +84,6 @@ def expected(object_id: str, versions: dict[str, int]) -> tuple[dict, dict]:
     total = sum(versions.values())
     rows = [f"{object_id} row {i}" + (f" at {total}" if i % 5 == 0 else "") for i in range(30)]
     return {"id": object_id, "deps": versions, "sum": total, "rows": rows}, versions
-
-
-class ResyncLog(logging.Handler):
-    """The client's refusals: a patch from a version it does not hold, or one that does not apply."""
-
-    PATTERN = re.compile(r"an update was lost|does not apply")
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if self.PATTERN.search(message):
-            self.lines.append(message)
 
 
 @dataclass

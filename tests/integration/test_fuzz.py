@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import textwrap
 import threading
 import time
@@ -44,6 +43,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from common.client import Client
+from tests.integration.wsclient import ResyncLog
 
 EXAMPLES = int(os.environ.get("SEASYNC_FUZZ_EXAMPLES", "200"))
 KNOWN_BUGS = os.environ.get("SEASYNC_FUZZ_KNOWN_BUGS", "1") == "1"
@@ -326,21 +326,6 @@ class LoopThread:
         self.thread.join(10)
 
 
-class ResyncCounter(logging.Handler):
-    """Counts the client's lost-update and bad-patch warnings (logger seasync.client)."""
-
-    PATTERN = re.compile(r"an update was lost|does not apply")
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if self.PATTERN.search(message):
-            self.lines.append(message)
-
-
 @dataclass
 class Canary:
     """A master bumping ``canary`` and ``canary-dep`` (re-producing ``canary-sq``) and a watcher of both."""
@@ -468,7 +453,7 @@ class Harness:
         self.cluster = cluster
         self.pool = cluster.start_workers(directory, 2)
         self.runner = LoopThread()
-        self.resyncs = ResyncCounter()
+        self.resyncs = ResyncLog()
         logging.getLogger("seasync.client").addHandler(self.resyncs)
         self.canary = Canary(cluster.ws_url, directory / "state")
         self.figures = Figures()

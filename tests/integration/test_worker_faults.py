@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common import codec, wire
+from common import wire
 from tests.cluster import Cluster, Proc
 from tests.integration.test_worker import ScriptedRouter, pid_of
 from tests.integration.wsclient import RawClient, update_of
@@ -162,7 +162,7 @@ async def test_a_worker_killed_mid_production_has_its_order_redone_within_about_
         # Without the pool's report the router waits PEER_TIMEOUT (3 s) of silence; with it, a fraction of a second.
         assert redone_in < wire.PEER_TIMEOUT - 0.5, redone_in
     assert "said hello again" in cluster.router.output()
-    assert f"told the router that worker." in cluster.logs()
+    assert "told the router that worker." in cluster.logs()
 
 
 async def test_with_a_cluster_secret_workers_join_and_a_killed_one_is_still_reported_at_once(producers):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -99,3 +101,19 @@ def update_of(object_id: str, **match: Any) -> Callable[[dict], bool]:
         return (frame.get("action") == "object-update" and frame.get("id") == object_id
                 and all(frame.get(k.replace("_", "-")) == v for k, v in match.items()))
     return predicate
+
+
+class ResyncLog(logging.Handler):
+    """Collects the Python client's refusals (logger ``seasync.client``): a patch from a version it does
+    not hold, or one that does not apply. A test that must see none attaches it and checks ``lines``."""
+
+    PATTERN = re.compile(r"an update was lost|does not apply")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.PATTERN.search(message):
+            self.lines.append(message)
