@@ -31,6 +31,10 @@ def run(
     secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET",
                                help="Cluster secret: links are CURVE-encrypted and only fronts and workers "
                                     "holding the same secret may join. Default: none (fine on loopback)."),
+    metrics_port: int = typer.Option(0, "--metrics-port", envvar="SEASYNC_METRICS_PORT", min=0,
+                                     help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: off)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="SEASYNC_METRICS_HOST",
+                                     help="Address the metrics endpoint listens on."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug log lines."),
 ) -> None:
     """Run the router until SIGINT/SIGTERM."""
@@ -47,7 +51,7 @@ def run(
         except (ImportError, AttributeError, ValueError) as exc:
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
             raise typer.Exit(2)
-    serve(bind, store, secret=secret)
+    serve(bind, store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 def main() -> None:

@@ -223,9 +223,14 @@ class Router:
         return session.handle[0].decode(errors="replace")
 
 
-def serve(bind: str, store: ObjectStore, secret: str = "") -> None:
-    """Run a router around ``store`` until SIGINT/SIGTERM."""
+def serve(bind: str, store: ObjectStore, secret: str = "", metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
+    """Run a router around ``store`` until SIGINT/SIGTERM (with Prometheus metrics if a port is given)."""
     router = Router(bind, store, secret=secret)
+    if metrics_port:
+        from router.metrics import serve_metrics
+
+        store.on_production = serve_metrics(router, metrics_port, metrics_host).observe
+        log.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if not secret and not _is_loopback(bind):
         log.warning("listening on %s without --secret: anyone who reaches this address can join as a worker "
                     "or a front. Set SEASYNC_SECRET on every process of the cluster.", bind)

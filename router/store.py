@@ -157,6 +157,8 @@ class ObjectStore:
         self._assign_needed = False
         self.now = 0.0  # set by the shell before each call: the store reads no clock itself
         self.productions_total = 0
+        self.errors_total = 0
+        self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -479,6 +481,7 @@ class ObjectStore:
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
         session.errors += 1
+        self.errors_total += 1
         obj = self.objects.get(object_id)
         if obj is not None:
             obj.errors += 1
@@ -549,6 +552,8 @@ class ObjectStore:
         self.productions_total += 1
         obj.production_ms = max(0.0, (self.now - session.producing_since) * 1000.0)
         obj.produced_at = self.now
+        if self.on_production is not None:
+            self.on_production(obj.production_ms / 1000.0)
 
     def _set_inferred(self, obj: SyncObject, version: Version) -> None:
         """A newer inferred version; a hash declares the object's dependencies."""

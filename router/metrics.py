@@ -1,0 +1,64 @@
+"""Prometheus metrics for the router, served over HTTP by prometheus_client (``--metrics-port``).
+
+Nothing is counted per message for Prometheus: gauges and counters are read from the router's own
+state and totals when a scrape arrives (a custom collector), so an unscraped router pays nothing.
+Only the production-time histogram is observed as productions finish, once each.
+
+Metrics (all prefixed ``seasync_router_``): ``sessions``, ``peers``, ``objects``, ``queue_length``,
+``delayed_objects`` (gauges); ``productions_total``, ``production_errors_total``,
+``messages_in_total``, ``messages_out_total``, ``bytes_in_total``, ``bytes_out_total`` (counters);
+``production_seconds`` (histogram).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from router.router import Router
+
+PREFIX = "seasync_router_"
+
+
+class RouterCollector:
+    """Reads the router's state at scrape time (the scrape runs in prometheus_client's thread: it reads
+    sizes and integers only, which is safe while the router loop runs)."""
+
+    def __init__(self, router: "Router") -> None:
+        self.router = router
+
+    def collect(self) -> Iterator[Metric]:
+        store, totals = self.router.store, self.router.counters.totals
+        gauges = {
+            "sessions": ("Client sessions (websocket clients, workers, the notifier)", len(store.sessions)),
+            "peers": ("Connected fronts, workers and notifiers", len(self.router.peers)),
+            "objects": ("Live objects", len(store.objects)),
+            "queue_length": ("Objects waiting for a free producer", len(store.queue)),
+            "delayed_objects": ("Objects held back by a retry backoff or --min-interval", len(store.delayed)),
+        }
+        for name, (help_text, value) in gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, help_text, value=value)
+        counters = {
+            "productions": ("Productions answered with data", store.productions_total),
+            "production_errors": ("Productions that failed (producer error or timeout)", store.errors_total),
+            "messages_in": ("Client frames received", totals["messages_in"]),
+            "messages_out": ("Frames delivered to sessions", totals["messages_out"]),
+            "bytes_in": ("Bytes of client frames received", totals["bytes_in"]),
+            "bytes_out": ("Bytes delivered to sessions", totals["bytes_out"]),
+        }
+        for name, (help_text, value) in counters.items():
+            yield CounterMetricFamily(PREFIX + name, help_text, value=value)
+
+
+def serve_metrics(router: "Router", port: int, host: str = "127.0.0.1") -> Histogram:
+    """Start the HTTP endpoint (``http://host:port/metrics``); returns the production-time histogram."""
+    registry = CollectorRegistry()
+    registry.register(RouterCollector(router))
+    histogram = Histogram(PREFIX + "production_seconds", "Time from production order to answer",
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                          registry=registry)
+    start_http_server(port, addr=host, registry=registry)
+    return histogram
