@@ -99,7 +99,6 @@ class Router:
     # ---- input --------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        now = time.monotonic()
         self.store.now = time.time()
         for _ in range(BATCH):
             try:
@@ -107,7 +106,9 @@ class Router:
             except zmq.Again:
                 break
             try:
-                self._dispatch(frames, now)
+                # the clock is read per message: a batch can take seconds under load, and a peer whose
+                # messages wait in it must not look silent for that long (_expire_peers)
+                self._dispatch(frames, time.monotonic())
             except Exception:  # the store must never take the router down
                 log.exception("internal error while handling %r", frames[:3])
             if len(self.store.outbox) > BATCH:
