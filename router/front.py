@@ -342,6 +342,9 @@ class Front:
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.IDENTITY, self.identity)
         dealer.setsockopt(zmq.LINGER, 0)
+        # no receive limit: a ROUTER drops what does not fit in a peer's queue, silently, and a
+        # dropped SEND is a version gap at the clients; a busy front buffers instead
+        dealer.setsockopt(zmq.RCVHWM, 0)
         if self.config.secret:
             secure_peer(dealer, self.config.secret)
         self._dealer = dealer
