@@ -708,10 +708,16 @@ class ObjectStore:
         if not self._assign_needed:
             return
         self._assign_needed = False
+        # The walk stops as soon as every producer is busy: with a long queue and busy workers (the
+        # usual case under load) an upload costs O(free producers), not O(queue).
+        free = {s for sessions in self.producer_patterns.values() for s in sessions if s.producing is None}
         for object_id in list(self.queue):
+            if not free:
+                return
             obj = self.objects[object_id]
             for session in obj.producers:
-                if session.producing is None:
+                if session in free:
+                    free.discard(session)
                     self._start_production(obj, session)
                     break
 
