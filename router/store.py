@@ -154,7 +154,7 @@ class ObjectStore:
         self.queue: OrderedDict[str, None] = OrderedDict()
         self.outbox: list[tuple[bytes, list[Session]]] = []
         self._session_count = 0
-        self._assign_needed = False
+        self._freed: dict[Session, None] = {}  # producers that became free since the last _assign
         self.now = 0.0  # set by the shell before each call: the store reads no clock itself
         self.productions_total = 0
         self.errors_total = 0
@@ -324,7 +324,7 @@ class ObjectStore:
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
         self.producer_patterns.setdefault(pattern, {})[session] = None
-        self._assign_needed = True  # the new producer may take queued work
+        self._freed[session] = None  # the new producer may take queued work
         for oid in self._covered_ids(pattern):
             self.objects[oid].producers[session] = None
         if not is_wildcard(pattern) and not is_null(version_known):
@@ -434,7 +434,7 @@ class ObjectStore:
         for session in obj.in_flight.values():
             if session.producing and session.producing[0] is obj:
                 session.producing = None
-                self._assign_needed = True
+                self._freed[session] = None
         if targets:
             self._send(protocol.destroy(obj.id), targets)
         for dep in obj.dependencies:
@@ -505,19 +505,15 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
-        freed = False
         if session.producing and session.producing[0].id == object_id:
             self._finish_production(session, data)
-            self._cancel_production(session, requeue=False)
-            freed = True
+            self._cancel_production(session, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
         if obj is None and data is not None and self._wanted(object_id):
             obj = self._spawn(object_id)
         if obj is None:
             if data is not None:
                 self._send(protocol.destroy(object_id), (session,))
-            if freed:
-                self._assign_needed = True
             return
         known_advanced = False
         if (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
@@ -539,8 +535,6 @@ class ObjectStore:
                     dependent.inferred = {**dependent.inferred, object_id: version}
                 self._enqueue(dependent)
         self._enqueue(obj)
-        if freed:
-            self._assign_needed = True
 
     def _finish_production(self, session: Session, data: Any) -> None:
         obj = session.producing[0]
@@ -679,7 +673,6 @@ class ObjectStore:
             if session.producing is None:
                 self._start_production(obj, session)
                 return
-        self._assign_needed = True
 
     def _delay(self, obj: SyncObject, due: float) -> None:
         self.delayed[obj.id] = max(due, self.delayed.get(obj.id, 0.0))
@@ -704,22 +697,26 @@ class ObjectStore:
         return False
 
     def _assign(self) -> None:
-        """Hand queued objects, oldest first, to free sessions that can produce them."""
-        if not self._assign_needed:
+        """Hand queued objects, oldest first, to the producers that became free since the last call.
+
+        Only those need a look: every other free producer was already offered every queued object
+        (a newly queued object goes straight to a free producer). So an upload costs the position of
+        the first object its producer can take, not a walk of the whole queue.
+        """
+        if not self._freed:
             return
-        self._assign_needed = False
-        # The walk stops as soon as every producer is busy: with a long queue and busy workers (the
-        # usual case under load) an upload costs O(free producers), not O(queue).
-        free = {s for sessions in self.producer_patterns.values() for s in sessions if s.producing is None}
-        for object_id in list(self.queue):
-            if not free:
-                return
-            obj = self.objects[object_id]
-            for session in obj.producers:
-                if session in free:
-                    free.discard(session)
-                    self._start_production(obj, session)
+        candidates = {s for s in self._freed if s.producing is None and s in self.sessions}
+        self._freed = {}
+        while candidates:
+            for object_id in self.queue:
+                obj = self.objects[object_id]
+                session = next((s for s in obj.producers if s in candidates), None)
+                if session is not None:
                     break
+            else:
+                return
+            candidates.discard(session)
+            self._start_production(obj, session)
 
     def _start_production(self, obj: SyncObject, session: Session) -> None:
         del self.queue[obj.id]
@@ -738,9 +735,9 @@ class ObjectStore:
         session.producing = None
         if obj.in_flight.get(version_key(inferred)) is session:
             del obj.in_flight[version_key(inferred)]
+        self._freed[session] = None
         if requeue:
             self._enqueue(obj)
-        self._assign_needed = True
 
 
 def _forget(table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:

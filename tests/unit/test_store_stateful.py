@@ -120,6 +120,12 @@ class StoreMachine(RuleBasedStateMachine):
                 assert self.store.objects.get(s.producing[0].id) is s.producing[0]
 
     @invariant()
+    def no_queued_object_waits_while_one_of_its_producers_is_free(self) -> None:
+        for object_id in self.store.queue:
+            idle = [s for s in self.store.objects[object_id].producers if s.producing is None]
+            assert not idle, f"{object_id} is queued while {idle} could produce it"
+
+    @invariant()
     def consumers_at_latest_version_hold_latest_data(self) -> None:
         for obj in self.store.objects.values():
             latest = obj.latest
