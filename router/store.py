@@ -605,14 +605,23 @@ class ObjectStore:
             return
         version, data = latest
         groups: dict[Any, tuple[Version, list[Session]]] = {}
+        # Most sessions hold the very same version object (the one the previous push stored), so the
+        # comparison and the key are computed once per distinct object, not once per session.
+        by_identity: dict[int, tuple[Version, Any]] = {}  # id(held) -> (held, key or None if current)
         for session in sessions:
             if session.paused:
                 session.stale[obj.id] = None
                 continue
             held = session.sent.get(obj.id, 0)
-            if same(held, version):
+            if held is version:
                 continue
-            groups.setdefault(version_key(held), (held, []))[1].append(session)
+            known = by_identity.get(id(held))
+            if known is None:  # (held is kept in the tuple, so its id cannot be reused meanwhile)
+                known = by_identity[id(held)] = (held, None if same(held, version) else version_key(held))
+            key = known[1]
+            if key is None:
+                continue
+            groups.setdefault(key, (held, []))[1].append(session)
             session.sent[obj.id] = version
         for key, (held, members) in groups.items():
             frame = obj.frames.get(key)
