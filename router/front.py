@@ -245,7 +245,8 @@ class FanOut:
         self._congested = congested
         self._burst: list[tuple[bytes, list[bytes]]] = []
         self._watch = min(policy.pause_above, policy.max_buffer)  # a buffer above this is looked at
-        self.deliveries = 0
+        self.deliveries = 0  # frames written to connections (Prometheus: messages out)
+        self.bytes_out = 0
 
     def add(self, payload: bytes, sids: list[bytes]) -> None:
         """Queue one SEND of the current burst (written by ``flush``)."""
@@ -273,6 +274,7 @@ class FanOut:
             if transport.get_write_buffer_size() > watch:
                 self._check(conn)
         self.deliveries += written
+        self.bytes_out += written * len(data)
 
     def _write_many(self, burst: list[tuple[bytes, list[bytes]]]) -> None:
         get = self._sessions.get
@@ -293,8 +295,10 @@ class FanOut:
             if conn.protocol.state is not State.OPEN:
                 continue
             transport = conn.transport
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            transport.write(data)
             written += len(frames)
+            self.bytes_out += len(data)
             if transport.get_write_buffer_size() > watch:
                 self._check(conn)
         self.deliveries += written
@@ -321,6 +325,7 @@ class Front:
         self._paused: dict[bytes, Conn] = {}
         self._fanout = FanOut(self._sessions, self.policy, self._on_congestion)
         self._sids = itertools.count(1)
+        self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
         self._connections = 0                     # websockets handled right now (for --max-connections)
         self._epoch: bytes | None = None          # the router incarnation we are welcomed by
         self._welcomed = asyncio.Event()
@@ -425,6 +430,8 @@ class Front:
             self._send([OPEN, sid])
             while True:
                 frame = await ws.recv(decode=False)  # text frames stay UTF-8 bytes, untouched
+                self.messages_in += 1
+                self.bytes_in += len(frame)
                 if self._sessions.get(sid) is conn:
                     await self._send([MSG, sid, frame])
         except ConnectionClosed:

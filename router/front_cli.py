@@ -63,6 +63,9 @@ def front(
     ping_timeout: float = typer.Option(
         50.0, envvar="SEASYNC_PING_TIMEOUT", min=0.0,
         help="A client whose pong is this many seconds late is closed (1011)."),
+    metrics_port: int = typer.Option(
+        0, envvar="SEASYNC_FRONT_METRICS_PORT", min=0, max=65535,
+        help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: off)."),
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True,
         help="More logging: -v for debug lines, -vv also for the websockets library."),
@@ -84,7 +87,7 @@ def front(
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
                          ping_interval=ping_interval, ping_timeout=ping_timeout)
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, metrics_port))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc)
         raise typer.Exit(1)
@@ -104,9 +107,14 @@ def _raise_fd_limit(wanted: int) -> None:
         log.warning("only %d file descriptors allowed (ulimit -Hn): fewer than --max-connections", target)
 
 
-async def _serve(config: FrontConfig) -> None:
+async def _serve(config: FrontConfig, metrics_port: int = 0) -> None:
     """Run the front with SIGINT/SIGTERM wired to a clean stop."""
     front = Front(config)
+    if metrics_port:
+        from router.metrics import serve_front_metrics
+
+        serve_front_metrics(front, metrics_port)
+        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, front.stop)

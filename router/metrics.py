@@ -1,4 +1,4 @@
-"""Prometheus metrics for the router, served over HTTP by prometheus_client (``--metrics-port``).
+"""Prometheus metrics for the router and the fronts, served over HTTP by prometheus_client (``--metrics-port``).
 
 Nothing is counted per message for Prometheus: gauges and counters are read from the router's own
 state and totals when a scrape arrives (a custom collector), so an unscraped router pays nothing.
@@ -7,7 +7,8 @@ Only the production-time histogram is observed as productions finish, once each.
 Metrics (all prefixed ``seasync_router_``): ``sessions``, ``peers``, ``objects``, ``queue_length``,
 ``delayed_objects`` (gauges); ``productions_total``, ``production_errors_total``,
 ``messages_in_total``, ``messages_out_total``, ``bytes_in_total``, ``bytes_out_total`` (counters);
-``production_seconds`` (histogram).
+``production_seconds`` (histogram). A front's (``seasync_front_``): ``connections``, ``paused_sessions``
+(gauges), ``messages_in_total``, ``bytes_in_total``, ``messages_out_total``, ``bytes_out_total``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from router.front import Front
     from router.router import Router
 
 PREFIX = "seasync_router_"
@@ -62,3 +64,29 @@ def serve_metrics(router: "Router", port: int, host: str = "127.0.0.1") -> Histo
                           registry=registry)
     start_http_server(port, addr=host, registry=registry)
     return histogram
+
+
+class FrontCollector:
+    """A front's connections and traffic, read at scrape time (plain integers and dict sizes)."""
+
+    def __init__(self, front: "Front") -> None:
+        self.front = front
+
+    def collect(self) -> Iterator[Metric]:
+        front, prefix = self.front, "seasync_front_"
+        yield GaugeMetricFamily(prefix + "connections", "Open websocket sessions", value=len(front._sessions))
+        yield GaugeMetricFamily(prefix + "paused_sessions", "Sessions paused because their client reads slowly",
+                                value=len(front._paused))
+        for name, help_text, value in (
+                ("messages_in", "Client frames received", front.messages_in),
+                ("bytes_in", "Bytes of client frames received", front.bytes_in),
+                ("messages_out", "Frames written to clients", front._fanout.deliveries),
+                ("bytes_out", "Bytes written to clients", front._fanout.bytes_out)):
+            yield CounterMetricFamily(prefix + name, help_text, value=value)
+
+
+def serve_front_metrics(front: "Front", port: int, host: str = "127.0.0.1") -> None:
+    """Start a front's metrics endpoint (``http://host:port/metrics``)."""
+    registry = CollectorRegistry()
+    registry.register(FrontCollector(front))
+    start_http_server(port, addr=host, registry=registry)

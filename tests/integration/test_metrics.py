@@ -18,13 +18,14 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-async def test_router_metrics_follow_the_traffic():
-    port = free_port()
+async def test_router_and_front_metrics_follow_the_traffic():
+    port, front_port = free_port(), free_port()
     cluster = Cluster()
     try:
         cluster.start_router("--metrics-port", str(port))
-        cluster.start_front()
+        cluster.start_front("--metrics-port", str(front_port))
         wait_port(port)
+        wait_port(front_port)
         before = scrape(port)
         assert before["seasync_router_objects"] == 0 and before["seasync_router_productions_total"] == 0
         async with RawClient(cluster.ws_url, "producer") as p, RawClient(cluster.ws_url, "watcher") as w:
@@ -40,5 +41,10 @@ async def test_router_metrics_follow_the_traffic():
             assert after["seasync_router_messages_in_total"] >= 5
             assert after["seasync_router_bytes_out_total"] > 0
             assert after["seasync_router_sessions"] >= 3  # two clients and the router's own
+            front = scrape(front_port)
+            assert front["seasync_front_connections"] == 2
+            assert front["seasync_front_messages_in_total"] >= 5  # options, registrations, the upload
+            assert front["seasync_front_messages_out_total"] >= 2  # the produce order and the update
+            assert front["seasync_front_bytes_out_total"] > front["seasync_front_messages_out_total"]
     finally:
         cluster.stop()
