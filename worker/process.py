@@ -45,6 +45,7 @@ from worker.link import Frame, Lost, Ready, RouterLink
 from worker.logs import setup_logging
 from worker.registry import ProducerTable
 from worker.runner import ProducerThread
+from worker.wakeup import WakePipe
 
 log = logging.getLogger("worker.process")
 
@@ -101,10 +102,8 @@ class Worker:
             wire.secure_peer(self.link.socket, secret)  # CURVE, before the link connects
         self.catalog = Catalog(producers_dir)
         self.table = ProducerTable()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self.thread = ProducerThread(self._wake)
+        self.wakeup = WakePipe()
+        self.thread = ProducerThread(self.wakeup.wake)
         self.session = 0  # bumped on every new session: answers for an older one are dropped
         self.registered: set[str] = set()
         self.orders: deque[tuple[int, str]] = deque()
@@ -121,12 +120,12 @@ class Worker:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.wakeup.catch_signals()
         if not self.producers_dir.is_dir():
             log.warning("! producers directory %s does not exist (yet)", self.producers_dir)
         poller = zmq.Poller()
         poller.register(self.link.socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.wakeup.fd, zmq.POLLIN)
         self.link.start(time.monotonic())
         stop_deadline: float | None = None
         while True:
@@ -144,8 +143,8 @@ class Worker:
             timeout = max(0.0, min(self._deadline(now), now + MAX_WAIT) - now)
             ready = dict(poller.poll(timeout * 1000))
             now = time.monotonic()
-            if ready.get(self._wake_r):
-                self._drain_wake_pipe()
+            if ready.get(self.wakeup.fd):
+                self.wakeup.drain()
             if ready.get(self.link.socket):
                 self._receive(now)
             self._on_events(self.link.tick(now))
@@ -323,19 +322,6 @@ class Worker:
         if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stopping:
             log.warning("! the pool (pid %d) is gone: stopping", self.parent_pid)
             self.stopping = True
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is going to wake up anyway
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _shutdown(self) -> None:
         if self.job is not None:

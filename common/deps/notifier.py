@@ -20,7 +20,6 @@ lost if the process dies at that moment; duplicates are harmless, the router ign
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import time
@@ -35,6 +34,7 @@ from common.deps.errors import DatabaseUnavailable, DependencyError
 from common.deps.ticker import Ticker
 from common.versioning import is_newer
 from worker.link import Frame, Lost, Ready, RouterLink
+from worker.wakeup import WakePipe
 
 log = logging.getLogger("seasync.notifier")
 
@@ -77,20 +77,18 @@ class Notifier:
         self.catch_up_needed = True
         self.stopping = False
         self.uploads = 0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.wakeup = WakePipe()
 
     # ---- main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.wakeup.catch_signals()
         self.link.start(time.monotonic())
         poller = zmq.Poller()
         poller.register(self.link.socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.wakeup.fd, zmq.POLLIN)
         polled: int | None = None  # the database's descriptor, while it is registered
         while not self.stopping:
             now = time.monotonic()
@@ -105,8 +103,8 @@ class Notifier:
                 polled = fd
             ready = dict(poller.poll(self._timeout(now) * 1000))
             now = time.monotonic()
-            if ready.get(self._wake_r):
-                self._drain_wake_pipe()
+            if ready.get(self.wakeup.fd):
+                self.wakeup.drain()
             if ready.get(self.link.socket):
                 self._receive(now)
             self._on_events(self.link.tick(now))
@@ -324,13 +322,6 @@ class Notifier:
         if not self.stopping:
             self.stopping = True
             log.info("= %s received: stopping", signal.Signals(signum).name)
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _shutdown(self) -> None:
         self.link.close()
