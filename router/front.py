@@ -50,7 +50,7 @@ from websockets.protocol import State
 from common import codec
 from common.wire import (
     CLOSE, DEFAULT_ROUTER, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PAUSE, PEER_TIMEOUT, PING,
-    PONG, RESET, RESUME, SEND, WELCOME, peer_identity, secure_peer,
+    PONG, RESET, RESUME, SEND, SENDS, WELCOME, peer_identity, secure_peer, unpack_sids,
 )
 
 log = logging.getLogger("seasync.front")
@@ -620,6 +620,9 @@ class Front:
         self._last_heard = time.monotonic()
         try:
             kind = frames[0]
+            if kind == SENDS and len(frames) == 3:
+                self._fanout.add(frames[1], unpack_sids(frames[2]))
+                return
             if kind == SEND and len(frames) >= 2:
                 self._fanout.add(frames[1], frames[2:])
                 return

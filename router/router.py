@@ -137,7 +137,9 @@ class Router:
         elif kind == wire.PING:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
         elif kind == wire.OPEN and len(frames) >= 3:
-            if frames[2] not in peer.sessions:
+            if b"," in frames[2]:
+                log.warning("ignoring OPEN of session id %r from %r: ids cannot contain ','", frames[2][:32], identity)
+            elif frames[2] not in peer.sessions:
                 # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
                 peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
         elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
@@ -207,11 +209,9 @@ class Router:
         try:
             send = self.sock.send  # one multipart message, parts sent with int flags (see _MORE_NOBLOCK)
             send(identity, _MORE_NOBLOCK)
-            send(wire.SEND, _MORE_NOBLOCK)
+            send(wire.SENDS, _MORE_NOBLOCK)
             send(frame, _MORE_NOBLOCK)
-            for sid in sids[:-1]:
-                send(sid, _MORE_NOBLOCK)
-            send(sids[-1], _NOBLOCK)
+            send(wire.pack_sids(sids), _NOBLOCK)  # one part, not one per session
         except zmq.ZMQError as exc:
             log.warning("could not send to %r: %s", identity, exc)
             return

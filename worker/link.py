@@ -140,10 +140,11 @@ class RouterLink:
         """Handle one message from the router."""
         self._last_rx = now
         kind = frames[0]
-        if kind == wire.SEND:
-            if self.state == OPEN and len(frames) >= 3 and self.sid in frames[2:]:
+        if kind in (wire.SEND, wire.SENDS):
+            sids = wire.unpack_sids(frames[2]) if kind == wire.SENDS and len(frames) == 3 else frames[2:]
+            if self.state == OPEN and len(frames) >= 3 and self.sid in sids:
                 return [Frame(frames[1])]
-            log.debug("< frame for a session we do not have: %r", frames[2:])
+            log.debug("< frame for a session we do not have: %r", sids)
             return []
         if kind == wire.PONG:
             epoch = frames[1] if len(frames) > 1 else None

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from common.wire import (
-    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, WELCOME, secure_router,
+    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, SENDS, WELCOME, pack_sids, secure_router,
 )
 from router.front import Backpressure, Congestion, text_frame
 from tests.cluster import Proc, free_port, wait_port
@@ -221,6 +221,15 @@ async def test_send_reaches_exactly_the_listed_sessions(router, front):
         assert await recv(ws) == frame  # a text frame: received as str
     await router.send(SEND, b'"for d only"', d)
     assert await recv(ws_d) == '"for d only"'  # d did not get the first frame
+
+
+async def test_sends_with_packed_session_ids_reaches_exactly_those(router, front):
+    (ws_a, a), (ws_b, b), (ws_c, c) = [await open_session(front, router) for _ in range(3)]
+    frame = '{"action":"object-update","id":"y","version-new":2,"patch":[]}'
+    await router.send(SENDS, frame.encode(), pack_sids([a, b"424242", c]))  # what the real router sends
+    assert await recv(ws_a) == frame and await recv(ws_c) == frame
+    await router.send(SENDS, b'"for b only"', pack_sids([b]))
+    assert await recv(ws_b) == '"for b only"'  # b did not get the first frame
 
 
 async def test_drop_closes_one_session_with_1008(router, front):
