@@ -45,6 +45,14 @@ class Counters:
         self.totals[key] += amount
         self._current[key] += amount
 
+    def traffic(self, direction: str, messages: int, nbytes: int, now: float) -> None:
+        """Count ``messages`` frames of ``nbytes`` bytes, ``direction`` "in" or "out" (one roll per call:
+        this runs for every message the router handles)."""
+        self.roll(now)
+        for key, amount in ((f"messages_{direction}", messages), (f"bytes_{direction}", nbytes)):
+            self.totals[key] += amount
+            self._current[key] += amount
+
     def roll(self, now: float) -> None:
         """Close the finished seconds (a quiet second counts as zero)."""
         second = int(now)

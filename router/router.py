@@ -131,8 +131,7 @@ class Router:
             if session is None:
                 self.sock.send_multipart([identity, wire.DROP, frames[2], b"unknown session"])
             else:
-                self.counters.add("messages_in", 1, self.store.now)
-                self.counters.add("bytes_in", len(frames[3]), self.store.now)
+                self.counters.traffic("in", 1, len(frames[3]), self.store.now)
                 self.store.handle_raw(session, frames[3])
         elif kind == wire.PING:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
@@ -215,8 +214,7 @@ class Router:
         except zmq.ZMQError as exc:
             log.warning("could not send to %r: %s", identity, exc)
             return
-        self.counters.add("messages_out", len(sids), self.store.now)
-        self.counters.add("bytes_out", len(frame) * len(sids), self.store.now)
+        self.counters.traffic("out", len(sids), len(frame) * len(sids), self.store.now)
 
     def _peer_name(self, session: Session) -> str:
         if session.handle is INTERNAL:
