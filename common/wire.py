@@ -10,7 +10,9 @@ Peer -> router (multipart frames, as the DEALER sends them)::
 
     [HELLO, json{"role": "front"|"worker", "name": str, "pid": int, "host": str}]
     [OPEN, sid]                  a session starts (a websocket connected, a worker is ready)
-    [MSG, sid, raw_json]         one client message, the bytes exactly as received
+    [MSG, sid, raw_json, ...]    client messages, the bytes exactly as received: one or more
+                                 (sid, raw_json) pairs, handled in order (a busy peer batches
+                                 what it has into one ZeroMQ message: one wake-up, not one each)
     [CLOSE, sid]                 the session ended: everything it registered is unregistered
     [PAUSE, sid]                 the client reads too slowly: hold its updates (they are coalesced)
     [RESUME, sid]                its connection drained: send it the latest state of what changed
@@ -20,8 +22,11 @@ Router -> peer::
 
     [WELCOME, epoch]             answer to HELLO; ``epoch`` names this router incarnation
     [SEND, frame, sid, sid...]   write ``frame`` (encoded once) to each listed session
-    [SENDS, frame, b"sid,sid,.."] the same, the session ids packed in one part (what the router sends:
-                                 one ZeroMQ part instead of thousands for a fan-out; sids never hold ",")
+    [SENDS, frame, b"sid,sid,..", frame, b"sid,..", ...]
+                                 what the router sends: one or more (frame, packed sids) pairs,
+                                 written in order; the ids packed in one part (one ZeroMQ part
+                                 instead of thousands for a fan-out; sids never hold ","), and
+                                 everything one flush has for a peer in one message
     [DROP, sid, reason]          the router closes one session (the peer must close it)
     [RESET]                      the router does not know this peer (it restarted): HELLO again
     [PONG, epoch]                answer to PING
@@ -74,6 +79,13 @@ def pack_sids(sids: list[bytes]) -> bytes:
 
 def unpack_sids(packed: bytes) -> list[bytes]:
     return packed.split(b",")
+
+
+def pairs(frames: list[bytes], start: int = 1) -> list[tuple[bytes, bytes]]:
+    """The (a, b) pairs of ``frames[start:]`` (MSG's (sid, raw), SENDS' (frame, sids)); a lone
+    trailing part, which no well-formed message has, is ignored."""
+    it = iter(frames[start:])
+    return list(zip(it, it))
 
 
 def peer_identity(role: str) -> bytes:
