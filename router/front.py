@@ -2,8 +2,8 @@
 
 The front keeps no object state. It multiplexes its websocket sessions over one ZeroMQ DEALER
 (envelope in ``common.wire``): a frame a client sends becomes ``[MSG, sid, bytes]`` untouched (the
-router parses and validates), and ``[SEND, frame, sid...]`` from the router is written to each
-listed session. When the router restarts or vanishes, every websocket is closed with 1012 so that
+router parses and validates), and each (frame, sids) pair of ``[SENDS, frame, sids, ...]`` from the
+router (or the older ``[SEND, frame, sid...]``) is written to each listed session, pairs in order. When the router restarts or vanishes, every websocket is closed with 1012 so that
 clients reconnect and resync with the versions they already hold.
 
 Fan-out (see ``FanOut``): server-to-client frames are unmasked, so the complete websocket frame
@@ -50,7 +50,7 @@ from websockets.protocol import State
 from common import codec
 from common.wire import (
     CLOSE, DEFAULT_ROUTER, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PAUSE, PEER_TIMEOUT, PING,
-    PONG, RESET, RESUME, SEND, SENDS, WELCOME, peer_identity, secure_peer, unpack_sids,
+    PONG, RESET, RESUME, SEND, SENDS, WELCOME, pairs, peer_identity, secure_peer, unpack_sids,
 )
 
 log = logging.getLogger("seasync.front")
@@ -620,8 +620,10 @@ class Front:
         self._last_heard = time.monotonic()
         try:
             kind = frames[0]
-            if kind == SENDS and len(frames) == 3:
-                self._fanout.add(frames[1], unpack_sids(frames[2]))
+            if kind == SENDS and len(frames) >= 3 and len(frames) % 2:
+                add = self._fanout.add
+                for frame, packed in pairs(frames):
+                    add(frame, unpack_sids(packed))
                 return
             if kind == SEND and len(frames) >= 2:
                 self._fanout.add(frames[1], frames[2:])

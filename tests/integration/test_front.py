@@ -232,6 +232,20 @@ async def test_sends_with_packed_session_ids_reaches_exactly_those(router, front
     assert await recv(ws_b) == '"for b only"'  # b did not get the first frame
 
 
+async def test_multi_pair_sends_writes_each_pair_in_order(router, front):
+    """One SENDS carrying several (frame, sids) pairs: each pair goes to its sessions, in order."""
+    (ws_a, a), (ws_b, b), (ws_c, c) = [await open_session(front, router) for _ in range(3)]
+    await router.send(SENDS, b'"1 to a,b"', pack_sids([a, b]), b'"2 to c"', pack_sids([c]),
+                      b'"3 to all"', pack_sids([a, b"777", b, c]), b'"4 to a"', pack_sids([a]))
+    assert [await recv(ws_a) for _ in range(3)] == ['"1 to a,b"', '"3 to all"', '"4 to a"']
+    assert [await recv(ws_b) for _ in range(2)] == ['"1 to a,b"', '"3 to all"']
+    assert [await recv(ws_c) for _ in range(2)] == ['"2 to c"', '"3 to all"']
+    await router.send(SENDS, b'"odd"', pack_sids([a]), b"lone trailing part")  # malformed: ignored
+    await router.send(SENDS, b'"after"', pack_sids([a]))
+    assert await recv(ws_a) == '"after"'
+    assert front.proc.alive()
+
+
 async def test_drop_closes_one_session_with_1008(router, front):
     (ws_a, a), (ws_b, b) = [await open_session(front, router) for _ in range(2)]
     await router.send(DROP, a, b"invalid message")
