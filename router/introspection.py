@@ -167,12 +167,14 @@ class Introspection:
     def _connections(self, now: float) -> dict:
         out = {}
         for s in self.store.sessions:
+            # seapig's one "producing" entry (the oldest order); "orders" counts them when prefetch > 1
             producing = None
-            if s.producing:
-                producing = {"id": s.producing[0].id, "version_inferred": s.producing[1],
-                             "since": s.producing_since}
+            for obj, inferred, since in s.producing.values():
+                producing = {"id": obj.id, "version_inferred": inferred, "since": since}
+                break
             out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": list(s.consumes),
-                                "produces": list(s.produces), "producing": producing, "peer": self._peer_name(s)}
+                                "produces": list(s.produces), "producing": producing, "orders": len(s.producing),
+                                "peer": self._peer_name(s)}
         return out
 
     def _statistics(self, now: float) -> dict:
@@ -192,9 +194,13 @@ class Introspection:
             if s.name != "worker":
                 continue
             stats = s.options.get("stats") if isinstance(s.options.get("stats"), dict) else {}
-            producing = {"id": s.producing[0].id, "since": s.producing_since} if s.producing else None
+            producing = None
+            for obj, _, since in s.producing.values():  # the oldest order
+                producing = {"id": obj.id, "since": since}
+                break
             out[s.client_id] = {"id": s.client_id, "pid": stats.get("pid"), "host": stats.get("host"),
                                 "cpu_percent": stats.get("cpu_percent"), "rss": stats.get("rss"),
-                                "producing": producing, "productions": s.productions, "errors": s.errors}
+                                "producing": producing, "orders": len(s.producing), "prefetch": s.prefetch,
+                                "productions": s.productions, "errors": s.errors}
         return out
 

@@ -1,7 +1,7 @@
 """The router process: a ZeroMQ ROUTER loop around the pure ObjectStore.
 
 It reads envelopes from fronts and workers (see common/wire.py), feeds the store, and writes the store's
-outbox back, one SEND per (frame, peer) carrying every session of that peer the frame goes to. It uses a
+outbox back: one SENDS message per peer per flush, carrying (frame, sessions of that peer) pairs. It uses a
 plain blocking poll loop: on 2 cores the sync loop is about 3x faster than asyncio for ZeroMQ
 (ecosystem.md §4), and the router has nothing else to wait on.
 """
@@ -25,6 +25,7 @@ log = logging.getLogger("seasync.router")
 
 INTERNAL = (b"", b"introspection")  # the store handle of the router's own introspection session
 BATCH = 512  # messages handled before the outbox is flushed
+MAX_PAIRS = 1024  # (frame, sessions) pairs in one SENDS message
 # plain ints: pyzmq's send_multipart computes ``SNDMORE | flags`` per part with enum.Flag, which cost
 # two thirds of its time for a SEND to 2,000 sessions (see docs/PERFORMANCE.md)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -127,12 +128,7 @@ class Router:
             return
         peer.last_seen = now
         if kind == wire.MSG and len(frames) >= 4:
-            session = peer.sessions.get(frames[2])
-            if session is None:
-                self.sock.send_multipart([identity, wire.DROP, frames[2], b"unknown session"])
-            else:
-                self.counters.traffic("in", 1, len(frames[3]), self.store.now)
-                self.store.handle_raw(session, frames[3])
+            self._messages(identity, peer, frames)
         elif kind == wire.PING:
             self.sock.send_multipart([identity, wire.PONG, self.epoch])
         elif kind == wire.OPEN and len(frames) >= 3:
@@ -151,6 +147,22 @@ class Router:
                 self.store.close(session)
         else:
             log.warning("ignoring malformed envelope %r from %r", kind[:32], identity)
+
+    def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
+        """A MSG: one or more (sid, raw) pairs, in order."""
+        count = size = 0
+        for sid, raw in wire.pairs(frames, 2):
+            session = peer.sessions.get(sid)
+            if session is None:
+                self.sock.send_multipart([identity, wire.DROP, sid, b"unknown session"])
+                continue
+            count += 1
+            size += len(raw)
+            try:
+                self.store.handle_raw(session, raw)
+            except Exception:  # the store must never take the router down, nor lose the rest of the batch
+                log.exception("internal error while handling %.200r", raw)
+        self.counters.traffic("in", count, size, self.store.now)
 
     def _hello(self, identity: bytes, raw: bytes, now: float) -> None:
         try:
@@ -181,40 +193,50 @@ class Router:
     # ---- output -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """One SEND per (frame, peer): the front writes the same bytes to each listed session."""
+        """Everything the store has to send: one SENDS message per peer with (frame, sessions) pairs,
+        in the store's order; the peer writes each frame to each of its listed sessions."""
         now = self.store.now
         delta = self.store.productions_total - self._productions_seen
         if delta:
             self.counters.add("productions", delta, now)
             self._productions_seen = self.store.productions_total
-        while self.store.outbox:
+        while self.store.has_output:
             internal: list[bytes] = []
+            by_peer: dict[bytes, list[bytes]] = {}  # identity -> [frame, packed sids, frame, ...]
+            deliveries = size = 0
             for frame, sessions in self.store.take_outbox():
-                by_peer: dict[bytes, list[bytes]] = {}
+                sids_of: dict[bytes, list[bytes]] = {}
                 for session in sessions:
                     if session.handle is INTERNAL:
                         internal.append(frame)
                         continue
                     identity, sid = session.handle
-                    by_peer.setdefault(identity, []).append(sid)
-                for identity, sids in by_peer.items():
-                    self._send_to_peer(identity, frame, sids)
+                    sids_of.setdefault(identity, []).append(sid)
+                for identity, sids in sids_of.items():
+                    by_peer.setdefault(identity, []).extend((frame, wire.pack_sids(sids)))
+                    deliveries += len(sids)
+                    size += len(frame) * len(sids)
+            for identity, parts in by_peer.items():
+                self._send_to_peer(identity, parts)
+            self.counters.traffic("out", deliveries, size, now)
             for frame in internal:  # the introspection session answers production orders at once
                 self.introspection.on_frame(frame, now)
 
-    def _send_to_peer(self, identity: bytes, frame: bytes, sids: list[bytes]) -> None:
+    def _send_to_peer(self, identity: bytes, parts: list[bytes]) -> None:
+        """Send [SENDS, frame, sids, frame, sids, ...] in messages of at most MAX_PAIRS pairs."""
         if identity not in self.peers:
             return
+        send = self.sock.send  # parts sent one by one with int flags (see _MORE_NOBLOCK)
         try:
-            send = self.sock.send  # one multipart message, parts sent with int flags (see _MORE_NOBLOCK)
-            send(identity, _MORE_NOBLOCK)
-            send(wire.SENDS, _MORE_NOBLOCK)
-            send(frame, _MORE_NOBLOCK)
-            send(wire.pack_sids(sids), _NOBLOCK)  # one part, not one per session
+            for start in range(0, len(parts), 2 * MAX_PAIRS):
+                chunk = parts[start:start + 2 * MAX_PAIRS]
+                send(identity, _MORE_NOBLOCK)
+                send(wire.SENDS, _MORE_NOBLOCK)
+                for part in chunk[:-1]:
+                    send(part, _MORE_NOBLOCK)
+                send(chunk[-1], _NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not send to %r: %s", identity, exc)
-            return
-        self.counters.traffic("out", len(sids), len(frame) * len(sids), self.store.now)
 
     def _peer_name(self, session: Session) -> str:
         if session.handle is INTERNAL:

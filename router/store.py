@@ -28,13 +28,15 @@ from common.versioning import Version, is_newer, is_null, newest, same, version_
 from router.auth import DENY_ALL
 
 
+MAX_PREFETCH = 1000
+"""Upper bound of a session's "prefetch" option (production orders held at once)."""
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
-    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "producing_since", "sent",
+    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale")
 
     def __init__(self, handle: Any, index: int) -> None:
@@ -44,8 +46,9 @@ class Session:
         self.options: dict = {}
         self.consumes: dict[str, None] = {}  # patterns, in registration order
         self.produces: dict[str, None] = {}
-        self.producing: tuple[SyncObject, Version] | None = None
-        self.producing_since = 0.0
+        # Orders in flight, oldest first: object id -> (object, inferred version ordered, store time).
+        self.producing: dict[str, tuple[SyncObject, Version, float]] = {}
+        self.prefetch = 1  # orders it may hold at once: seapig's one, or its "prefetch" option
         self.productions = 0  # answers to object-produce with data
         self.errors = 0  # answers carrying a production error
         self.guarded = False  # subject to the --auth hook (websocket clients; workers join with the secret)
@@ -53,6 +56,11 @@ class Session:
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
+
+    @property
+    def has_slot(self) -> bool:
+        """True if it may take one more production order."""
+        return len(self.producing) < self.prefetch
 
     @property
     def client_id(self) -> str:
@@ -153,6 +161,7 @@ class ObjectStore:
         self.producer_patterns: dict[str, dict[Session, None]] = {}
         self.queue: OrderedDict[str, None] = OrderedDict()
         self.outbox: list[tuple[bytes, list[Session]]] = []
+        self._changed: dict[str, SyncObject] = {}  # objects with a new version not pushed yet (marked in outbox)
         self._session_count = 0
         self._freed: dict[Session, None] = {}  # producers that became free since the last _assign
         self.now = 0.0  # set by the shell before each call: the store reads no clock itself
@@ -180,7 +189,8 @@ class ObjectStore:
             self._producer_unregister(session, pattern)
         for pattern in list(session.consumes):
             self._consumer_unregister(session, pattern)
-        self._cancel_production(session)
+        for object_id in list(session.producing):
+            self._cancel_production(session, object_id)
         del self.sessions[session]
         self._assign()
 
@@ -225,6 +235,9 @@ class ObjectStore:
             session.options = message["options"]
             name = session.options.get("name")
             session.name = name if isinstance(name, str) else ""
+            prefetch = session.options.get("prefetch", 1)
+            session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
+            self._freed[session] = None  # it may have more room now
         self._assign()
 
     def _allowed(self, session: Session, message: dict) -> bool:
@@ -280,8 +293,28 @@ class ObjectStore:
         if targets:
             self._send(protocol.HEARTBEAT, targets)
 
+    @property
+    def has_output(self) -> bool:
+        """True if take_outbox() has something."""
+        return bool(self.outbox)
+
     def take_outbox(self) -> list[tuple[bytes, list[Session]]]:
-        out, self.outbox = self.outbox, []
+        """The frames to send, each with its sessions; objects that changed since the last call are
+        pushed to their consumers first, once each however many versions arrived meanwhile."""
+        pending, self.outbox = self.outbox, []
+        if not self._changed:
+            return pending
+        self._changed = {}
+        out: list[tuple[bytes, list[Session]]] = []
+        for frame, sessions in pending:
+            if sessions is not None:
+                out.append((frame, sessions))
+                continue
+            obj = frame  # a change marker (see _append): the push happens now, at its place in the order
+            if self.objects.get(obj.id) is obj:
+                self._push(obj, list(obj.consumers))
+                out.extend(self.outbox)
+                self.outbox = []
         return out
 
     # ---- registrations ------------------------------------------------------------------------
@@ -348,8 +381,8 @@ class ObjectStore:
             if not any(matches(p, oid) for p in session.produces):
                 obj.producers.pop(session, None)
             self._despawn_if_dead(obj)
-        if session.producing and matches(pattern, session.producing[0].id):
-            self._cancel_production(session)  # requeued for another producer, if still alive
+        for object_id in [oid for oid in session.producing if matches(pattern, oid)]:
+            self._cancel_production(session, object_id)  # requeued for another producer, if still alive
 
     def _not_registered(self, session: Session, role: str, pattern: str) -> None:
         self._send(protocol.error(f"this session has no {role} registration for pattern {pattern!r}",
@@ -432,8 +465,9 @@ class ObjectStore:
         for session in targets:
             session.sent.pop(obj.id, None)
         for session in obj.in_flight.values():
-            if session.producing and session.producing[0] is obj:
-                session.producing = None
+            order = session.producing.get(obj.id)
+            if order is not None and order[0] is obj:
+                del session.producing[obj.id]
                 self._freed[session] = None
         if targets:
             self._send(protocol.destroy(obj.id), targets)
@@ -505,9 +539,9 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
-        if session.producing and session.producing[0].id == object_id:
-            self._finish_production(session, data)
-            self._cancel_production(session, requeue=False)  # frees its slot (seapig step 1)
+        if object_id in session.producing:
+            self._finish_production(session, object_id, data)
+            self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
         if obj is None and data is not None and self._wanted(object_id):
             obj = self._spawn(object_id)
@@ -536,15 +570,15 @@ class ObjectStore:
                 self._enqueue(dependent)
         self._enqueue(obj)
 
-    def _finish_production(self, session: Session, data: Any) -> None:
-        obj = session.producing[0]
+    def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
+        obj, _, since = session.producing[object_id]
         if data is None:
             return
         obj.failures = 0
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
-        obj.production_ms = max(0.0, (self.now - session.producing_since) * 1000.0)
+        obj.production_ms = max(0.0, (self.now - since) * 1000.0)
         obj.produced_at = self.now
         if self.on_production is not None:
             self.on_production(obj.production_ms / 1000.0)
@@ -579,7 +613,13 @@ class ObjectStore:
         obj.sizes.append(len(full))
         obj.full_frame = full
         obj.frames = {}
-        self._push(obj, list(obj.consumers))
+        # Pushed when the outbox is taken, where the first change was: several uploads of one object in
+        # one batch of messages (a producer faster than the router, an overload) cost one diff and one
+        # fan-out, and every consumer gets the latest state; a router that keeps up takes the outbox
+        # after each message, so then every version is sent.
+        if self._changed.get(obj.id) is not obj:
+            self._changed[obj.id] = obj
+            self.outbox.append((obj, None))  # type: ignore[arg-type]  # a marker, replaced by take_outbox
         self._trim_history(obj)
 
     def _trim_history(self, obj: SyncObject) -> None:
@@ -679,7 +719,7 @@ class ObjectStore:
         obj.queued = True
         self.queue[obj.id] = None
         for session in obj.producers:  # as seapig: a newly queued object goes to a free producer at once
-            if session.producing is None:
+            if session.has_slot and obj.id not in session.producing:
                 self._start_production(obj, session)
                 return
 
@@ -714,34 +754,34 @@ class ObjectStore:
         """
         if not self._freed:
             return
-        candidates = {s for s in self._freed if s.producing is None and s in self.sessions}
+        candidates = {s for s in self._freed if s.has_slot and s in self.sessions}
         self._freed = {}
         while candidates:
             for object_id in self.queue:
                 obj = self.objects[object_id]
-                session = next((s for s in obj.producers if s in candidates), None)
+                session = next((s for s in obj.producers if s in candidates and object_id not in s.producing), None)
                 if session is not None:
                     break
             else:
                 return
-            candidates.discard(session)
             self._start_production(obj, session)
+            if not session.has_slot:
+                candidates.discard(session)
 
     def _start_production(self, obj: SyncObject, session: Session) -> None:
         del self.queue[obj.id]
         obj.queued = False
         inferred = obj.inferred
-        session.producing = (obj, inferred)
-        session.producing_since = self.now
+        session.producing[obj.id] = (obj, inferred, self.now)
         obj.started_at = self.now
         obj.in_flight[version_key(inferred)] = session
         self._send(protocol.produce(obj.id, inferred), (session,))
 
-    def _cancel_production(self, session: Session, requeue: bool = True) -> None:
-        if session.producing is None:
+    def _cancel_production(self, session: Session, object_id: str, requeue: bool = True) -> None:
+        order = session.producing.pop(object_id, None)
+        if order is None:
             return
-        obj, inferred = session.producing
-        session.producing = None
+        obj, inferred, _ = order
         if obj.in_flight.get(version_key(inferred)) is session:
             del obj.in_flight[version_key(inferred)]
         self._freed[session] = None

@@ -590,3 +590,65 @@ def test_auth_hook_decides_per_pattern():
     assert [e["message"] for e in errors] == ["not allowed to consume 'secret'", "not allowed to produce 'public-1'"]
     assert h.take(worker) == [produce("public-1")]
     assert list(reader.consumes) == ["public-1"]
+
+
+# ---- prefetch: several orders per producer session ---------------------------------------------
+
+def test_producer_holds_one_order_by_default_as_seapig(h):
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "object-producer-register", pattern="x*")
+    for oid in ("x1", "x2", "x3"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    assert h.take(p) == [produce("x1")]
+    h.send(p, "object-patch", id="x1", version_new=1, value={})
+    assert h.take(p) == [produce("x2")]
+
+
+def test_prefetch_option_gives_that_many_orders_at_once(h):
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "client-options-set", options={"name": "p", "prefetch": 2})
+    h.send(p, "object-producer-register", pattern="x*")
+    for oid in ("x1", "x2", "x3", "x4"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    assert h.take(p) == [produce("x1"), produce("x2")]
+    h.send(p, "object-patch", id="x2", version_new=1, value={})  # answers may come in any order
+    assert h.take(p) == [produce("x3")]
+    h.send(p, "client-options-set", options={"name": "p", "prefetch": 4})  # more room: filled at once
+    assert h.take(p) == [produce("x4")]
+    assert sorted(p.producing) == ["x1", "x3", "x4"]
+
+
+def test_prefetch_never_orders_the_same_object_twice_on_one_session(h):
+    c, p, q = h.client("c"), h.client("p"), h.client("q")
+    h.send(p, "client-options-set", options={"name": "p", "prefetch": 3})
+    h.send(p, "object-producer-register", pattern="x")
+    h.send(c, "object-consumer-register", pattern="x", version_known=0)
+    assert h.take(p) == [produce("x")]
+    h.send(c, "object-patch", id="x", version_new=5, value=True)  # a newer version is announced meanwhile
+    assert h.take(p) == []  # x is in flight here already: not ordered twice to the same session
+    h.send(q, "object-producer-register", pattern="x")  # another producer may take the newer version
+    assert [m["id"] for m in h.take(q)] == ["x"]
+
+
+@pytest.mark.parametrize("prefetch", [0, -1, "3", 2.0, True, None])
+def test_invalid_prefetch_means_one(h, prefetch):
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "client-options-set", options={"name": "p", "prefetch": prefetch})
+    h.send(p, "object-producer-register", pattern="x*")
+    for oid in ("x1", "x2"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    assert h.take(p) == [produce("x1")]
+
+
+def test_disconnect_requeues_every_prefetched_order(h):
+    c, p, q = h.client("c"), h.client("p"), h.client("q")
+    h.send(p, "client-options-set", options={"name": "p", "prefetch": 3})
+    h.send(p, "object-producer-register", pattern="x*")
+    for oid in ("x1", "x2"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    h.send(q, "object-producer-register", pattern="x*")
+    assert len(h.take(p)) == 2 and h.take(q) == []
+    h.close(p)
+    assert [m["id"] for m in h.take(q)] == ["x1"]  # q holds one order at a time
+    h.send(q, "object-patch", id="x1", version_new=1, value={})
+    assert [m["id"] for m in h.take(q)] == ["x2"]

@@ -96,7 +96,7 @@ class StoreMachine(RuleBasedStateMachine):
         busy = [s for s in self.sessions if s.producing]
         if busy:
             s = data.draw(st.sampled_from(busy))
-            obj, inferred = s.producing
+            obj, inferred, _ = data.draw(st.sampled_from(list(s.producing.values())))
             version = inferred if inferred is not None else 1
             self._send(s, {"action": "object-patch", "id": obj.id, "version-new": version,
                            "value": {"v": canon(version).decode()}})
@@ -105,7 +105,14 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel_production(self, data) -> None:
         s = data.draw(st.sampled_from([s for s in self.sessions if s.producing]))
-        self._send(s, {"action": "object-patch", "id": s.producing[0].id})
+        self._send(s, {"action": "object-patch", "id": data.draw(st.sampled_from(list(s.producing)))})
+
+    @precondition(lambda self: self.sessions)
+    @rule(data=st.data(), prefetch=st.integers(1, 3))
+    def set_prefetch(self, data, prefetch) -> None:
+        """A producer may hold several orders at once (seasync's "prefetch" option)."""
+        s = data.draw(st.sampled_from(self.sessions))
+        self._send(s, {"action": "client-options-set", "options": {"prefetch": prefetch}})
 
     @invariant()
     def alive_objects_have_interest(self) -> None:
@@ -116,13 +123,14 @@ class StoreMachine(RuleBasedStateMachine):
     def queue_and_productions_only_for_live_objects(self) -> None:
         assert set(self.store.queue) <= set(self.store.objects)
         for s in self.sessions:
-            if s.producing:
-                assert self.store.objects.get(s.producing[0].id) is s.producing[0]
+            assert len(s.producing) <= 3  # the largest prefetch drawn (it may have been lowered since)
+            for object_id, (obj, _, _) in s.producing.items():
+                assert self.store.objects.get(object_id) is obj
 
     @invariant()
     def no_queued_object_waits_while_one_of_its_producers_is_free(self) -> None:
         for object_id in self.store.queue:
-            idle = [s for s in self.store.objects[object_id].producers if s.producing is None]
+            idle = [s for s in self.store.objects[object_id].producers if s.has_slot and object_id not in s.producing]
             assert not idle, f"{object_id} is queued while {idle} could produce it"
 
     @invariant()
