@@ -1,8 +1,9 @@
 """The websocket front: one session per websocket, frames relayed verbatim to and from the router.
 
 The front keeps no object state. It multiplexes its websocket sessions over one ZeroMQ DEALER
-(envelope in ``common.wire``): a frame a client sends becomes ``[MSG, sid, bytes]`` untouched (the
-router parses and validates), and each (frame, sids) pair of ``[SENDS, frame, sids, ...]`` from the
+(envelope in ``common.wire``): a frame a client sends is relayed untouched (the router parses and
+validates) as a (sid, bytes) pair of ``[MSG, sid, bytes, sid, bytes, ...]``, one such message for
+all the frames received in one event-loop iteration (see ``_post``), and each (frame, sids) pair of ``[SENDS, frame, sids, ...]`` from the
 router (or the older ``[SEND, frame, sid...]``) is written to each listed session, pairs in order. When the router restarts or vanishes, every websocket is closed with 1012 so that
 clients reconnect and resync with the versions they already hold.
 
@@ -334,6 +335,10 @@ class Front:
         self._hello_at = float("-inf")
         self._closing: set[asyncio.Task[None]] = set()  # websocket closes in flight
         self._dealer: zmq.asyncio.Socket | None = None
+        self._outbox: list[bytes] = [MSG]         # client messages of this loop iteration, as one MSG
+        self._outbox_due = False                  # a flush of the outbox is scheduled
+        self._last_batch: Awaitable[object] | None = None  # the previous MSG batch, until ZeroMQ took it
+        self._batch_waiter: asyncio.Future[None] | None = None  # handlers waiting for the outbox's batch
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -433,7 +438,9 @@ class Front:
                 self.messages_in += 1
                 self.bytes_in += len(frame)
                 if self._sessions.get(sid) is conn:
-                    await self._send([MSG, sid, frame])
+                    congested = self._post(sid, frame)
+                    if congested is not None:
+                        await congested
         except ConnectionClosed:
             pass
         finally:
@@ -558,7 +565,50 @@ class Front:
 
     # ---------------------------------------------------------------- router
 
+    def _post(self, sid: bytes, frame: bytes) -> Awaitable[object] | None:
+        """Add a client message to the outbox, sent as one MSG at the end of this loop iteration.
+
+        Returns something to await when the router link is congested (the previous batch is not yet
+        in ZeroMQ's queue): the handler then waits until its own message is, so each handler has at
+        most one message waiting outside ZeroMQ and the front never buffers without limit.
+        """
+        self._outbox += (sid, frame)
+        if not self._outbox_due:
+            self._outbox_due = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        last = self._last_batch
+        if last is None or last.done():
+            return None
+        if self._batch_waiter is None:
+            self._batch_waiter = asyncio.get_running_loop().create_future()
+        return self._batch_waiter
+
+    def _flush_outbox(self) -> None:
+        """Send the outbox as one ``[MSG, sid, raw, sid, raw, ...]``; wake the handlers waiting on it."""
+        self._outbox_due = False
+        if len(self._outbox) == 1:
+            return
+        frames, self._outbox = self._outbox, [MSG]
+        sent = self._send_now(frames)
+        self._last_batch = sent
+        waiter, self._batch_waiter = self._batch_waiter, None
+        if waiter is not None:
+            sent.add_done_callback(lambda _: _release(waiter))
+
+    def _drop_outbox(self) -> None:
+        """Forget the unsent client messages (their sessions are gone) and release their handlers."""
+        del self._outbox[1:]
+        waiter, self._batch_waiter = self._batch_waiter, None
+        if waiter is not None:
+            _release(waiter)
+
     def _send(self, frames: list[bytes]) -> Awaitable[object]:
+        """Queue a message to the router after the client messages before it (order per session)."""
+        if len(self._outbox) > 1:
+            self._flush_outbox()
+        return self._send_now(frames)
+
+    def _send_now(self, frames: list[bytes]) -> asyncio.Future[object]:
         """Queue a message to the router; await the result for backpressure, or don't."""
         assert self._dealer is not None
         if self._dealer.closed:  # a handler outliving shutdown: the router is gone for us
@@ -670,6 +720,7 @@ class Front:
         log.warning("%s: closing %d websockets, saying HELLO again", why, len(sessions))
         self._epoch = None
         self._welcomed.clear()
+        self._drop_outbox()  # messages of sessions the new router will not know: their clients resync
         for conn in sessions.values():
             self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
         self._send_hello()
@@ -690,6 +741,11 @@ def _abort_if_open(conn: Conn) -> None:
     if conn.protocol.state is not State.CLOSED:
         log.warning("aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
         conn.transport.abort()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _log_send_failure(future: asyncio.Future[object]) -> None:

@@ -21,9 +21,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from common.wire import (
-    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, SENDS, WELCOME, pack_sids, secure_router,
+    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, SENDS, WELCOME, pack_sids, pairs,
+    secure_router,
 )
-from router.front import Backpressure, Congestion, text_frame
+from router import front as front_module
+from router.front import Backpressure, Congestion, FrontConfig, text_frame
 from tests.cluster import Proc, free_port, wait_port
 
 WAIT = 20.0  # generous: a loaded 2-core machine
@@ -326,6 +328,162 @@ async def test_client_leaving_mid_wait_does_not_open_a_session(router, start_fro
     assert await router.expect(CLOSE) == [sid2]
     with pytest.raises(ConnectionClosed):
         await ws.recv()
+
+
+# ---------------------------------------------------------------- client messages, batched per loop iteration
+
+
+HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def raw_client(front: Front) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP client past the opening handshake, so the test decides how frames share a write."""
+    port = int(front.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HANDSHAKE)
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+def masked(opcode: Opcode, payload: bytes) -> bytes:
+    return Frame(opcode, payload).serialize(mask=True)
+
+
+async def test_messages_arriving_together_go_as_one_msg_with_many_pairs(router, front):
+    _, writer = await raw_client(front)
+    (sid,) = await router.expect(OPEN)
+    texts = [b'{"n":%d}' % i for i in range(50)]
+    writer.write(b"".join(masked(Opcode.TEXT, t) for t in texts))  # one write: one read at the front
+    got: list[bytes] = []
+    envelopes = 0
+    while len(got) < len(texts):
+        frames = await router.expect(MSG)
+        envelopes += 1
+        assert len(frames) % 2 == 0
+        for s, raw in pairs([MSG, *frames]):
+            assert s == sid
+            got.append(raw)
+    assert got == texts
+    assert envelopes < len(texts)  # batched (all 50 were read at once)
+    writer.close()
+    assert await router.expect(CLOSE) == [sid]
+
+
+async def test_a_close_never_overtakes_the_messages_before_it(router, front):
+    """Clients send frames and a close frame in one write: every MSG pair reaches the router before
+    that session's CLOSE, in order (the same-iteration case is in the next test)."""
+    clients = []
+    for _ in range(5):
+        _, writer = await raw_client(front)
+        clients.append(writer)
+        await router.expect(OPEN)
+    for i, writer in enumerate(clients):
+        writer.write(b"".join(masked(Opcode.TEXT, b'"%d-%d"' % (i, n)) for n in range(30))
+                     + masked(Opcode.CLOSE, b"\x03\xe8"))
+        writer.close()  # and the TCP connection, as a client that leaves at once
+    received: dict[bytes, list[bytes]] = {}
+    closed_sids: set[bytes] = set()
+    while len(closed_sids) < len(clients):
+        frames = await router.next()
+        if frames[0] == CLOSE:
+            closed_sids.add(frames[1])
+            continue
+        assert frames[0] == MSG, frames
+        for s, raw in pairs(frames):
+            assert s not in closed_sids, "a MSG after its session's CLOSE"
+            received.setdefault(s, []).append(raw)
+    assert sorted(received) == sorted(closed_sids)
+    for msgs in received.values():
+        i = msgs[0][1:2]
+        assert msgs == [b'"%s-%d"' % (i, n) for n in range(30)]
+
+
+class FakeDealer:
+    """Records what the front sends; each send's future is left for the test to complete."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.done = True  # complete each future at once (ZeroMQ took the message)
+
+    def send_multipart(self, frames: list[bytes]) -> asyncio.Future[None]:
+        self.sent.append(list(frames))
+        future = asyncio.get_running_loop().create_future()
+        if self.done:
+            future.set_result(None)
+        self.futures.append(future)
+        return future
+
+
+def front_with_fake_dealer() -> tuple[front_module.Front, FakeDealer]:
+    front = front_module.Front(FrontConfig())
+    dealer = FakeDealer()
+    front._dealer = dealer  # type: ignore[assignment]
+    return front, dealer
+
+
+async def test_outbox_is_flushed_before_any_other_envelope():
+    """Client messages of one iteration go as one MSG, and a CLOSE (or PAUSE...) sent in the same
+    iteration goes after them, never before."""
+    front, dealer = front_with_fake_dealer()
+    front._sessions[b"1"] = object()  # type: ignore[assignment]  # _end_session only pops it
+    assert front._post(b"1", b"a") is None and front._post(b"2", b"x") is None
+    front._post(b"1", b"b")
+    front._end_session(b"1")
+    assert dealer.sent == [[MSG, b"1", b"a", b"2", b"x", b"1", b"b"], [CLOSE, b"1"]]
+    await asyncio.sleep(0)            # the scheduled flush finds the outbox empty
+    assert len(dealer.sent) == 2
+    front._post(b"2", b"y")
+    front._post(b"2", b"z")
+    await asyncio.sleep(0)
+    assert dealer.sent[2:] == [[MSG, b"2", b"y", b"2", b"z"]]
+
+
+async def test_a_handler_waits_while_the_router_link_is_congested():
+    front, dealer = front_with_fake_dealer()
+    dealer.done = False               # ZeroMQ's queue is full: sends stay pending
+    assert front._post(b"1", b"a") is None
+    await asyncio.sleep(0)            # batch 1 sent, pending
+    wait = front._post(b"1", b"b")    # congested: the handler must wait for its own batch
+    assert wait is not None and front._post(b"2", b"c") is wait
+    await asyncio.sleep(0)            # batch 2 sent, pending
+    assert dealer.sent == [[MSG, b"1", b"a"], [MSG, b"1", b"b", b"2", b"c"]]
+    dealer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    assert not wait.done()            # batch 1 went, but not the handler's own batch
+    dealer.futures[1].set_result(None)
+    await asyncio.wait_for(wait, WAIT)
+    assert front._post(b"1", b"d") is None  # the link is free again
+
+
+async def test_clients_sending_at_once_all_get_their_answers(router, front):
+    """The scripted router echoes each (sid, raw) pair of every MSG to its session."""
+    sessions = [await open_session(front, router) for _ in range(10)]
+
+    async def echo() -> None:
+        while True:
+            frames = await router.expect(MSG)
+            reply: list[bytes] = []
+            for s, raw in pairs([MSG, *frames]):
+                reply += (raw, pack_sids([s]))
+            await router.send(SENDS, *reply)
+
+    async def client(ws: ClientConnection, sid: bytes) -> None:
+        texts = [f'"{sid.decode()}:{n}"' for n in range(20)]
+        for text in texts:
+            await ws.send(text)
+        assert [await recv(ws) for _ in texts] == texts
+
+    echoing = asyncio.create_task(echo())
+    try:
+        await asyncio.gather(*(client(ws, sid) for ws, sid in sessions))
+    finally:
+        echoing.cancel()
+        await asyncio.gather(echoing, return_exceptions=True)
 
 
 # ---------------------------------------------------------------- fan-out and slow consumers
