@@ -527,24 +527,34 @@ class Front:
         websockets' own keepalive runs one task per connection (about 2 KiB each); this loop does
         the same for all of them. A ping is registered in ``pending_pings`` exactly as
         ``Connection.ping`` does, so websockets' pong handling acknowledges it; the ping frame is
-        written by websockets itself (``protocol.send_ping`` + ``send_data``), whole.
+        written by websockets itself (``protocol.send_ping`` + ``send_data``), whole. The same sweep
+        (every CLOSE_TIMEOUT when pings are off) aborts connections stuck in a closing handshake.
         """
         interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        if interval <= 0:
-            return
+        pinging = interval > 0
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval if pinging else CLOSE_TIMEOUT)
             now = loop.time()
             for conn in list(self._sessions.values()):
                 try:
-                    self._keepalive(conn, now, timeout, loop)
+                    if conn.protocol.state is not State.OPEN:
+                        self._end_stuck_close(conn, loop)
+                    elif pinging:
+                        self._keepalive(conn, now, timeout, loop)
                 except Exception:  # one broken connection must not stop the pings of the others
                     log.exception("keepalive of %s failed", conn.sid.decode())
 
+    def _end_stuck_close(self, conn: Conn, loop: asyncio.AbstractEventLoop) -> None:
+        """A closing handshake the client started (or websockets, on a protocol error) waits for the
+        client to close TCP, with no deadline while the handler only reads: give it CLOSE_TIMEOUT."""
+        if not conn.closing:
+            conn.closing = True
+            loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
+
     def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
         ws = conn.ws
-        if conn.protocol.state is not State.OPEN or conn.closing:
+        if conn.closing:
             return
         pending = ws.pending_pings.get(conn.ping) if conn.ping is not None else None
         if pending is not None:  # no pong yet

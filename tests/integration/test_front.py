@@ -621,6 +621,21 @@ async def test_a_client_that_never_answers_pings_is_closed(router, start_front):
     writer.close()
 
 
+async def test_a_client_that_sends_close_but_keeps_tcp_open_is_aborted(router, start_front):
+    """The closing handshake waits for the client's TCP close; a client that never sends it must not
+    hold its session (and a connection slot) forever."""
+    f = await start_front("--ping-interval", "0.2")
+    await router.welcome()
+    reader, writer = await raw_client(f)
+    (sid,) = await router.expect(OPEN)
+    writer.write(masked(Opcode.CLOSE, b"\x03\xe8"))
+    assert await router.expect(CLOSE) == [sid]
+    async with asyncio.timeout(WAIT):
+        while await reader.read(4096):  # the close frame, then the front drops the TCP connection
+            pass
+    writer.close()
+
+
 async def test_clients_that_answer_pings_stay_connected(router, start_front):
     f = await start_front("--ping-interval", "0.1", "--ping-timeout", "0.5")
     await router.welcome()
