@@ -95,7 +95,11 @@ def compare(latest: Version, candidate: Version) -> int:
         return NEWER if len(candidate) > len(latest) else OLDER
     newer = older = False
     for key in latest.keys() & candidate.keys():
-        c = compare(latest[key], candidate[key])
+        a, b = latest[key], candidate[key]
+        if type(a) is int and type(b) is int:  # the usual case, without the recursion
+            c = NEWER if b > a else OLDER if b < a else EQUAL
+        else:
+            c = compare(a, b)
         if c == NEWER:
             newer = True
         elif c == OLDER:
@@ -138,5 +142,8 @@ def version_key(version: Version) -> Any:
     if isinstance(version, list):
         return ("L", *(version_key(v) for v in version))
     if isinstance(version, dict):
-        return ("H", *sorted((k, version_key(v)) for k, v in version.items()))
+        items = sorted(version.items())
+        if all(type(v) is int for _, v in items):  # the usual hash of dependency counters: no recursion
+            return ("H", *items)
+        return ("H", *((k, version_key(v)) for k, v in items))
     return version
