@@ -6,7 +6,8 @@ router (``on_message``) and calls ``tick`` on timeouts; both return events:
 - ``Ready``: a new session is open (after WELCOME, or after a DROP): register everything again;
 - ``Lost``: the session is gone (router restarted, RESET, silence, DROP): orders received on it are
   void, and their answers must not be sent;
-- ``Frame``: one seapig JSON frame the router sent to our session.
+- ``Frame``: one seapig JSON frame the router sent to our session (a SENDS message carries any
+  number of them, yielded in order).
 
 A restart of the router is seen as RESET, a WELCOME/PONG with another epoch, or no traffic for
 PEER_TIMEOUT; each leads to a new HELLO and a new session. Sends never block: with IMMEDIATE set,
@@ -27,6 +28,11 @@ import zmq
 from common import codec, wire
 
 log = logging.getLogger("worker.link")
+
+# Plain ints: pyzmq's send_multipart computes ``SNDMORE | flags`` per part with enum.Flag (slow).
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
 
 HELLO_RETRY = 0.1
 """Seconds between HELLO attempts while no connection to the router exists."""
@@ -92,6 +98,18 @@ class RouterLink:
             return False
         return self._send([wire.MSG, self.sid, raw])
 
+    def send_many(self, raws: list[bytes]) -> bool:
+        """Send seapig frames of our session, in order, in ONE message ``[MSG, sid, raw, sid, raw...]``
+        (one wake-up of the router for the batch); False if they could not be sent."""
+        if self.state != OPEN or not raws:
+            return False
+        frames = [wire.MSG]
+        sid = self.sid
+        for raw in raws:
+            frames.append(sid)
+            frames.append(raw)
+        return self._send(frames)
+
     def close(self) -> None:
         """End the session (the router unregisters everything) and close the socket."""
         if self.state == OPEN:
@@ -104,10 +122,10 @@ class RouterLink:
         """When ``tick`` next has something to do."""
         if self.state == CONNECTING:
             return self._next_hello
-        times = [self._next_ping, self._last_rx + wire.PEER_TIMEOUT]
+        deadline = min(self._next_ping, self._last_rx + wire.PEER_TIMEOUT)
         if self.state == DROPPED:
-            times.append(self._reopen_at)
-        return min(times)
+            return min(deadline, self._reopen_at)
+        return deadline
 
     def tick(self, now: float) -> list[Event]:
         """Heartbeats, HELLO retries, router silence, delayed re-opens."""
@@ -128,24 +146,27 @@ class RouterLink:
     def receive(self, now: float) -> list[Event]:
         """Read every message waiting on the socket (never blocks) and return what happened."""
         events: list[Event] = []
-        while True:
+        sock = self.socket
+        # Asking EVENTS is cheaper than the zmq.Again exception that ends a recv loop.
+        while sock.getsockopt(zmq.EVENTS) & _POLLIN:
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                return events
+                break
             if frames:
                 events.extend(self.on_message(frames, now))
+        return events
 
     def on_message(self, frames: list[bytes], now: float) -> list[Event]:
         """Handle one message from the router."""
         self._last_rx = now
         kind = frames[0]
-        if kind in (wire.SEND, wire.SENDS):
-            sids = wire.unpack_sids(frames[2]) if kind == wire.SENDS and len(frames) == 3 else frames[2:]
-            if self.state == OPEN and len(frames) >= 3 and self.sid in sids:
-                return [Frame(frames[1])]
-            log.debug("< frame for a session we do not have: %r", sids)
-            return []
+        if kind == wire.SENDS:
+            return self._frames(wire.pairs(frames))
+        if kind == wire.SEND:
+            if len(frames) < 3:
+                return []
+            return self._frames([(frames[1], wire.pack_sids(frames[2:]))])
         if kind == wire.PONG:
             epoch = frames[1] if len(frames) > 1 else None
             if self.state != CONNECTING and epoch != self.epoch:
@@ -166,6 +187,19 @@ class RouterLink:
             return []
         log.warning("! unknown message from the router: %r", frames[:1])
         return []
+
+    def _frames(self, pairs: list[tuple[bytes, bytes]]) -> list[Event]:
+        """A Frame event for each (frame, packed sids) pair that names our session, in order."""
+        if self.state != OPEN:
+            return []
+        sid = self.sid
+        events: list[Event] = []
+        for frame, packed in pairs:
+            if packed == sid or sid in wire.unpack_sids(packed):
+                events.append(Frame(frame))
+            else:
+                log.debug("< frame for a session we do not have: %r", packed)
+        return events
 
     def _welcome(self, epoch: bytes, now: float) -> list[Event]:
         if self.state != CONNECTING and epoch == self.epoch:
@@ -200,8 +234,12 @@ class RouterLink:
         self._next_hello = now + (wire.PEER_TIMEOUT if sent else HELLO_RETRY)
 
     def _send(self, frames: list[bytes]) -> bool:
+        send = self.socket.send
         try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            # The first part decides (ZeroMQ queues a multipart message whole or not at all).
+            for part in frames[:-1]:
+                send(part, _MORE_NOBLOCK)
+            send(frames[-1], _NOBLOCK)
             return True
         except zmq.Again:
             return False
