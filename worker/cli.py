@@ -11,7 +11,7 @@ import zmq
 from common import wire
 from worker.logs import setup_logging
 from worker.pool import Pool
-from worker.process import DEFAULT_PRODUCTION_TIMEOUT
+from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,8 +28,8 @@ def _check_endpoint(url: str) -> str:
 
 
 @app.command(help="Run N worker processes that load the producer classes of a directory and produce "
-                  "objects for the router, one at a time each. Files in the directory are reloaded when "
-                  "they change. SIGTERM or Ctrl-C stops every worker cleanly.")
+                  "objects for the router, one at a time each (see --prefetch). Files in the directory are "
+                  "reloaded when they change. SIGTERM or Ctrl-C stops every worker cleanly.")
 def sync_worker(
     router: str = typer.Option(wire.DEFAULT_ROUTER, "--router", envvar="SEASYNC_ROUTER",
                                callback=_check_endpoint, help="ZeroMQ address of the router (sync-router --bind)."),
@@ -50,11 +50,19 @@ def sync_worker(
                                help="Cluster secret, if the router has one (sync-router --secret): the links to "
                                     "the router are CURVE-encrypted. Passed to the worker processes in their "
                                     "environment. Default: none."),
+    prefetch: int = typer.Option(
+        DEFAULT_PREFETCH, "--prefetch", envvar="SEASYNC_PREFETCH", min=1,
+        help="Production orders the router may give each worker process at once. 1 (seapig's rule): a "
+             "free worker gets the next order, so a slow production holds up only itself. N > 1: a worker "
+             "runs the orders it holds one after the other without a round trip to the router between "
+             "them, and answers those finished together (much higher throughput for quick producers), "
+             "but an order may wait behind a slow production of the same worker."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
     setup_logging(verbose)
     count = workers or os.cpu_count() or 1
-    raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret).run())
+    raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret,
+                          prefetch).run())
 
 
 def main() -> None:

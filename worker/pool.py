@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from worker.gone import announce_gone_in_background
-from worker.process import DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED, SECRET_ENV
+from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED, SECRET_ENV
 
 log = logging.getLogger("worker.pool")
 
@@ -63,8 +63,10 @@ class Pool:
     """N worker processes for one router and one producers directory."""
 
     def __init__(self, count: int, router: str, producers: Path, verbose: bool = False,
-                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "") -> None:
+                 production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "",
+                 prefetch: int = DEFAULT_PREFETCH) -> None:
         self.router = router
+        self.prefetch = prefetch
         self.secret = secret
         self.producers = producers
         self.verbose = verbose
@@ -96,6 +98,8 @@ class Pool:
         command = [sys.executable, "-m", "worker.process", "--router", self.router,
                    "--producers", str(self.producers), "--name", f"worker.{slot.index}",
                    "--parent-pid", str(os.getpid()), "--production-timeout", str(self.production_timeout)]
+        if self.prefetch != DEFAULT_PREFETCH:
+            command += ["--prefetch", str(self.prefetch)]
         if watchdog_fd is not None:
             command += ["--watchdog-fd", str(watchdog_fd)]
         return command + (["-v"] if self.verbose else [])

@@ -1,13 +1,20 @@
-"""One worker process: a producer session with the router, producing one object at a time.
+"""One worker process: a producer session with the router, producing one object at a time (in order).
 
 The main thread runs the loop below and owns the ZeroMQ socket (through ``RouterLink``); every
 call into producer code goes to the producer thread (``worker/runner.py`` says why). The loop
 waits on the socket and on a wake-up pipe (written when producer code returns and when a signal
 arrives), so heartbeats keep flowing however long ``produce()`` takes.
 
-Between productions, and about once a second when idle, the producers directory is rescanned;
-changed files are reloaded (in the producer thread) and patterns that appeared or disappeared are
-registered or unregistered. An in-flight production always finishes first.
+Pipelining (``--prefetch N``): the worker announces ``"prefetch": N`` in its client options, and
+the router may then hold up to N orders on its session at once. Every order received is handed to
+the producer thread at once, which runs them one after the other without waiting for this loop;
+the answers finished by the time the loop wakes up go back together in one ZeroMQ message. Each
+production's timeout counts from when *it* started running. A failed answer is held back
+ERROR_DELAY seconds (so a failing producer does not spin) without holding back the others.
+
+About once a second the producers directory is rescanned; changed files are reloaded (in the
+producer thread) and patterns that appeared or disappeared are registered or unregistered. A reload
+waits until the productions handed over are finished, and no new one starts before it is done.
 
 A hung producer: a production (or a reload) still running after ``--production-timeout`` seconds is
 abandoned. A Python thread cannot be interrupted, so the process gives up on itself: it answers the
@@ -30,7 +37,6 @@ import socket
 import sys
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,7 @@ from worker.discovery import Catalog, scan
 from worker.link import Frame, Lost, Ready, RouterLink
 from worker.logs import setup_logging
 from worker.registry import ProducerTable
-from worker.runner import ProducerThread
+from worker.runner import Call, ProducerThread
 from worker.wakeup import WakePipe
 
 log = logging.getLogger("worker.process")
@@ -63,18 +69,20 @@ DEFAULT_PRODUCTION_TIMEOUT = 60.0
 EXIT_ABANDONED = 75
 """Exit code of a worker that gave up on a hung production (the pool replaces it at once)."""
 WATCHDOG_BEAT = 0.5
-"""Seconds between two signs of life written to the pool's watchdog pipe."""
+"""Seconds between two signs of life written to the pool's watchdog pipe (and two checks that the pool
+is still our parent: not on every loop iteration, which a busy worker runs thousands of times a second)."""
+DEFAULT_PREFETCH = 1
+"""Orders the router may give this worker at once: seapig's one per producer session by default."""
 SECRET_ENV = "SEASYNC_SECRET"
 """The cluster secret reaches worker processes through the environment, not argv (which ps shows)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
-    """What the producer thread is doing: a production (object_id set) or a reload."""
+    """A call handed to the producer thread: a production (object_id set) or a reload."""
 
-    future: Future[Any]
+    call: Call
     session: int
-    started: float
     object_id: str | None = None
 
     def what(self) -> str:
@@ -86,14 +94,15 @@ class Worker:
 
     def __init__(self, router: str, producers_dir: Path, name: str, parent_pid: int | None = None,
                  production_timeout: float = DEFAULT_PRODUCTION_TIMEOUT, secret: str = "",
-                 watchdog_fd: int | None = None) -> None:
+                 watchdog_fd: int | None = None, prefetch: int = DEFAULT_PREFETCH) -> None:
         self.producers_dir = producers_dir
         self.parent_pid = parent_pid
         self.watchdog_fd = watchdog_fd
         if watchdog_fd is not None:
             os.set_blocking(watchdog_fd, False)  # a pool slow to read must never stall this loop
-        self.next_beat = 0.0
+        self.next_chores = 0.0
         self.production_timeout = production_timeout
+        self.prefetch = max(1, prefetch)
         self.abandoned = False  # a job was left running in the producer thread: exit without waiting for it
         self.exit_code = 0
         self.ctx = zmq.Context()
@@ -106,14 +115,17 @@ class Worker:
         self.thread = ProducerThread(self.wakeup.wake)
         self.session = 0  # bumped on every new session: answers for an older one are dropped
         self.registered: set[str] = set()
-        self.orders: deque[tuple[int, str]] = deque()
-        self.job: _Job | None = None
-        self.delayed: tuple[float, int, bytes] | None = None  # (due, session, frame)
+        self.orders: deque[tuple[int, str]] = deque()  # received, not handed to the producer thread yet
+        self.jobs: deque[_Job] = deque()  # handed over, in the order the producer thread runs them
+        self.delayed: deque[tuple[float, int, bytes]] = deque()  # (due, session, frame) of failed answers
+        self.outbox: list[bytes] = []  # frames to send at the end of this loop iteration, in one message
+        self.reload: dict | None = None  # a scan that differs from what is loaded, waiting for the jobs
         self.next_scan = 0.0
         self.next_stats = 0.0
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # starts the measurement
         self.stopping = False
+        self.debug = log.isEnabledFor(logging.DEBUG)
 
     # ---- main loop ---------------------------------------------------------------------------
 
@@ -126,75 +138,96 @@ class Worker:
         poller = zmq.Poller()
         poller.register(self.link.socket, zmq.POLLIN)
         poller.register(self.wakeup.fd, zmq.POLLIN)
-        self.link.start(time.monotonic())
+        link, sock, wake_fd, clock = self.link, self.link.socket, self.wakeup.fd, time.monotonic
+        link.start(clock())
         stop_deadline: float | None = None
         while True:
-            now = time.monotonic()
+            now = clock()
             if self.stopping and stop_deadline is None:
                 stop_deadline = now + STOP_GRACE
-                self.orders.clear()
-                self.delayed = None
-                if self.job is not None:
-                    log.info("= stopping: waiting up to %.0f s for the current job", STOP_GRACE)
-            if stop_deadline is not None and (self.job is None or now >= stop_deadline):
+                self._drop_pending()
+            if stop_deadline is not None and (not self.jobs or now >= stop_deadline):
                 break
             if self._abandon_hung_job(now):
                 break
-            timeout = max(0.0, min(self._deadline(now), now + MAX_WAIT) - now)
-            ready = dict(poller.poll(timeout * 1000))
-            now = time.monotonic()
-            if ready.get(self.wakeup.fd):
-                self.wakeup.drain()
-            if ready.get(self.link.socket):
-                self._receive(now)
-            self._on_events(self.link.tick(now))
-            self._finish_job(now)
-            self._send_delayed(now)
-            self._check_parent()
-            self._beat(now)
-            if now >= self.next_stats and self.link.is_open:
-                self.next_stats = now + STATS_INTERVAL
-                self._send_options()
+            for fd, _ in poller.poll(max(0.0, self._deadline(now) - now) * 1000):
+                if fd is sock:
+                    self._on_events(link.receive(clock()))
+                elif fd == wake_fd:
+                    self.wakeup.drain()
+            now = clock()
+            if now >= link.deadline():
+                self._on_events(link.tick(now))
+            self._collect(now)
+            if self.delayed:
+                self._send_delayed(now)
+            if now >= self.next_chores:
+                self._chores(now)
             if not self.stopping:
-                self._start_next_job(now)
+                self._start_jobs(now)
+            if self.outbox:
+                self._flush()
         self._shutdown()
         return self.exit_code
 
     def _deadline(self, now: float) -> float:
-        deadline = self.link.deadline()
-        if self.delayed is not None:
-            deadline = min(deadline, self.delayed[0])
-        if self.job is None and self.delayed is None and not self.stopping:
-            deadline = min(deadline, now if self.orders else self.next_scan)
-        if self.job is not None and self.production_timeout > 0:
-            deadline = min(deadline, self.job.started + self.production_timeout)
+        deadline = min(self.link.deadline(), self.next_chores, now + MAX_WAIT)
+        if not self.stopping:
+            deadline = min(deadline, self.next_scan)
+        if self.delayed:
+            deadline = min(deadline, self.delayed[0][0])
+        if self.production_timeout > 0:
+            job = self._running()
+            if job is not None and job.call.started is not None:
+                deadline = min(deadline, job.call.started + self.production_timeout)
         return deadline
 
-    def _receive(self, now: float) -> None:
-        self._on_events(self.link.receive(now))
+    def _chores(self, now: float) -> None:
+        """What need not run on every wake-up: the parent check, the watchdog beat, the load report."""
+        self.next_chores = now + WATCHDOG_BEAT
+        self._check_parent()
+        self._beat()
+        if now >= self.next_stats and self.link.is_open:
+            self.next_stats = now + STATS_INTERVAL
+            self._send_options()
+
+    def _flush(self) -> None:
+        """Send what this iteration produced in one message (lost if the session is not open)."""
+        frames, self.outbox = self.outbox, []
+        self.link.send_many(frames)
 
     def _on_events(self, events: list) -> None:
         for event in events:
             if isinstance(event, Frame):
                 self._on_frame(event.raw)
             elif isinstance(event, Ready):
-                self.session += 1
+                self._void_session()
                 self.registered = set()
                 self._send_options()
                 self._sync_registrations()
             elif isinstance(event, Lost):
-                self.session += 1
-                if self.orders or self.delayed or (self.job and self.job.object_id):
+                if self.orders or self.delayed or any(job.object_id for job in self.jobs):
                     log.info("= session lost (%s): pending orders dropped", event.reason)
-                self.orders.clear()
-                self.delayed = None
+                self._void_session()
+
+    def _void_session(self) -> None:
+        """A new session: orders and answers of the old one are void (the router requeued them)."""
+        self.session += 1
+        self.orders.clear()
+        self.delayed.clear()
+        self.outbox.clear()
+        for job in self.jobs:
+            if job.object_id is not None:
+                job.call.cancelled = True  # not started yet: not worth running
 
     def _send_options(self) -> None:
-        """seapig's client options, with this process's load under "stats" (SeasyncServer::Workers)."""
+        """seapig's client options, with this process's load under "stats" (SeasyncServer::Workers),
+        and how many orders the router may give us at once."""
         with self.process.oneshot():
             stats = {"pid": self.process.pid, "host": socket.gethostname(),
                      "cpu_percent": self.process.cpu_percent(None), "rss": self.process.memory_info().rss}
-        self.link.send(codec.dumps({"action": "client-options-set", "options": {"name": "worker", "stats": stats}}))
+        options = {"name": "worker", "stats": stats, "prefetch": self.prefetch}
+        self.outbox.append(codec.dumps({"action": "client-options-set", "options": options}))
 
     def _on_frame(self, raw: bytes) -> None:
         try:
@@ -206,28 +239,45 @@ class Worker:
         if action == "object-produce":
             object_id = message.get("id")
             if isinstance(object_id, str) and object_id:
-                log.debug("< object-produce %s (inferred %s)", object_id,
-                          codec.dumps(message.get("version-inferred")).decode())
+                if self.debug:
+                    log.debug("< object-produce %s (inferred %s)", object_id,
+                              codec.dumps(message.get("version-inferred")).decode())
                 self.orders.append((self.session, object_id))
             else:
                 log.warning("! object-produce without a valid id: %.200r", raw)
         elif action == "error":
             log.warning("! the router reports an error: %s", message.get("message", raw.decode(errors="replace")))
-        else:
+        elif self.debug:
             log.debug("< %s (ignored)", action)
 
     # ---- jobs --------------------------------------------------------------------------------
 
-    def _start_next_job(self, now: float) -> None:
-        if self.job is not None or self.delayed is not None:
-            return
+    def _running(self) -> _Job | None:
+        """The job the producer thread is on (or is about to start): the oldest one not done."""
+        for job in self.jobs:
+            if not job.call.done:
+                return job
+        return None
+
+    def _start_jobs(self, now: float) -> None:
+        """Hand the pending orders to the producer thread (up to ``prefetch`` in its hands: more would
+        mean the router broke its side of the deal), unless a reload must run first."""
+        reloading = bool(self.jobs) and self.jobs[0].object_id is None
         if now >= self.next_scan:
             self.next_scan = now + RESCAN_INTERVAL
-            found = scan(self.producers_dir)
-            if self.catalog.changed(found):
-                self.job = _Job(self.thread.submit(self.catalog.load, found), self.session, now)
-                return
-        while self.orders:
+            if self.reload is None and not reloading:
+                found = scan(self.producers_dir)
+                if self.catalog.changed(found):
+                    self.reload = found
+        if self.reload is not None:
+            if self.jobs:
+                return  # the productions handed over finish first, with the code they started with
+            self.jobs.append(_Job(self.thread.submit(self.catalog.load, self.reload), self.session))
+            self.reload = None
+            return
+        if reloading:
+            return
+        while self.orders and len(self.jobs) < self.prefetch:
             session, object_id = self.orders.popleft()
             if session != self.session:
                 continue
@@ -235,56 +285,60 @@ class Worker:
             if producer is None:
                 log.warning("! no producer for %r (its pattern went away?)", object_id)
                 answer = production.failure(object_id, LookupError(f"no producer for {object_id!r} in this worker"))
-                self.delayed = (now + ERROR_DELAY, session, answer.frame)
-                return
-            self.job = _Job(self.thread.submit(production.produce, producer, object_id), session, now, object_id)
-            return
+                self.delayed.append((now + ERROR_DELAY, session, answer.frame))
+                continue
+            self.jobs.append(_Job(self.thread.submit(production.produce, producer, object_id), session, object_id))
 
-    def _finish_job(self, now: float) -> None:
-        job = self.job
-        if job is None or not job.future.done():
-            return
-        self.job = None
-        try:
-            result = job.future.result()
-        except BaseException:  # production.produce and Catalog.load catch user errors themselves
-            log.exception("! worker bug while running producer code")
-            if job.object_id is not None:
-                self.delayed = (now + ERROR_DELAY, job.session,
-                                production.failure(job.object_id, RuntimeError("worker error")).frame)
-            return
-        if isinstance(result, ProducerTable):
-            self.table = result
-            self._sync_registrations()
-            self.next_scan = now + RESCAN_INTERVAL
-        elif job.session != self.session:
-            log.info("= dropping the answer for %s: it was ordered by a session that is gone", job.object_id)
-        elif result.error is not None:
-            self.delayed = (now + ERROR_DELAY, job.session, result.frame)
-        else:
-            self.link.send(result.frame)
+    def _collect(self, now: float) -> None:
+        """Take every finished job off the front of the line: answers go to the outbox (in order)."""
+        jobs = self.jobs
+        while jobs and jobs[0].call.done:
+            job = jobs.popleft()
+            call = job.call
+            if call.started is None:
+                continue  # cancelled before it ran
+            if call.error is not None:  # production.produce and Catalog.load catch user errors themselves
+                log.error("! worker bug while running producer code", exc_info=call.error)
+                if job.object_id is not None and job.session == self.session:
+                    self.delayed.append((now + ERROR_DELAY, job.session,
+                                         production.failure(job.object_id, RuntimeError("worker error")).frame))
+                continue
+            result = call.result
+            if job.object_id is None:
+                self.table = result
+                self._sync_registrations()
+                self.next_scan = now + RESCAN_INTERVAL
+            elif job.session != self.session:
+                log.info("= dropping the answer for %s: it was ordered by a session that is gone", job.object_id)
+            elif result.error is not None:
+                self.delayed.append((now + ERROR_DELAY, job.session, result.frame))
+            else:
+                self.outbox.append(result.frame)
 
     def _abandon_hung_job(self, now: float) -> bool:
-        """True if the current job overran the production timeout: answered with an error, the loop must end."""
-        job = self.job
-        if job is None or self.production_timeout <= 0 or job.future.done() \
-                or now - job.started <= self.production_timeout:
+        """True if the running job overran the production timeout: answered with an error, the loop must end."""
+        if self.production_timeout <= 0 or not self.jobs:
+            return False
+        job = self._running()
+        if job is None or job.call.started is None or now - job.call.started <= self.production_timeout:
             return False
         limit = f"{self.production_timeout:g}"
         log.error("! %s took more than %s s: abandoning it; this process exits and the pool replaces it",
                   job.what(), limit)
+        self._collect(now)  # the answers finished before it still go out
         if job.object_id is not None and job.session == self.session:
             answer = production.failure(job.object_id, TimeoutError(f"{job.what()} took more than {limit} s"))
-            self.link.send(answer.frame)  # at once: the router applies its own retry backoff
+            self.outbox.append(answer.frame)  # at once: the router applies its own retry backoff
+        self._flush()
         self.exit_code = EXIT_ABANDONED
         return True
 
     def _send_delayed(self, now: float) -> None:
-        if self.delayed is not None and now >= self.delayed[0]:
-            _, session, frame = self.delayed
-            self.delayed = None
+        delayed = self.delayed
+        while delayed and now >= delayed[0][0]:
+            _, session, frame = delayed.popleft()
             if session == self.session:
-                self.link.send(frame)
+                self.outbox.append(frame)
 
     def _sync_registrations(self) -> None:
         """Register the patterns the router does not have yet, unregister the ones gone."""
@@ -292,10 +346,10 @@ class Worker:
             return
         wanted = set(self.table.patterns)
         for pattern in sorted(self.registered - wanted):
-            self.link.send(codec.dumps({"action": "object-producer-unregister", "pattern": pattern}))
+            self.outbox.append(codec.dumps({"action": "object-producer-unregister", "pattern": pattern}))
             log.info("> unregistered %s", pattern)
         for pattern in sorted(wanted - self.registered):
-            self.link.send(codec.dumps({"action": "object-producer-register", "pattern": pattern}))
+            self.outbox.append(codec.dumps({"action": "object-producer-register", "pattern": pattern}))
             log.info("> registered %s", pattern)
         self.registered = wanted
 
@@ -306,11 +360,20 @@ class Worker:
             self.stopping = True
             log.info("= %s received: stopping", signal.Signals(signum).name)
 
-    def _beat(self, now: float) -> None:
-        """Tell the pool's watchdog that this loop is alive (at most every WATCHDOG_BEAT seconds)."""
-        if self.watchdog_fd is None or now < self.next_beat:
+    def _drop_pending(self) -> None:
+        """Stopping: forget what has not started (the router requeues it when our session closes)."""
+        self.orders.clear()
+        self.delayed.clear()
+        self.reload = None
+        for job in self.jobs:
+            job.call.cancelled = True
+        if any(job.call.running for job in self.jobs):
+            log.info("= stopping: waiting up to %.0f s for the current job", STOP_GRACE)
+
+    def _beat(self) -> None:
+        """Tell the pool's watchdog that this loop is alive (every WATCHDOG_BEAT seconds)."""
+        if self.watchdog_fd is None:
             return
-        self.next_beat = now + WATCHDOG_BEAT
         try:
             os.write(self.watchdog_fd, b".")
         except BlockingIOError:
@@ -324,17 +387,21 @@ class Worker:
             self.stopping = True
 
     def _shutdown(self) -> None:
-        if self.job is not None:
+        running = self._running()
+        if running is not None:
             self.abandoned = True
             if self.exit_code != EXIT_ABANDONED:
-                log.warning("! abandoning %s: it did not finish in %.0f s", self.job.what(), STOP_GRACE)
+                log.warning("! abandoning %s: it did not finish in %.0f s", running.what(), STOP_GRACE)
+        if self.outbox:
+            self._flush()
         self.link.close()
         self.ctx.term()
-        if self.job is None:
+        if running is None:
             closing = self.thread.submit(self.catalog.close)
-            try:
-                closing.result(timeout=1.0)
-            except Exception:
+            deadline = time.monotonic() + 1.0
+            while not closing.done and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not closing.done:
                 log.warning("! producers did not close in time")
         log.info("= stopped")
 
@@ -353,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="file descriptor (a pipe from the pool) to write a sign of life to")
     parser.add_argument("--production-timeout", type=float, default=DEFAULT_PRODUCTION_TIMEOUT,
                         help="seconds before a production is abandoned and this process exits (0: no limit)")
+    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH,
+                        help="production orders the router may give this worker at once (>= 1)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -362,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     # hand back the code of a same-size edit made within the same second.
     sys.dont_write_bytecode = True
     worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout,
-                    os.environ.get(SECRET_ENV, ""), args.watchdog_fd)
+                    os.environ.get(SECRET_ENV, ""), args.watchdog_fd, args.prefetch)
     code = worker.run()
     if worker.abandoned:
         # The producer thread is still inside user code, maybe holding locks that interpreter

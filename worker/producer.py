@@ -64,7 +64,9 @@ Lifetime and concurrency
     keep caches. All producer code (import, ``__init__``, ``produce``, ``close``) runs in one
     thread of the worker process, one call at a time: no locking is needed, and a thread-bound
     resource (a sqlite3 connection) works. Parallelism comes from running more worker
-    processes (``sync-worker --workers N``), each with its own instances.
+    processes (``sync-worker --workers N``), each with its own instances. With
+    ``sync-worker --prefetch N`` a worker process holds up to N orders and runs them one after the
+    other (still one call at a time), so quick productions do not wait for a round trip each.
     ``close()`` is called before a reload, and when the worker stops.
 """
 

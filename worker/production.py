@@ -55,9 +55,10 @@ def produce(producer: Producer, object_id: str) -> Answer:
         log.error("! %s.produce(%r) returned something that cannot be sent: %s",
                   type(producer).__qualname__, object_id, exc)
         return failure(object_id, exc)
-    log.debug("> produced %s in %.1f ms, version %s%s", object_id,
-              (time.perf_counter() - started) * 1000, codec.dumps(version).decode(),
-              " (stall)" if data is False else "")
+    if log.isEnabledFor(logging.DEBUG):  # not codec.dumps(version) for nothing
+        log.debug("> produced %s in %.1f ms, version %s%s", object_id,
+                  (time.perf_counter() - started) * 1000, codec.dumps(version).decode(),
+                  " (stall)" if data is False else "")
     return Answer(object_id, frame)
 
 

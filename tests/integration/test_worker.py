@@ -96,14 +96,16 @@ class ScriptedRouter:
 
     def wait_seapig(self, identity: bytes, predicate: Callable[[dict], bool], since: int = 0,
                     what: str = "seapig message") -> dict:
-        """The first MSG from ``identity`` whose JSON matches ``predicate``."""
+        """The first seapig message from ``identity`` (in any MSG pair) whose JSON matches ``predicate``."""
         def match(i: bytes, f: list[bytes]) -> bool:
-            return i == identity and f[0] == wire.MSG and predicate(codec.loads(f[2]))
-        return codec.loads(self.wait_for(match, since, what)[1][2])
+            return i == identity and any(predicate(m) for m in seapig_of(f))
+        _, frames = self.wait_for(match, since, what)
+        return next(m for m in seapig_of(frames) if predicate(m))
 
     def seapig(self, identity: bytes, since: int = 0) -> list[dict]:
+        """Every seapig message from ``identity``, in order (a MSG may carry several)."""
         with self._cond:
-            return [codec.loads(f[2]) for i, f in self.messages[since:] if i == identity and f[0] == wire.MSG]
+            return [m for i, f in self.messages[since:] if i == identity for m in seapig_of(f)]
 
     def registered(self, identity: bytes, since: int = 0) -> set[str]:
         """Patterns registered and not unregistered by ``identity`` since ``since``."""
@@ -133,6 +135,13 @@ class ScriptedRouter:
     def count(self, identity: bytes, kind: bytes, since: int = 0) -> int:
         with self._cond:
             return sum(1 for i, f in self.messages[since:] if i == identity and f[0] == kind)
+
+
+def seapig_of(frames: list[bytes]) -> list[dict]:
+    """The JSON messages of a ``[MSG, sid, raw, sid, raw...]`` message (none for any other kind)."""
+    if frames[0] != wire.MSG:
+        return []
+    return [codec.loads(raw) for _, raw in wire.pairs(frames)]
 
 
 def pid_of(identity: bytes) -> int:
@@ -251,7 +260,8 @@ def test_worker_says_hello_opens_a_session_and_registers_every_pattern(router, p
     assert first["action"] == "client-options-set" and first["options"]["name"] == "worker"
     stats = first["options"]["stats"]  # shown by the SeasyncServer::Workers introspection object
     assert stats["pid"] == pid_of(worker) and stats["rss"] > 0 and stats["cpu_percent"] >= 0
-    assert all(f[1] == b"1" for i, f in router.messages if i == worker and f[0] == wire.MSG)
+    assert all(sid == b"1" for i, f in router.messages if i == worker and f[0] == wire.MSG
+               for sid, _ in wire.pairs(f))
     output = pool.output()
     assert "broken.py" in output and "Traceback" in output  # logged with its traceback, and skipped
     assert "helpers are never imported" not in output
