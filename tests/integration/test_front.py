@@ -25,7 +25,7 @@ from common.wire import (
     secure_router,
 )
 from router import front as front_module
-from router.front import Backpressure, Congestion, FrontConfig, text_frame
+from router.front import Backpressure, Congestion, text_frame
 from tests.cluster import Proc, free_port, wait_port
 
 WAIT = 20.0  # generous: a loaded 2-core machine
@@ -400,64 +400,102 @@ async def test_a_close_never_overtakes_the_messages_before_it(router, front):
         assert msgs == [b'"%s-%d"' % (i, n) for n in range(30)]
 
 
-class FakeDealer:
-    """Records what the front sends; each send's future is left for the test to complete."""
+class LinkPair:
+    """A RouterLink on a real DEALER, and the ROUTER it talks to (in process, over inproc)."""
 
-    closed = False
+    def __init__(self, hwm: int = 1000) -> None:
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.RCVHWM, hwm)
+        self.router.bind("inproc://router")
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.SNDHWM, hwm)
+        self.dealer.connect("inproc://router")
+        self.received: list[list[bytes]] = []  # what the link handed to its owner
+        self.drains = 0
+        self.link = front_module.RouterLink(self.dealer, self.received.append, self._drained)
 
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-        self.futures: list[asyncio.Future[None]] = []
-        self.done = True  # complete each future at once (ZeroMQ took the message)
+    def _drained(self) -> None:
+        self.drains += 1
 
-    def send_multipart(self, frames: list[bytes]) -> asyncio.Future[None]:
-        self.sent.append(list(frames))
-        future = asyncio.get_running_loop().create_future()
-        if self.done:
-            future.set_result(None)
-        self.futures.append(future)
-        return future
+    def envelopes(self) -> list[list[bytes]]:
+        """Everything the router side has received so far (identity stripped)."""
+        out = []
+        while self.router.poll(0):
+            out.append(self.router.recv_multipart()[1:])
+        return out
 
-
-def front_with_fake_dealer() -> tuple[front_module.Front, FakeDealer]:
-    front = front_module.Front(FrontConfig())
-    dealer = FakeDealer()
-    front._dealer = dealer  # type: ignore[assignment]
-    return front, dealer
+    def close(self) -> None:
+        self.link.close(0)
+        self.router.close(0)
+        self.ctx.term()
 
 
-async def test_outbox_is_flushed_before_any_other_envelope():
-    """Client messages of one iteration go as one MSG, and a CLOSE (or PAUSE...) sent in the same
-    iteration goes after them, never before."""
-    front, dealer = front_with_fake_dealer()
-    front._sessions[b"1"] = object()  # type: ignore[assignment]  # _end_session only pops it
-    assert front._post(b"1", b"a") is None and front._post(b"2", b"x") is None
-    front._post(b"1", b"b")
-    front._end_session(b"1")
-    assert dealer.sent == [[MSG, b"1", b"a", b"2", b"x", b"1", b"b"], [CLOSE, b"1"]]
-    await asyncio.sleep(0)            # the scheduled flush finds the outbox empty
-    assert len(dealer.sent) == 2
-    front._post(b"2", b"y")
-    front._post(b"2", b"z")
+@pytest.fixture
+async def link_pair() -> AsyncIterator[LinkPair]:
+    pair = LinkPair()
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+async def test_link_sends_an_iteration_in_order_with_client_messages_merged(link_pair):
+    """Client messages between two other envelopes go as one MSG; a CLOSE made in the same
+    iteration goes after the MSG holding that session's messages, never before."""
+    link = link_pair.link
+    link.send([OPEN, b"1"])
+    assert link.post(b"1", b"a") is None and link.post(b"2", b"x") is None
+    link.post(b"1", b"b")
+    link.send([CLOSE, b"1"])
+    link.post(b"2", b"y")
+    assert link_pair.envelopes() == []  # nothing before the end of the iteration
     await asyncio.sleep(0)
-    assert dealer.sent[2:] == [[MSG, b"2", b"y", b"2", b"z"]]
-
-
-async def test_a_handler_waits_while_the_router_link_is_congested():
-    front, dealer = front_with_fake_dealer()
-    dealer.done = False               # ZeroMQ's queue is full: sends stay pending
-    assert front._post(b"1", b"a") is None
-    await asyncio.sleep(0)            # batch 1 sent, pending
-    wait = front._post(b"1", b"b")    # congested: the handler must wait for its own batch
-    assert wait is not None and front._post(b"2", b"c") is wait
-    await asyncio.sleep(0)            # batch 2 sent, pending
-    assert dealer.sent == [[MSG, b"1", b"a"], [MSG, b"1", b"b", b"2", b"c"]]
-    dealer.futures[0].set_result(None)
+    assert link_pair.envelopes() == [[OPEN, b"1"], [MSG, b"1", b"a", b"2", b"x", b"1", b"b"], [CLOSE, b"1"],
+                                     [MSG, b"2", b"y"]]
+    link.post(b"2", b"z")
     await asyncio.sleep(0)
-    assert not wait.done()            # batch 1 went, but not the handler's own batch
-    dealer.futures[1].set_result(None)
-    await asyncio.wait_for(wait, WAIT)
-    assert front._post(b"1", b"d") is None  # the link is free again
+    assert link_pair.envelopes() == [[MSG, b"2", b"z"]]
+
+
+async def test_link_receives_everything_that_arrives(link_pair):
+    link_pair.link.send([HELLO, b"{}"])
+    await asyncio.sleep(0)
+    (ident, _, _), = [link_pair.router.recv_multipart()]
+    for i in range(1000):  # more than one drain batch
+        link_pair.router.send_multipart([ident, SENDS, b"%d" % i, b"1"])
+    async with asyncio.timeout(WAIT):
+        while len(link_pair.received) < 1000:
+            await asyncio.sleep(0.01)
+    assert link_pair.received == [[SENDS, b"%d" % i, b"1"] for i in range(1000)]
+    assert link_pair.drains >= 1000 // front_module.DRAIN_BATCH
+
+
+async def test_link_makes_handlers_wait_while_zeromq_is_full():
+    pair = LinkPair(hwm=1)
+    try:
+        link = pair.link
+        sent = 0
+        while link.post(b"1", b"%d" % sent) is None:  # the router does not read: queues fill up
+            sent += 1
+            await asyncio.sleep(0)
+            assert sent < 10_000, "ZeroMQ never refused a message"
+        wait = link.post(b"2", b"more")
+        assert wait is not None and not wait.done()
+        await asyncio.sleep(0.05)
+        assert not wait.done()           # nothing drained: the handlers keep waiting
+        got: list[bytes] = []
+        async with asyncio.timeout(WAIT):
+            while not wait.done():       # the router reads: room again, the backlog goes, waiters wake
+                got += [raw for _, raw in pairs(pair.router.recv_multipart()[1:])]
+                await asyncio.sleep(0)
+        got += [raw for env in pair.envelopes() for _, raw in pairs(env)]
+        await asyncio.sleep(0)
+        got += [raw for env in pair.envelopes() for _, raw in pairs(env)]
+        assert got == [b"%d" % i for i in range(sent + 1)] + [b"more"]  # nothing lost, in order
+        assert link.post(b"1", b"after") is None
+    finally:
+        pair.close()
 
 
 async def test_clients_sending_at_once_all_get_their_answers(router, front):
