@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -17,6 +18,8 @@ from router.front import Front, FrontConfig, is_loopback
 
 app = typer.Typer(add_completion=False)
 log = logging.getLogger("seasync.front")
+
+GC_YOUNG = 10_000  # allocations between young collections (Python's default: 700)
 
 
 @app.command()
@@ -86,6 +89,7 @@ def front(
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
                          ping_interval=ping_interval, ping_timeout=ping_timeout)
+    _tune_gc()
     try:
         asyncio.run(_serve(config, metrics_port))
     except OSError as exc:
@@ -95,6 +99,20 @@ def front(
         log.error("cannot connect to router %s: %s", router, exc)
         raise typer.Exit(2)
     log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections: they were 30% of the front's CPU while 2,000 clients
+    reconnected at once (each connection allocates ~70 tracked objects, and with Python's defaults
+    that also triggers full collections over every live connection).
+
+    The objects made at startup (modules, classes) live as long as the process: frozen, no
+    collection scans them again. A larger young generation means fewer collections for the same
+    allocations and fewer objects promoted to the older ones; cyclic garbage waits a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 def _raise_fd_limit(wanted: int) -> None:
