@@ -140,6 +140,13 @@ class Backpressure:
         return Congestion.NONE
 
 
+def listen_backlog(max_connections: int) -> int:
+    """Room in the listen queue for every client reconnecting at once (the kernel caps it at
+    net.core.somaxconn). asyncio's default of 100 overflowed when 2,000 clients came back together:
+    each SYN dropped waited out TCP's 1 s retransmission timer (1 s, then 3 s, per client)."""
+    return max(100, min(max_connections, 65535))
+
+
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
 
@@ -521,6 +528,7 @@ class Front:
                 compression=None, max_size=self.config.max_frame,
                 ping_interval=None,  # one keepalive loop for all (see _keepalive_loop), no task each
                 close_timeout=CLOSE_TIMEOUT,
+                backlog=listen_backlog(self.config.max_connections),
             )
             log.info("listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
                      self.config.port, self.config.router, self.identity.decode(),
