@@ -325,6 +325,7 @@ _MORE = int(zmq.SNDMORE) | int(zmq.NOBLOCK)  # ints: pyzmq ORs enum flags in Pyt
 _LAST = int(zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 
 class RouterLink:
@@ -339,9 +340,9 @@ class RouterLink:
     Incoming messages are received with NOBLOCK when the socket's FD is readable.
 
     ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and any operation
-    on the socket (send, recv, reading EVENTS) may consume that signal. So a drain always goes
-    until EAGAIN (or reschedules itself), and after sending, EVENTS is read and a drain scheduled
-    if a message waits.
+    on the socket (send, recv, reading EVENTS) may consume that signal. So a drain always goes on
+    until EVENTS shows no message waiting (or reschedules itself), and after sending, EVENTS is
+    read and a drain scheduled if a message waits.
 
     Backpressure: an envelope ZeroMQ refuses (its queue to the router is full, SNDHWM) stays in a
     backlog with everything after it, sent when the socket signals again. While there is a
@@ -427,7 +428,7 @@ class RouterLink:
             backlog.clear()
         if not backlog:
             self._release()
-        if self.sock.getsockopt(zmq.EVENTS) & _POLLIN:  # our sends may have taken the FD's edge
+        if self.sock.getsockopt(_EVENTS) & _POLLIN:  # our sends may have taken the FD's edge
             self._read_soon()
 
     def _release(self) -> None:
@@ -443,22 +444,25 @@ class RouterLink:
             self._loop.call_soon(self._readable)
 
     def _readable(self) -> None:
-        """The FD fired (or a drain is due): receive until EAGAIN, then send any backlog."""
+        """The FD fired (or a drain is due): receive until no message waits, then send any backlog."""
         self._read_due = False
         sock = self.sock
         if sock.closed:
             return
         recv = sock.recv_multipart
+        events = sock.getsockopt
         on_message = self._on_message
         try:
             for _ in range(DRAIN_BATCH):
-                try:
-                    frames = recv(_NOBLOCK)
-                except zmq.Again:
+                # EVENTS, not an Again exception, ends the drain (cheaper); no POLLIN in EVENTS
+                # also means the FD's edge is re-armed: the next message will fire it
+                if not events(_EVENTS) & _POLLIN:
                     break
-                on_message(frames)
+                on_message(recv(_NOBLOCK))
             else:
                 self._read_soon()  # more is waiting: the rest next iteration, after the websockets
+        except zmq.Again:  # EVENTS said a message waited; never seen, harmless
+            pass
         except zmq.ZMQError as exc:
             log.error("receive from router failed: %s", exc)
         finally:
