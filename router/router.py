@@ -30,6 +30,9 @@ MAX_PAIRS = 1024  # (frame, sessions) pairs in one SENDS message
 # two thirds of its time for a SEND to 2,000 sessions (see docs/PERFORMANCE.md)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+COALESCE_FROM = 64
+"""Client messages read in one batch from which the router counts as behind and coalesces versions."""
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
 
 
@@ -101,11 +104,12 @@ class Router:
 
     def _drain(self) -> None:
         self.store.now = time.time()
-        for _ in range(BATCH):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        batch = self._receive_batch()
+        # Behind (many client messages waiting at once): versions of one object that arrive together
+        # are coalesced into one push. Keeping up: every version goes out, as in seapig.
+        waiting = sum(len(frames) // 2 - 1 if frames[1] == wire.MSG else 1 for frames in batch)
+        self.store.coalesce = waiting >= COALESCE_FROM
+        for frames in batch:
             try:
                 # the clock is read per message: a batch can take seconds under load, and a peer whose
                 # messages wait in it must not look silent for that long (_expire_peers)
@@ -115,9 +119,22 @@ class Router:
             if len(self.store.outbox) > BATCH:
                 self._flush()
 
+    def _receive_batch(self) -> list[list[bytes]]:
+        """Up to BATCH waiting messages (never blocks)."""
+        recv, more = self.sock.recv, self.sock.get
+        batch: list[list[bytes]] = []
+        try:
+            while len(batch) < BATCH:
+                frames = [recv(_NOBLOCK)]
+                while more(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
+                if len(frames) >= 2:
+                    batch.append(frames)
+        except zmq.Again:
+            pass
+        return batch
+
     def _dispatch(self, frames: list[bytes], now: float) -> None:
-        if len(frames) < 2:
-            return
         identity, kind = frames[0], frames[1]
         if kind == wire.HELLO:
             self._hello(identity, frames[2] if len(frames) > 2 else b"{}", now)

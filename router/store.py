@@ -161,6 +161,9 @@ class ObjectStore:
         self.producer_patterns: dict[str, dict[Session, None]] = {}
         self.queue: OrderedDict[str, None] = OrderedDict()
         self.outbox: list[tuple[bytes, list[Session]]] = []
+        # Set by the shell while it is behind: new versions are then pushed when the outbox is taken,
+        # once per object however many arrived meanwhile (see _append). Off: every version is pushed.
+        self.coalesce = False
         self._changed: dict[str, SyncObject] = {}  # objects with a new version not pushed yet (marked in outbox)
         self._session_count = 0
         self._freed: dict[Session, None] = {}  # producers that became free since the last _assign
@@ -613,11 +616,12 @@ class ObjectStore:
         obj.sizes.append(len(full))
         obj.full_frame = full
         obj.frames = {}
-        # Pushed when the outbox is taken, where the first change was: several uploads of one object in
-        # one batch of messages (a producer faster than the router, an overload) cost one diff and one
-        # fan-out, and every consumer gets the latest state; a router that keeps up takes the outbox
-        # after each message, so then every version is sent.
-        if self._changed.get(obj.id) is not obj:
+        if not self.coalesce:
+            self._push(obj, list(obj.consumers))
+        elif self._changed.get(obj.id) is not obj:
+            # Pushed when the outbox is taken, at the place of the first change: several versions of one
+            # object in one batch (a producer faster than the router, a flood) cost one diff and one
+            # fan-out, and every consumer gets the latest state.
             self._changed[obj.id] = obj
             self.outbox.append((obj, None))  # type: ignore[arg-type]  # a marker, replaced by take_outbox
         self._trim_history(obj)

@@ -652,3 +652,46 @@ def test_disconnect_requeues_every_prefetched_order(h):
     assert [m["id"] for m in h.take(q)] == ["x1"]  # q holds one order at a time
     h.send(q, "object-patch", id="x1", version_new=1, value={})
     assert [m["id"] for m in h.take(q)] == ["x2"]
+
+
+# ---- coalescing while the router is behind -----------------------------------------------------
+
+def test_versions_arriving_together_are_pushed_once_when_coalescing():
+    h = Harness(retain=8)  # the router's default: the version the client holds is still retained
+    c, m = h.client("c"), h.client("m")
+    h.send(c, "object-consumer-register", pattern="x", version_known=0)
+    h.send(m, "object-producer-register", pattern="x")
+    h.take(m)
+    h.send(m, "object-patch", id="x", version_new=1, value={"n": 1})
+    assert h.take(c) == [update_value("x", 1, {"n": 1})]
+    h.store.coalesce = True  # what the router sets when a batch of many messages is waiting
+    for n in (2, 3, 4):
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}))
+    h._route()
+    assert h.take(c) == [{"action": "object-update", "id": "x", "version-old": 1, "version-new": 4,
+                          "patch": [{"op": "replace", "path": "/n", "value": 4}]}]
+
+
+def test_versions_are_all_pushed_when_not_coalescing(h):
+    c, m = h.client("c"), h.client("m")
+    h.send(c, "object-consumer-register", pattern="x", version_known=0)
+    h.send(m, "object-producer-register", pattern="x")
+    h.take(m)
+    for n in (1, 2, 3):
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}))
+    h._route()
+    assert [msg["version-new"] for msg in h.take(c)] == [1, 2, 3]
+
+
+def test_coalesced_push_keeps_its_place_and_skips_destroyed_objects(h):
+    c, m = h.client("c"), h.client("m")
+    h.send(c, "object-consumer-register", pattern="x", version_known=0)
+    h.send(c, "object-consumer-register", pattern="y", version_known=0)
+    h.send(m, "object-producer-register", pattern="*")
+    h.take(m)
+    h.store.coalesce = True
+    for oid, n in (("x", 1), ("y", 1), ("x", 2)):
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": oid, "version-new": n, "value": {"n": n}}))
+    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-unregister", "pattern": "y"}))
+    h._route()
+    assert h.take(c) == [update_value("x", 2, {"n": 2})]  # y died before the push: not sent at all

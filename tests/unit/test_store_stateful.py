@@ -107,6 +107,21 @@ class StoreMachine(RuleBasedStateMachine):
         s = data.draw(st.sampled_from([s for s in self.sessions if s.producing]))
         self._send(s, {"action": "object-patch", "id": data.draw(st.sampled_from(list(s.producing)))})
 
+    @rule(on=st.booleans())
+    def coalescing(self, on) -> None:
+        """The router coalesces while it is behind: pushes then wait for the outbox to be taken."""
+        self.store.coalesce = on
+
+    @precondition(lambda self: len(self.sessions) >= 1)
+    @rule(data=st.data(), oid=st.sampled_from(IDS), count=st.integers(2, 4))
+    def uploads_in_one_batch(self, data, oid, count) -> None:
+        """Several versions of one object handled before the outbox is taken (one router batch)."""
+        s = data.draw(st.sampled_from(self.sessions))
+        for n in range(count):
+            self.store.handle_raw(s, orjson.dumps({"action": "object-patch", "id": oid, "version-new": 100 + n,
+                                                   "value": {"n": n}}))
+        self._route()
+
     @precondition(lambda self: self.sessions)
     @rule(data=st.data(), prefetch=st.integers(1, 3))
     def set_prefetch(self, data, prefetch) -> None:
