@@ -32,7 +32,7 @@ _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
 COALESCE_FROM = 64
-"""Client messages read in one batch from which the router counts as behind and coalesces versions."""
+"""Client messages waiting in one batch from which versions that arrive together are coalesced."""
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
 
 
@@ -105,8 +105,9 @@ class Router:
     def _drain(self) -> None:
         self.store.now = time.time()
         batch = self._receive_batch()
-        # Behind (many client messages waiting at once): versions of one object that arrive together
-        # are coalesced into one push. Keeping up: every version goes out, as in seapig.
+        # Many client messages waiting at once (a flood, or the router behind): versions of one object
+        # that arrive together are coalesced into one push of the newest. A trickle: every version goes
+        # out, as in seapig.
         waiting = sum(len(frames) // 2 - 1 if frames[1] == wire.MSG else 1 for frames in batch)
         self.store.coalesce = waiting >= COALESCE_FROM
         for frames in batch:
