@@ -169,7 +169,7 @@ class Introspection:
         for s in self.store.sessions:
             # seapig's one "producing" entry (the oldest order); "orders" counts them when prefetch > 1
             producing = None
-            for obj, inferred, since in s.producing.values():
+            for obj, inferred, since, _ in s.producing.values():
                 producing = {"id": obj.id, "version_inferred": inferred, "since": since}
                 break
             out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": list(s.consumes),
@@ -195,7 +195,7 @@ class Introspection:
                 continue
             stats = s.options.get("stats") if isinstance(s.options.get("stats"), dict) else {}
             producing = None
-            for obj, _, since in s.producing.values():  # the oldest order
+            for obj, _, since, _ in s.producing.values():  # the oldest order
                 producing = {"id": obj.id, "since": since}
                 break
             out[s.client_id] = {"id": s.client_id, "pid": stats.get("pid"), "host": stats.get("host"),

@@ -19,7 +19,7 @@ Vocabulary:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from common import codec, protocol
 from common.diff import apply_patch, make_patch
@@ -46,8 +46,7 @@ class Session:
         self.options: dict = {}
         self.consumes: dict[str, None] = {}  # patterns, in registration order
         self.produces: dict[str, None] = {}
-        # Orders in flight, oldest first: object id -> (object, inferred version ordered, store time).
-        self.producing: dict[str, tuple[SyncObject, Version, float]] = {}
+        self.producing: dict[str, Order] = {}  # orders in flight, oldest first, by object id
         self.prefetch = 1  # orders it may hold at once: seapig's one, or its "prefetch" option
         self.productions = 0  # answers to object-produce with data
         self.errors = 0  # answers carrying a production error
@@ -69,6 +68,15 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.client_id}>"
+
+
+class Order(NamedTuple):
+    """A production order in flight on a session."""
+
+    obj: "SyncObject"
+    inferred: Version  # the inferred version it was ordered for
+    since: float  # store time it was ordered
+    key: Any  # version_key(inferred): its entry in obj.in_flight
 
 
 class SyncObject:
@@ -574,7 +582,7 @@ class ObjectStore:
         self._enqueue(obj)
 
     def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
-        obj, _, since = session.producing[object_id]
+        obj, _, since, _ = session.producing[object_id]
         if data is None:
             return
         obj.failures = 0
@@ -705,7 +713,7 @@ class ObjectStore:
             obj.queued = False
             self.queue.pop(obj.id, None)
             return
-        if obj.queued or version_key(obj.inferred) in obj.in_flight:
+        if obj.queued or (obj.in_flight and version_key(obj.inferred) in obj.in_flight):
             return
         if self.min_interval > 0:
             if obj.in_flight:
@@ -776,18 +784,19 @@ class ObjectStore:
         del self.queue[obj.id]
         obj.queued = False
         inferred = obj.inferred
-        session.producing[obj.id] = (obj, inferred, self.now)
+        key = version_key(inferred)
+        session.producing[obj.id] = Order(obj, inferred, self.now, key)
         obj.started_at = self.now
-        obj.in_flight[version_key(inferred)] = session
+        obj.in_flight[key] = session
         self._send(protocol.produce(obj.id, inferred), (session,))
 
     def _cancel_production(self, session: Session, object_id: str, requeue: bool = True) -> None:
         order = session.producing.pop(object_id, None)
         if order is None:
             return
-        obj, inferred, _ = order
-        if obj.in_flight.get(version_key(inferred)) is session:
-            del obj.in_flight[version_key(inferred)]
+        obj, _, _, key = order
+        if obj.in_flight.get(key) is session:
+            del obj.in_flight[key]
         self._freed[session] = None
         if requeue:
             self._enqueue(obj)

@@ -96,7 +96,7 @@ class StoreMachine(RuleBasedStateMachine):
         busy = [s for s in self.sessions if s.producing]
         if busy:
             s = data.draw(st.sampled_from(busy))
-            obj, inferred, _ = data.draw(st.sampled_from(list(s.producing.values())))
+            obj, inferred, _, _ = data.draw(st.sampled_from(list(s.producing.values())))
             version = inferred if inferred is not None else 1
             self._send(s, {"action": "object-patch", "id": obj.id, "version-new": version,
                            "value": {"v": canon(version).decode()}})
@@ -139,7 +139,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert set(self.store.queue) <= set(self.store.objects)
         for s in self.sessions:
             assert len(s.producing) <= 3  # the largest prefetch drawn (it may have been lowered since)
-            for object_id, (obj, _, _) in s.producing.items():
+            for object_id, (obj, _, _, _) in s.producing.items():
                 assert self.store.objects.get(object_id) is obj
 
     @invariant()
