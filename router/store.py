@@ -730,10 +730,17 @@ class ObjectStore:
             return
         obj.queued = True
         self.queue[obj.id] = None
-        for session in obj.producers:  # as seapig: a newly queued object goes to a free producer at once
-            if session.has_slot and obj.id not in session.producing:
-                self._start_production(obj, session)
-                return
+        # As seapig: a newly queued object goes to a free producer at once; an idle one first, so that
+        # with prefetch an order waits behind another production only when every producer is busy.
+        chosen = None
+        for session in obj.producers:
+            if not session.producing:
+                chosen = session
+                break
+            if chosen is None and session.has_slot and obj.id not in session.producing:
+                chosen = session
+        if chosen is not None:
+            self._start_production(obj, chosen)
 
     def _delay(self, obj: SyncObject, due: float) -> None:
         self.delayed[obj.id] = max(due, self.delayed.get(obj.id, 0.0))

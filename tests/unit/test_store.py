@@ -695,3 +695,16 @@ def test_coalesced_push_keeps_its_place_and_skips_destroyed_objects(h):
     h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-unregister", "pattern": "y"}))
     h._route()
     assert h.take(c) == [update_value("x", 2, {"n": 2})]  # y died before the push: not sent at all
+
+
+def test_prefetch_prefers_an_idle_producer(h):
+    c, p, q = h.client("c"), h.client("p"), h.client("q")
+    for s in (p, q):
+        h.send(s, "client-options-set", options={"name": "w", "prefetch": 4})
+        h.send(s, "object-producer-register", pattern="x*")
+    h.send(c, "object-consumer-register", pattern="x1", version_known=0)
+    h.send(c, "object-consumer-register", pattern="x2", version_known=0)
+    assert [m["id"] for m in h.take(p)] == ["x1"]
+    assert [m["id"] for m in h.take(q)] == ["x2"]  # q was idle: it gets x2 rather than p's second slot
+    h.send(c, "object-consumer-register", pattern="x3", version_known=0)
+    assert [m["id"] for m in h.take(p)] == ["x3"]  # both busy: the first with room
