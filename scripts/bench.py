@@ -411,6 +411,7 @@ async def fanout_rate(args: argparse.Namespace) -> None:
             try:
                 rate = 5.0 if n <= 500 else 2.0
                 best[kind] = (0.0, None)
+                retried = False
                 while rate <= 2000:
                     last = await master.paced(rate, 2.0)
                     ok, reached, _ = await call(procs.wait, OID, last, 2.0)
@@ -419,13 +420,15 @@ async def fanout_rate(args: argparse.Namespace) -> None:
                     keeps_up = ok and st.skipped == 0 and st.bad_base == 0 and p99 is not None and p99 <= 50
                     print(f"  {n} clients, {kind} {rate:.0f}/s: p50 {st.percentile(50):.1f} ms p99 {p99:.1f} ms, "
                           f"skipped {st.skipped}, reached {reached}/{n} -> {'ok' if keeps_up else 'behind'}", flush=True)
+                    await asyncio.sleep(0.3)
                     if not keeps_up:
-                        break
+                        if retried or not ok:
+                            break
+                        retried = True  # one more try at the same rate: one scheduler hiccup ends no ladder
+                        continue
                     best[kind] = (rate, p99)
                     rate *= 1.4
-                    if not ok:
-                        break
-                    await asyncio.sleep(0.3)
+                    retried = False
             finally:
                 prof.stop()
                 await teardown(server, procs, master)
