@@ -137,6 +137,10 @@ def same(a: Version, b: Version) -> bool:
 
 def version_key(version: Version) -> Any:
     """A hashable key such that ``same(a, b)`` implies equal keys (floats that are integers become ints)."""
+    if type(version) is dict and len(version) == 1:  # the most common: one dependency counter
+        for key, value in version.items():
+            if type(value) is int:
+                return ("H", (key, value))
     if isinstance(version, float) and version.is_integer():
         return int(version)
     if isinstance(version, list):

@@ -249,7 +249,8 @@ class ObjectStore:
             prefetch = session.options.get("prefetch", 1)
             session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
             self._freed[session] = None  # it may have more room now
-        self._assign()
+        # Producers freed by this message get their next orders when the outbox is taken (once per batch
+        # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
 
     def _allowed(self, session: Session, message: dict) -> bool:
         """Registration limits and the access hook; a refusal is an error frame and nothing else."""
@@ -306,12 +307,13 @@ class ObjectStore:
 
     @property
     def has_output(self) -> bool:
-        """True if take_outbox() has something."""
-        return bool(self.outbox)
+        """True if take_outbox() may have something."""
+        return bool(self.outbox or self._freed)
 
     def take_outbox(self) -> list[tuple[bytes, list[Session]]]:
         """The frames to send, each with its sessions; objects that changed since the last call are
         pushed to their consumers first, once each however many versions arrived meanwhile."""
+        self._assign()
         pending, self.outbox = self.outbox, []
         if not self._changed:
             return pending
@@ -728,6 +730,7 @@ class ObjectStore:
         if isinstance(obj.inferred, dict) and self._missing_dependency(obj):
             obj.waiting = True
             return
+        self._assign()  # producers freed earlier take the objects queued before this one first (FIFO)
         obj.queued = True
         self.queue[obj.id] = None
         # As seapig: a newly queued object goes to a free producer at once; an idle one first, so that

@@ -708,3 +708,18 @@ def test_prefetch_prefers_an_idle_producer(h):
     assert [m["id"] for m in h.take(q)] == ["x2"]  # q was idle: it gets x2 rather than p's second slot
     h.send(c, "object-consumer-register", pattern="x3", version_known=0)
     assert [m["id"] for m in h.take(p)] == ["x3"]  # both busy: the first with room
+
+
+def test_producer_freed_within_a_batch_takes_the_oldest_queued_object_first(h):
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "object-producer-register", pattern="x*")
+    h.send(c, "object-consumer-register", pattern="x1", version_known=0)
+    h.send(c, "object-consumer-register", pattern="x2", version_known=0)
+    assert [m["id"] for m in h.take(p)] == ["x1"]
+    # one batch of messages (the outbox is taken once at its end): p answers x1, then x3 is queued
+    h.store.handle_raw(p, orjson.dumps({"action": "object-patch", "id": "x1", "version-new": 1, "value": {}}))
+    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-register", "pattern": "x3", "version-known": 0}))
+    h._route()
+    assert [m["id"] for m in h.take(p)] == ["x2"]  # x2 was queued before x3
+    h.send(p, "object-patch", id="x2", version_new=1, value={})
+    assert [m["id"] for m in h.take(p)] == ["x3"]
