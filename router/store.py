@@ -174,7 +174,8 @@ class ObjectStore:
         self.coalesce = False
         self._changed: dict[str, SyncObject] = {}  # objects with a new version not pushed yet (marked in outbox)
         self._session_count = 0
-        self._freed: dict[Session, None] = {}  # producers that became free since the last _assign
+        self._freed: dict[Session, None] = {}  # producers that became free in the current message
+        self._due: dict[Session, None] = {}  # ... and in earlier messages, not yet offered the queue
         self.now = 0.0  # set by the shell before each call: the store reads no clock itself
         self.productions_total = 0
         self.errors_total = 0
@@ -229,6 +230,9 @@ class ObjectStore:
 
     def handle(self, session: Session, message: dict) -> None:
         """Apply one validated message (see common.protocol.parse)."""
+        if self._freed:  # freed by the previous message: offered the queue before this one queues anything
+            self._due.update(self._freed)
+            self._freed = {}
         action = message["action"]
         if not self._allowed(session, message):
             return
@@ -308,7 +312,7 @@ class ObjectStore:
     @property
     def has_output(self) -> bool:
         """True if take_outbox() may have something."""
-        return bool(self.outbox or self._freed)
+        return bool(self.outbox or self._freed or self._due)
 
     def take_outbox(self) -> list[tuple[bytes, list[Session]]]:
         """The frames to send, each with its sessions; objects that changed since the last call are
@@ -730,7 +734,8 @@ class ObjectStore:
         if isinstance(obj.inferred, dict) and self._missing_dependency(obj):
             obj.waiting = True
             return
-        self._assign()  # producers freed earlier take the objects queued before this one first (FIFO)
+        if self._due:  # seapig would have offered them the queue at the end of their message (FIFO)
+            self._assign(self._due)
         obj.queued = True
         self.queue[obj.id] = None
         # As seapig: a newly queued object goes to a free producer at once; an idle one first, so that
@@ -767,17 +772,24 @@ class ObjectStore:
                 return True
         return False
 
-    def _assign(self) -> None:
-        """Hand queued objects, oldest first, to the producers that became free since the last call.
+    def _assign(self, freed: dict[Session, None] | None = None) -> None:
+        """Hand queued objects, oldest first, to the producers that became free since the last call
+        (only those in ``freed`` if given).
 
         Only those need a look: every other free producer was already offered every queued object
         (a newly queued object goes straight to a free producer). So an upload costs the position of
-        the first object its producer can take, not a walk of the whole queue.
+        the first object its producer can take, not a walk of the whole queue. seapig does this at the
+        end of each message; the store does it once per batch of messages (when the outbox is taken),
+        and before a later message of the batch queues an object, which gives the same orders.
         """
-        if not self._freed:
+        if freed is None:
+            self._due.update(self._freed)
+            self._freed = {}
+            freed = self._due
+        if not freed:
             return
-        candidates = {s for s in self._freed if s.has_slot and s in self.sessions}
-        self._freed = {}
+        candidates = {s for s in freed if s.has_slot and s in self.sessions}
+        freed.clear()
         while candidates:
             for object_id in self.queue:
                 obj = self.objects[object_id]
