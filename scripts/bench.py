@@ -489,6 +489,7 @@ async def overload(args: argparse.Namespace) -> None:
 
 PRODUCERS = textwrap.dedent('''
     """Producers for scripts/bench.py: versions come from files the benchmark writes."""
+    import os
     import pathlib
     import time
 
@@ -497,8 +498,20 @@ PRODUCERS = textwrap.dedent('''
     HERE = pathlib.Path(__file__).parent
 
 
+    _cache = {}
+
+
     def version(name):
-        return int((HERE / f"{name}.version").read_text())
+        """The version the benchmark wrote last: re-read only when the file changed (one stat per call;
+        the benchmark replaces the file, so the inode changes), to keep the trivial producer trivial."""
+        path = f"{HERE}/{name}.version"
+        st = os.stat(path)
+        stamp = (st.st_ino, st.st_mtime_ns)
+        hit = _cache.get(name)
+        if hit is None or hit[0] != stamp:
+            with open(path) as f:
+                hit = _cache[name] = (stamp, int(f.read()))
+        return hit[1]
 
 
     class BumpTarget(Producer):
