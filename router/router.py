@@ -105,6 +105,7 @@ class Router:
     def _drain(self) -> None:
         self.store.now = time.time()
         batch = self._receive_batch()
+        batch = self._answer_pings(batch)
         # Many client messages waiting at once (a flood, or the router behind): versions of one object
         # that arrive together are coalesced into one push of the newest. A trickle: every version goes
         # out, as in seapig.
@@ -119,6 +120,22 @@ class Router:
                 log.exception("internal error while handling %r", frames[:3])
             if len(self.store.outbox) > BATCH:
                 self._flush()
+
+    def _answer_pings(self, batch: list[list[bytes]]) -> list[list[bytes]]:
+        """PONG every known peer's PING at once, ahead of the batch it arrived in: a peer takes a silent
+        router for restarted, and the rest of a big batch may take a while. Returns the other messages."""
+        if not any(frames[1] == wire.PING for frames in batch):
+            return batch
+        rest = []
+        now = time.monotonic()
+        for frames in batch:
+            peer = self.peers.get(frames[0]) if frames[1] == wire.PING else None
+            if peer is None:  # not a PING, or from a peer not known yet (its HELLO may be in this batch)
+                rest.append(frames)
+                continue
+            peer.last_seen = now
+            self.sock.send_multipart([frames[0], wire.PONG, self.epoch])
+        return rest
 
     def _receive_batch(self) -> list[list[bytes]]:
         """Up to BATCH waiting messages (never blocks)."""
