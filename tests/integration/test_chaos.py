@@ -56,6 +56,8 @@ DOCS = [f"doc-{i}" for i in range(12)]
 EXACT_CLIENTS, DOC_WILDCARDS, DEP_WILDCARDS = 20, 6, 4
 QUIET_BEFORE_RETAKE = 5.0  # seconds before a watcher consumes again a doc it dropped (see churn_forever)
 WORKERS = 2
+PREFETCH = "3"  # several orders in flight per worker: more state for every fault to get wrong (default 1 is
+# what the other fault tests run)
 
 PRODUCERS = textwrap.dedent('''
     import json, pathlib, random, time
@@ -160,7 +162,7 @@ class Storm:
         (self.directory / "chaos_producers.py").write_text(PRODUCERS)
         self.graph = {doc: sorted(self.rng.sample(DEPS, self.rng.choice([2, 3]))) for doc in DOCS}
         self.write_state()
-        self.pool = self.cluster.start_workers(self.directory, WORKERS)
+        self.pool = self.cluster.start_workers(self.directory, WORKERS, "--prefetch", PREFETCH)
         url = self.cluster.ws_url
         for m in range(2):
             client = Client(url, name=f"masters-{m}", reconnect_delay=0.2, max_reconnect_delay=2.0)
@@ -289,7 +291,7 @@ class Storm:
             os.killpg(self.pool.pid, signal.SIGKILL)  # the pool and its workers at once, like a host crash
             self.pool.popen.wait()
             time.sleep(downtime)
-            self.pool = cluster.start_workers(self.directory, WORKERS)
+            self.pool = cluster.start_workers(self.directory, WORKERS, "--prefetch", PREFETCH)
         elif kind in ("kill the front", "stop the front"):
             if kind == "kill the front":
                 cluster.front.kill()
@@ -366,7 +368,7 @@ class Storm:
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 async def test_chaos_storm_then_every_client_holds_the_latest_state(cluster, tmp_path):
-    print(f"\nchaos: seed {SEED} (replay with SEASYNC_CHAOS_SEED={SEED}), {ROUNDS} rounds of {STORM:g} s")
+    print(f"\nchaos: seed {SEED} (replay with SEASYNC_CHAOS_SEED={SEED}), {ROUNDS} rounds of {STORM:g} s, workers with --prefetch {PREFETCH}")
     resyncs = ResyncLog()
     logging.getLogger("seasync.client").addHandler(resyncs)
     storm = Storm(cluster, tmp_path, SEED)
