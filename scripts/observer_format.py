@@ -460,7 +460,9 @@ def _producing_cell(entry: dict, now: float) -> Text:
     producing = entry.get("producing")
     if not isinstance(producing, dict):
         return styled("idle", "dim")
-    return styled(str(producing.get("id", "?")), "bold yellow")
+    orders = entry.get("orders")  # with --prefetch a worker holds more orders than the one it runs
+    more = f" +{orders - 1}" if type(orders) is int and orders > 1 else ""
+    return styled(f"{producing.get('id', '?')}{more}", "bold yellow")
 
 
 def _producing_for_cell(entry: dict, now: float) -> Text:

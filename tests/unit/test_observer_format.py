@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scripts.observer_format import (
     OBJECT_NARROW, Sort, changed_paths, column_widths, connection_rows, fmt_bytes, fmt_duration, fmt_version,
-    object_rows, problem_reason, render_json, state_name,
+    WORKER_COLUMNS, object_rows, problem_reason, render_json, state_name,
 )
 
 SESSION = 1795796108498
@@ -92,3 +92,11 @@ def test_columns_fill_the_width_of_an_80_column_terminal():
     widths = column_widths(OBJECT_NARROW, 79)
     assert sum(widths) + 2 * len(widths) == 79
     assert widths[0] >= 16  # the id column keeps room for ids like "hello-shout"
+
+
+def test_worker_cell_shows_orders_held_beyond_the_running_one():
+    producing = next(c for c in WORKER_COLUMNS if c.key == "producing")
+    worker = {"id": "worker:3", "producing": {"id": "tp-7", "since": 0.0}}
+    assert producing.render({**worker, "orders": 1}, 0.0).plain == "tp-7"
+    assert producing.render({**worker, "orders": 5}, 0.0).plain == "tp-7 +4"  # sync-worker --prefetch
+    assert producing.render({"id": "worker:4", "producing": None, "orders": 0}, 0.0).plain == "idle"
