@@ -172,9 +172,16 @@ class Introspection:
             for obj, inferred, since, _ in s.producing.values():
                 producing = {"id": obj.id, "version_inferred": inferred, "since": since}
                 break
-            out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": list(s.consumes),
-                                "produces": list(s.produces), "producing": producing, "orders": len(s.producing),
-                                "peer": self._peer_name(s)}
+            consumes, produces = list(s.consumes), list(s.produces)
+            out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": consumes,
+                                "produces": produces, "producing": producing, "orders": len(s.producing),
+                                "peer": self._peer_name(s),
+                                # what seapig's own viewer reads: connection -> its clients (one here),
+                                # "producing" as [id, version]
+                                "clients": {s.client_id: {
+                                    "consumes": consumes, "produces": produces,
+                                    "producing": [producing["id"], producing["version_inferred"]] if producing else None,
+                                }}}
         return out
 
     def _statistics(self, now: float) -> dict:

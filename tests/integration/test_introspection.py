@@ -53,6 +53,10 @@ async def test_objects_and_connections_follow_the_store(fixed_session_cluster):
         connections = (await viewer.expect(update_of("SeapigServer::Connections")))["value"]
         names = {c["options"].get("name") for c in connections.values()}
         assert {"viewer", "app", "SeapigInternalClient"} <= names
+        app_id = next(cid for cid, c in connections.items() if c["options"].get("name") == "app")
+        # the shape seapig's viewer reads (its Connections tab): connection -> clients -> registrations
+        assert connections[app_id]["clients"][app_id]["consumes"] == ["thing"]
+        assert connections[app_id]["clients"][app_id]["produces"] == ["thing"]
 
         await app.send("object-consumer-unregister", pattern="thing")
         while "thing" in objects:
