@@ -1,0 +1,129 @@
+"""The router's handling of a batch of envelopes, driven step by step over real ZeroMQ sockets.
+
+The router object runs in this process, but nothing of it is mocked: a DEALER peer talks to its ROUTER
+socket over TCP, and the test calls the loop's steps (``_drain``, ``_flush``) itself, so it decides what
+one batch holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import zmq
+
+from common import wire
+from router.router import Router
+from tests.cluster import free_port
+
+
+class Peer:
+    """A front-like DEALER peer of an in-process router whose loop the test steps by hand."""
+
+    def __init__(self) -> None:
+        url = f"tcp://127.0.0.1:{free_port()}"
+        self.router = Router(url)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(url)
+
+    def step(self) -> None:
+        """One turn of the router's loop: wait for a batch, handle it, send what it produced."""
+        assert self.router.sock.poll(10_000), "nothing reached the router"
+        time.sleep(0.5)  # let ZeroMQ's I/O thread queue everything already sent: one batch
+        self.router._drain()
+        self.router._flush()
+
+    def received(self, timeout: float = 5.0) -> list[list[bytes]]:
+        out = []
+        while self.sock.poll(int(timeout * 1000) if not out else 200):
+            out.append(self.sock.recv_multipart())
+        return out
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+        self.router.sock.close(0)
+        self.router.ctx.term()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+def hello(peer: Peer, *sids: bytes) -> None:
+    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test"})])
+    peer.step()
+    assert peer.received()[0][0] == wire.WELCOME
+    for sid in sids:
+        peer.sock.send_multipart([wire.OPEN, sid])
+
+
+def updates_for(peer: Peer, sid: bytes) -> list[dict]:
+    """The object-update frames the router sent to session ``sid``, in order."""
+    out = []
+    for message in peer.received():
+        assert message[0] == wire.SENDS
+        out += [orjson.loads(frame) for frame, sids in wire.pairs(message) if sid in wire.unpack_sids(sids)]
+    return [u for u in out if u["action"] == "object-update"]
+
+
+def burst(peer: Peer, sid: bytes, versions: range) -> None:
+    """Uploads of ``x``, all in one MSG envelope (as a front batches a master's burst)."""
+    frames = [wire.MSG]
+    for n in versions:
+        frames += [sid, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}})]
+    peer.sock.send_multipart(frames)
+
+
+def watch_x(peer: Peer, watcher: bytes, master: bytes) -> None:
+    peer.sock.send_multipart([wire.MSG, watcher, b'{"action":"object-consumer-register","pattern":"x","version-known":0}',
+                              master, b'{"action":"object-producer-register","pattern":"x","version-known":0}'])
+    peer.step()
+    peer.received()  # the production order to the master
+
+
+def test_ping_is_answered_ahead_of_the_batch_it_arrived_in(peer):
+    """A peer takes a router silent for PEER_TIMEOUT for restarted: the PONG must not wait for the
+    messages queued ahead of the PING in the same batch to be handled."""
+    hello(peer, b"1")
+    for _ in range(300):  # each one answered with an error frame
+        peer.sock.send_multipart([wire.MSG, b"1", b"{not json"])
+    peer.sock.send_multipart([wire.PING])
+    pong_before_first_message: list[bool] = []
+    handle_raw = peer.router.store.handle_raw
+
+    def handle_and_look(session, raw):  # instrumentation only: the real store handles every message
+        if not pong_before_first_message:
+            pong_before_first_message.append(bool(peer.sock.poll(2000)))
+        handle_raw(session, raw)
+
+    peer.router.store.handle_raw = handle_and_look
+    peer.step()
+    assert pong_before_first_message == [True]
+    kinds = [frames[0] for frames in peer.received()]
+    assert kinds[0] == wire.PONG and wire.SENDS in kinds
+
+
+def test_a_small_burst_in_one_batch_sends_every_version(peer):
+    hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 31))  # 30 messages: under COALESCE_FROM
+    peer.step()
+    assert [u["version-new"] for u in updates_for(peer, b"w")] == list(range(1, 31))
+
+
+def test_a_flood_in_one_batch_is_pushed_once_at_its_newest_version(peer):
+    hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 101))  # 100 messages waiting at once: the router is flooded
+    peer.step()
+    updates = updates_for(peer, b"w")
+    assert [u["version-new"] for u in updates] == [100]
+    assert updates[0]["value"] == {"n": 100}  # the watcher held nothing: the full value
