@@ -137,17 +137,13 @@ def same(a: Version, b: Version) -> bool:
 
 def version_key(version: Version) -> Any:
     """A hashable key such that ``same(a, b)`` implies equal keys (floats that are integers become ints)."""
-    if type(version) is dict and len(version) == 1:  # the most common: one dependency counter
-        for key, value in version.items():
-            if type(value) is int:
-                return ("H", (key, value))
+    if isinstance(version, dict):
+        items = sorted(version.items()) if len(version) > 1 else list(version.items())
+        if all(type(v) is int for _, v in items):  # the usual hash of dependency counters: no recursion
+            return ("H", *items)
+        return ("H", *((k, version_key(v)) for k, v in items))
     if isinstance(version, float) and version.is_integer():
         return int(version)
     if isinstance(version, list):
         return ("L", *(version_key(v) for v in version))
-    if isinstance(version, dict):
-        items = sorted(version.items())
-        if all(type(v) is int for _, v in items):  # the usual hash of dependency counters: no recursion
-            return ("H", *items)
-        return ("H", *((k, version_key(v)) for k, v in items))
     return version

@@ -169,8 +169,8 @@ class Introspection:
         for s in self.store.sessions:
             # seapig's one "producing" entry (the oldest order); "orders" counts them when prefetch > 1
             producing = None
-            for obj, inferred, since, _ in s.producing.values():
-                producing = {"id": obj.id, "version_inferred": inferred, "since": since}
+            for order in s.producing.values():
+                producing = {"id": order.obj.id, "version_inferred": order.inferred, "since": order.since}
                 break
             consumes, produces = list(s.consumes), list(s.produces)
             out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": consumes,
@@ -202,8 +202,8 @@ class Introspection:
                 continue
             stats = s.options.get("stats") if isinstance(s.options.get("stats"), dict) else {}
             producing = None
-            for obj, _, since, _ in s.producing.values():  # the oldest order
-                producing = {"id": obj.id, "since": since}
+            for order in s.producing.values():  # the oldest order
+                producing = {"id": order.obj.id, "since": order.since}
                 break
             out[s.client_id] = {"id": s.client_id, "pid": stats.get("pid"), "host": stats.get("host"),
                                 "cpu_percent": stats.get("cpu_percent"), "rss": stats.get("rss"),

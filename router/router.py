@@ -134,8 +134,11 @@ class Router:
                 rest.append(frames)
                 continue
             peer.last_seen = now
-            self.sock.send_multipart([frames[0], wire.PONG, self.epoch])
+            self._pong(frames[0])
         return rest
+
+    def _pong(self, identity: bytes) -> None:
+        self.sock.send_multipart([identity, wire.PONG, self.epoch])
 
     def _receive_batch(self) -> list[list[bytes]]:
         """Up to BATCH waiting messages (never blocks)."""
@@ -164,8 +167,8 @@ class Router:
         peer.last_seen = now
         if kind == wire.MSG and len(frames) >= 4:
             self._messages(identity, peer, frames)
-        elif kind == wire.PING:
-            self.sock.send_multipart([identity, wire.PONG, self.epoch])
+        elif kind == wire.PING:  # a peer whose HELLO came in the same batch (see _answer_pings)
+            self._pong(identity)
         elif kind == wire.OPEN and len(frames) >= 3:
             if b"," in frames[2]:
                 log.warning("ignoring OPEN of session id %r from %r: ids cannot contain ','", frames[2][:32], identity)

@@ -483,7 +483,7 @@ class ObjectStore:
             session.sent.pop(obj.id, None)
         for session in obj.in_flight.values():
             order = session.producing.get(obj.id)
-            if order is not None and order[0] is obj:
+            if order is not None and order.obj is obj:
                 del session.producing[obj.id]
                 self._freed[session] = None
         if targets:
@@ -588,14 +588,15 @@ class ObjectStore:
         self._enqueue(obj)
 
     def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
-        obj, _, since, _ = session.producing[object_id]
+        order = session.producing[object_id]
+        obj = order.obj
         if data is None:
             return
         obj.failures = 0
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
-        obj.production_ms = max(0.0, (self.now - since) * 1000.0)
+        obj.production_ms = max(0.0, (self.now - order.since) * 1000.0)
         obj.produced_at = self.now
         if self.on_production is not None:
             self.on_production(obj.production_ms / 1000.0)
@@ -816,12 +817,11 @@ class ObjectStore:
         order = session.producing.pop(object_id, None)
         if order is None:
             return
-        obj, _, _, key = order
-        if obj.in_flight.get(key) is session:
-            del obj.in_flight[key]
+        if order.obj.in_flight.get(order.key) is session:
+            del order.obj.in_flight[order.key]
         self._freed[session] = None
         if requeue:
-            self._enqueue(obj)
+            self._enqueue(order.obj)
 
 
 def _forget(table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:

@@ -96,7 +96,8 @@ class StoreMachine(RuleBasedStateMachine):
         busy = [s for s in self.sessions if s.producing]
         if busy:
             s = data.draw(st.sampled_from(busy))
-            obj, inferred, _, _ = data.draw(st.sampled_from(list(s.producing.values())))
+            order = data.draw(st.sampled_from(list(s.producing.values())))
+            obj, inferred = order.obj, order.inferred
             version = inferred if inferred is not None else 1
             self._send(s, {"action": "object-patch", "id": obj.id, "version-new": version,
                            "value": {"v": canon(version).decode()}})
@@ -139,8 +140,8 @@ class StoreMachine(RuleBasedStateMachine):
         assert set(self.store.queue) <= set(self.store.objects)
         for s in self.sessions:
             assert len(s.producing) <= 3  # the largest prefetch drawn (it may have been lowered since)
-            for object_id, (obj, _, _, _) in s.producing.items():
-                assert self.store.objects.get(object_id) is obj
+            for object_id, order in s.producing.items():
+                assert self.store.objects.get(object_id) is order.obj
 
     @invariant()
     def no_queued_object_waits_while_one_of_its_producers_is_free(self) -> None:
