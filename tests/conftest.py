@@ -9,11 +9,14 @@ from tests.cluster import Cluster
 
 @pytest.fixture
 def cluster(request):
-    """A running router and front on free ports; start workers with cluster.start_workers()."""
+    """A running router and front on free ports; start workers with cluster.start_workers().
+
+    Front options can be given as an indirect parameter:
+    ``@pytest.mark.parametrize("cluster", [("--pause-above", "1000")], indirect=True)``."""
     c = Cluster()
     try:
         c.start_router()
-        c.start_front()
+        c.start_front(*getattr(request, "param", ()))
         yield c
     finally:
         c.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 
 import jsonpatch
 import orjson
@@ -60,21 +59,6 @@ class Holder:
         assert msg["version-new"] > self.version, "a version went backwards"
         self.version = msg["version-new"]
         self.updates += 1
-
-
-@pytest.fixture
-async def slow_cluster(request) -> AsyncIterator[Cluster]:
-    """A router and a front started with the front options given as the (indirect) parameter."""
-    c = Cluster()
-    try:
-        c.start_router()
-        c.start_front(*getattr(request, "param", ()))
-        yield c
-    finally:
-        c.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.logs())
 
 
 async def ws(cluster: Cluster, **kw) -> ClientConnection:
@@ -144,12 +128,12 @@ async def wait_for_log(cluster: Cluster, text: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_slow_client_is_paused_then_gets_the_latest_state(slow_cluster):
-    slow, normal = await setup_clients(slow_cluster, "big")
+async def test_slow_client_is_paused_then_gets_the_latest_state(cluster):
+    slow, normal = await setup_clients(cluster, "big")
     held = Holder()
-    async with RssWatch(slow_cluster.front.pid) as rss:
-        await feed(slow_cluster, "big", normal, held)
-        await wait_for_log(slow_cluster, "pause ")
+    async with RssWatch(cluster.front.pid) as rss:
+        await feed(cluster, "big", normal, held)
+        await wait_for_log(cluster, "pause ")
 
     # the normal client got every version, one by one, while the other one did not read
     assert held.version == VERSIONS and held.updates == VERSIONS
@@ -162,37 +146,37 @@ async def test_slow_client_is_paused_then_gets_the_latest_state(slow_cluster):
     assert mine.data == held.data
     print(f"front grew {rss.growth / 2**20:.1f} MiB; the slow client got {mine.updates} updates for {VERSIONS} versions")
     assert mine.updates < VERSIONS, "nothing was coalesced"
-    await wait_for_log(slow_cluster, "resume ")
+    await wait_for_log(cluster, "resume ")
 
     # both stay subscribed and current
-    master = await ws(slow_cluster)
+    master = await ws(cluster)
     await master.send(upload("big", VERSIONS + 1), text=True)
     held.apply(await recv(normal))
     mine.apply(await recv(slow))
     assert mine.version == held.version == VERSIONS + 1 and mine.data == held.data
     for conn in (master, slow, normal):
         await conn.close()
-    assert slow_cluster.front.alive() and slow_cluster.router.alive()
+    assert cluster.front.alive() and cluster.router.alive()
 
 
-@pytest.mark.parametrize("slow_cluster", [
+@pytest.mark.parametrize("cluster", [
     pytest.param(("--slow-timeout", "1"), id="paused-too-long"),
     pytest.param(("--pause-above", str(1 << 30), "--slow-max-buffer", str(2 << 20)), id="buffer-too-big"),
 ], indirect=True)
-async def test_slow_client_past_the_limit_is_closed_with_1008(slow_cluster):
-    slow, normal = await setup_clients(slow_cluster, "big")
+async def test_slow_client_past_the_limit_is_closed_with_1008(cluster):
+    slow, normal = await setup_clients(cluster, "big")
     held = Holder()
     mine = Holder()
 
     async def read_after_close() -> None:
         """Once the front gave up on it, the slow client reads: what was buffered, then the close frame."""
-        await wait_for_log(slow_cluster, "consumer too slow")
+        await wait_for_log(cluster, "consumer too slow")
         with pytest.raises(ConnectionClosed):
             while True:
                 mine.apply(await recv(slow))
 
-    async with RssWatch(slow_cluster.front.pid) as rss:
-        await asyncio.gather(feed(slow_cluster, "big", normal, held), read_after_close())
+    async with RssWatch(cluster.front.pid) as rss:
+        await asyncio.gather(feed(cluster, "big", normal, held), read_after_close())
 
     assert held.version == VERSIONS and held.updates == VERSIONS
     assert rss.growth < RSS_BOUND, f"front grew by {rss.growth >> 20} MiB"
@@ -201,12 +185,12 @@ async def test_slow_client_past_the_limit_is_closed_with_1008(slow_cluster):
     assert mine.version < VERSIONS
 
     # the router forgot the session; the normal client carries on
-    master = await ws(slow_cluster)
+    master = await ws(cluster)
     await master.send(upload("big", VERSIONS + 1), text=True)
     held.apply(await recv(normal))
     assert held.version == VERSIONS + 1
     # the slow client can come back and resync from what it holds
-    back = await ws(slow_cluster)
+    back = await ws(cluster)
     await back.send(orjson.dumps({"action": "object-consumer-register", "pattern": "big",
                                   "version-known": mine.version}), text=True)
     while mine.version < VERSIONS + 1:
