@@ -24,20 +24,25 @@ from typing import Any, Callable, Iterable, NamedTuple
 from common import codec, protocol
 from common.diff import apply_patch, make_patch
 from common.patterns import is_wildcard, matches
-from common.versioning import Version, is_newer, is_null, newest, same, version_key
+from common.versioning import (MIXED, OLDER, Version, below_floor, compare, is_newer, is_null, newest,
+                               raise_floor, same, version_key)
 from router.auth import DENY_ALL
 
 
 MAX_PREFETCH = 1000
 """Upper bound of a session's "prefetch" option (production orders held at once)."""
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
+MAX_BEHIND = 5
+"""Consecutive production results older than their order after which an object is marked in error."""
+MAX_DECISIONS = 4096
+"""Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
-                 "index", "productions", "errors", "guarded", "access", "paused", "stale")
+                 "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -52,6 +57,7 @@ class Session:
         self.errors = 0  # answers carrying a production error
         self.guarded = False  # subject to the --auth hook (websocket clients; workers join with the secret)
         self.access: Any = None  # None: everything allowed; else the hook's answer
+        self.decisions: dict[tuple[str, str], bool] = {}  # (role, id or pattern) -> the hook's answer, bounded
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
@@ -85,7 +91,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at")
+                 "failures", "started_at", "behind", "broken", "floor")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -109,6 +115,11 @@ class SyncObject:
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed productions: the retry backoff doubles with each
         self.started_at: float | None = None  # store time the last production was ordered
+        self.behind = 0  # consecutive production results older than the version they were ordered for
+        self.broken: Any = None  # version_key(inferred) given up on after MAX_BEHIND such results
+        # highest version of each dependency this object's data was built from, over every version it held:
+        # a hash version naming one of them older is refused, so no sequence of key sets goes backwards
+        self.floor: dict[str, Version] = {}
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -133,6 +144,8 @@ class SyncObject:
             return "waiting for dependencies"
         if self.inferred is not None and same(self.inferred, self.known):
             return "current"
+        if self.broken is not None and self.broken == version_key(self.inferred):
+            return "error"  # its producers keep answering with older versions: not ordered again until it moves
         return "delayed"  # held back by a retry backoff or the minimum interval between productions
 
 
@@ -140,14 +153,16 @@ class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
-                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000) -> None:
+                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000,
+                 max_behind: int = MAX_BEHIND) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
         productions of one object; when set, an object also has at most one production in flight, and
         bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
         backoff after a failed production (doubling per consecutive failure). ``max_registrations``:
-        patterns one session may register (consumer and producer together)."""
+        patterns one session may register (consumer and producer together). ``max_behind``: consecutive
+        productions answered with a version older than ordered before the object is marked in error."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -158,6 +173,7 @@ class ObjectStore:
         self.min_interval = min_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
+        self.max_behind = max_behind
         self.delayed: dict[str, float] = {}  # object id -> time before which it is not queued
         self.reserved: dict[str, Session] = {}  # id prefix -> the only session that may produce those ids
         self.objects: dict[str, SyncObject] = {}
@@ -225,8 +241,22 @@ class ObjectStore:
             message = protocol.parse(raw)
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.message, **exc.context), (session,))
+            if exc.context.get("request") == "object-patch":  # an answer it cannot parse still ends its order
+                self._answer_refused(session, exc.context.get("id"), f"answer refused: {exc.message}")
             return
-        self.handle(session, message)
+        try:
+            self.handle(session, message)
+        except Exception as exc:  # our own bug: the order it answered must not stay held (the shell logs it)
+            if message.get("action") == "object-patch":
+                self._answer_refused(session, message.get("id"), f"answer refused: internal error {type(exc).__name__}")
+            raise
+
+    def _answer_refused(self, session: Session, object_id: Any, error: str) -> None:
+        """The one path for an answer the store does not accept (unparsable, invalid, refused by a check or
+        a budget): if the session holds an order for that id, the order is over and counts as a failed
+        production (watchers told, retry backoff), so no answer can leave a producer slot held."""
+        if isinstance(object_id, str) and object_id in session.producing:
+            self._report_production_error(session, object_id, error)
 
     def handle(self, session: Session, message: dict) -> None:
         """Apply one validated message (see common.protocol.parse)."""
@@ -299,9 +329,11 @@ class ObjectStore:
             self._refuse(session, {"action": "client-options-set"}, "authentication failed")
         return True
 
-    def _refuse(self, session: Session, message: dict, text: str) -> None:
+    def _refuse(self, session: Session, message: dict, text: str, code: str | None = None) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
-        self._send(protocol.error(text, request=message["action"], **context), (session,))
+        self._send(protocol.error(text, request=message["action"], code=code, **context), (session,))
+        if message["action"] == "object-patch":  # a refused answer still ends the order it answered
+            self._answer_refused(session, message.get("id"), f"answer refused: {text}")
 
     def heartbeat(self) -> None:
         """Send the optional heartbeat frame to every session that asked for it."""
@@ -523,14 +555,18 @@ class ObjectStore:
         except ValueError as exc:
             self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
                                       id=message["id"]), (session,))
+            self._answer_refused(session, message["id"], f"answer refused: patch does not apply: {exc}")
             return None
         if not isinstance(result, dict):
             self._send(protocol.error("patch result is not a JSON object", request="object-patch",
                                       id=message["id"]), (session,))
+            self._answer_refused(session, message["id"], "answer refused: patch result is not a JSON object")
             return None
         return result
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
+        """A failed production: counted, watchers told, retried after a backoff; the order it answered (if
+        this session holds one for the id) is freed here, whoever calls (see also _answer_refused)."""
         session.errors += 1
         self.errors_total += 1
         obj = self.objects.get(object_id)
@@ -538,10 +574,12 @@ class ObjectStore:
             obj.errors += 1
             obj.last_error = error
             obj.failures += 1
-            self._delay(obj, self.now + min(self.retry_max, self.retry_base * 2 ** (obj.failures - 1)))
+            self._delay(obj, self.now + self._backoff(obj.failures))
         if obj is not None and obj.consumers:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
                        list(obj.consumers))
+        if object_id in session.producing:
+            self._cancel_production(session, object_id)  # requeued behind the backoff set above
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
@@ -556,26 +594,37 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
-        if object_id in session.producing:
-            self._finish_production(session, object_id, data)
+        order = session.producing.get(object_id)
+        if order is not None:
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
         if obj is None and data is not None and self._wanted(object_id):
             obj = self._spawn(object_id)
+        # A hash naming a dependency older than one this object was already built from is refused: what
+        # makes "versions never go backwards" hold over any sequence of key sets (docs/PROTOCOL.md §6).
+        backwards = (obj is not None and data is not None and bool(obj.floor) and isinstance(version, dict)
+                     and below_floor(obj.floor, version))
+        behind = False
+        if order is not None:
+            behind = data is not None and data is not True and (
+                backwards or compare(order.inferred, version) in (OLDER, MIXED))
+            self._finish_production(session, order, data, behind)
         if obj is None:
             if data is not None:
                 self._send(protocol.destroy(object_id), (session,))
             return
         known_advanced = False
-        if (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
+        if not backwards and (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
             obj.known = version
             known_advanced = True
+            if isinstance(version, dict):
+                raise_floor(obj.floor, version)
             if data is False:
                 obj.stalled = True
             else:
                 obj.stalled = False
                 self._append(obj, version, data, full)
-        if is_newer(obj.inferred, version):
+        if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced:
             for dependent_id in list(self.dependents.get(object_id, ())):
@@ -585,14 +634,43 @@ class ObjectStore:
                 if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
                     dependent.inferred = {**dependent.inferred, object_id: version}
                 self._enqueue(dependent)
+        if behind and order.obj is obj:
+            self._result_behind(obj, order, version)
         self._enqueue(obj)
 
-    def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
-        order = session.producing[object_id]
+    def _result_behind(self, obj: SyncObject, order: Order, version: Version) -> None:
+        """A result older than its order (a producer reading stale inputs, or a version announced that it
+        never reaches): retried with the failure backoff, and after ``max_behind`` in a row the object is
+        marked in error and not ordered again until its inferred version moves, instead of spinning."""
+        obj.behind += 1
+        obj.failures += 1
+        self._delay(obj, self.now + self._backoff(obj.failures))
+        key = version_key(obj.inferred)
+        if obj.behind < self.max_behind or obj.broken == key:
+            return
+        obj.broken = key
+        text = (f"production answered {obj.behind} times in a row with a version older than ordered "
+                f"(last {codec.dumps(version)[:100].decode(errors='replace')} for "
+                f"{codec.dumps(order.inferred)[:100].decode(errors='replace')}); not ordered again until its version moves")
+        obj.errors += 1
+        obj.last_error = text
+        self.errors_total += 1
+        if obj.consumers:
+            self._send(protocol.error(text, request="object-produce", id=obj.id, code="production-behind"),
+                       list(obj.consumers))
+
+    def _backoff(self, failures: int) -> float:
+        """Seconds before the next attempt after ``failures`` consecutive failures (doubling, capped)."""
+        return min(self.retry_max, self.retry_base * 2 ** min(max(failures - 1, 0), 40))
+
+    def _finish_production(self, session: Session, order: Order, data: Any, behind: bool = False) -> None:
         obj = order.obj
         if data is None:
             return
-        obj.failures = 0
+        if not behind:
+            obj.failures = 0
+            obj.behind = 0
+            obj.broken = None
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
@@ -720,6 +798,8 @@ class ObjectStore:
             obj.queued = False
             self.queue.pop(obj.id, None)
             return
+        if obj.broken is not None and obj.broken == version_key(obj.inferred):
+            return  # in error (see _result_behind): ordered again once its inferred version moves
         if obj.queued or (obj.in_flight and version_key(obj.inferred) in obj.in_flight):
             return
         if self.min_interval > 0:
