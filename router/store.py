@@ -314,7 +314,53 @@ class ObjectStore:
             return False
         if not allowed:
             self._refuse(session, message, f"not allowed to {role} {pattern!r}")
-        return bool(allowed)
+            return False
+        return self._upload_allowed(session, message)
+
+    def _upload_allowed(self, session: Session, message: dict) -> bool:
+        """For a session under the hook: an upload needs a producer registration covering its id (seapig
+        masters register first; without it anyone allowed to produce a name could overwrite another
+        producer's object), and every dependency its version names must pass the hook too (a hash key is
+        an id the router will spawn and order: a writer of ``public-mine`` must not make it produce
+        ``admin-payroll``)."""
+        action = message["action"]
+        if action == "object-patch":
+            object_id = message["id"]
+            if not any(matches(p, object_id) for p in session.produces):
+                self._refuse(session, message, f"not registered as a producer of {object_id!r}: with an access "
+                                               f"hook, uploads need an object-producer-register covering the id",
+                             code="not-a-producer")
+                return False
+            version = message.get("version-new")
+        elif action == "object-producer-register" and not is_wildcard(message["pattern"]):
+            version = message.get("version-known")
+        else:
+            return True
+        if isinstance(version, dict):
+            for dep in version:
+                if not self._may(session, "consume", dep):
+                    self._refuse(session, message, f"not allowed to depend on {dep!r:.200}", code="forbidden-dependency")
+                    return False
+        return True
+
+    def _may(self, session: Session, role: str, name: str) -> bool:
+        """The hook's decision for one object id (or pattern), cached per session: access is decided per id,
+        so a wildcard registration never delivers, orders or spawns an id the hook refuses for the session.
+        A hook that raises refuses."""
+        access = session.access
+        if access is None:
+            return True
+        key = (role, name)
+        decision = session.decisions.get(key)
+        if decision is None:
+            try:
+                decision = bool(access.may_consume(name) if role == "consume" else access.may_produce(name))
+            except Exception:  # user code must not take the router down
+                decision = False
+            if len(session.decisions) >= MAX_DECISIONS:
+                session.decisions.clear()
+            session.decisions[key] = decision
+        return decision
 
     def _authenticate(self, session: Session, options: dict) -> bool:
         if self.authenticate is None or not session.guarded:
@@ -324,10 +370,39 @@ class ObjectStore:
         except Exception as exc:
             session.access = DENY_ALL
             self._refuse(session, {"action": "client-options-set"}, f"authentication failed: {type(exc).__name__}: {exc}")
-            return True
-        if session.access is DENY_ALL:
-            self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+        else:
+            if session.access is DENY_ALL:
+                self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+        session.decisions = {}
+        self._revoke(session)
         return True
+
+    def _revoke(self, session: Session) -> None:
+        """After (re-)authentication, drop whatever the new access no longer allows: registrations whose
+        pattern it refuses, then, per object id, deliveries and orders a remaining wildcard covered. A
+        revoked token thus stops the data at once, not at the next reconnect."""
+        if not (session.consumes or session.produces):
+            return
+        for role, registered, unregister in (("consume", session.consumes, self._consumer_unregister),
+                                             ("produce", session.produces, self._producer_unregister)):
+            for pattern in [p for p in registered if not self._may(session, role, p)]:
+                unregister(session, pattern)
+                action = f"object-{role}r-register"
+                self._send(protocol.error(f"registration of {pattern!r:.200} dropped: no longer allowed to {role} it",
+                                          request=action, pattern=pattern, code="access-revoked"), (session,))
+        for obj in list(self.objects.values()):
+            touched = False
+            if session in obj.producers and not self._may(session, "produce", obj.id):
+                del obj.producers[session]
+                self._cancel_production(session, obj.id)
+                touched = True
+            if session in obj.consumers and not self._may(session, "consume", obj.id):
+                del obj.consumers[session]
+                session.sent.pop(obj.id, None)
+                self._send(protocol.destroy(obj.id), (session,))
+                touched = True
+            if touched:
+                self._despawn_if_dead(obj)
 
     def _refuse(self, session: Session, message: dict, text: str, code: str | None = None) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
@@ -374,6 +449,8 @@ class ObjectStore:
         if is_wildcard(pattern):
             ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
+            if session.access is not None:  # decided per id: "*" must not deliver what the hook refuses
+                ids = [oid for oid in ids if self._may(session, "consume", oid)]
         else:
             if is_null(version_known):  # holding nothing: the next push is the full value
                 session.sent.pop(pattern, None)
@@ -408,11 +485,12 @@ class ObjectStore:
         self.producer_patterns.setdefault(pattern, {})[session] = None
         self._freed[session] = None  # the new producer may take queued work
         for oid in self._covered_ids(pattern):
-            self.objects[oid].producers[session] = None
+            if self._may(session, "produce", oid):  # decided per id: no orders for ids the hook refuses
+                self.objects[oid].producers[session] = None
         if not is_wildcard(pattern) and not is_null(version_known):
             # seapig: a master announcing its version acts as an upload of data `true` at that version
             self._version_set(session, pattern, version_known, True)
-        wanted = [oid for oid in self._interest_ids() if matches(pattern, oid)]
+        wanted = [oid for oid in self._interest_ids() if matches(pattern, oid) and self._may(session, "produce", oid)]
         if not is_wildcard(pattern) and not wanted and self._wildcard_consumed(pattern):
             wanted = [pattern]
         for oid in wanted:
@@ -450,13 +528,18 @@ class ObjectStore:
 
     def _has_producer(self, object_id: str) -> bool:
         return object_id in self.producer_patterns or any(
-            is_wildcard(p) and matches(p, object_id) for p in self.producer_patterns)
+            is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "produce", object_id)
+            for p, sessions in self.producer_patterns.items())
+
+    def _any_may(self, sessions: Iterable[Session], role: str, object_id: str) -> bool:
+        return any(s.access is None or self._may(s, role, object_id) for s in sessions)
 
     def _has_direct_producer(self, object_id: str) -> bool:
         return object_id in self.producer_patterns
 
     def _wildcard_consumed(self, object_id: str) -> bool:
-        return any(is_wildcard(p) and matches(p, object_id) for p in self.consumer_patterns)
+        return any(is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "consume", object_id)
+                   for p, sessions in self.consumer_patterns.items())
 
     def _direct_consumed(self, object_id: str) -> bool:
         return object_id in self.consumer_patterns
@@ -483,10 +566,11 @@ class ObjectStore:
         """Create an object and attach every session whose patterns cover it (not yet queued)."""
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
-        for table, attached in ((self.consumer_patterns, obj.consumers), (self.producer_patterns, obj.producers)):
+        for table, attached, role in ((self.consumer_patterns, obj.consumers, "consume"),
+                                      (self.producer_patterns, obj.producers, "produce")):
             for pattern, sessions in table.items():
                 if matches(pattern, object_id):
-                    attached.update(sessions)
+                    attached.update((s, None) for s in sessions if s.access is None or self._may(s, role, object_id))
         owner = self._reserved_owner(object_id)
         if owner is not None:  # a wildcard producer such as "*" must not be asked for the router's own objects
             obj.producers = {owner: None} if owner in obj.producers else {}
