@@ -196,6 +196,8 @@ class ObjectStore:
         self.productions_total = 0
         self.errors_total = 0
         self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
+        # The shell's warning logger for what the store refused or gave up on (it does no I/O itself).
+        self.log: Callable[..., None] | None = None
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -256,6 +258,8 @@ class ObjectStore:
         a budget): if the session holds an order for that id, the order is over and counts as a failed
         production (watchers told, retry backoff), so no answer can leave a producer slot held."""
         if isinstance(object_id, str) and object_id in session.producing:
+            if self.log is not None:
+                self.log("order of %.200s ended: %s refused the answer (%.300s)", object_id, session, error)
             self._report_production_error(session, object_id, error)
 
     def handle(self, session: Session, message: dict) -> None:
@@ -387,6 +391,8 @@ class ObjectStore:
                                              ("produce", session.produces, self._producer_unregister)):
             for pattern in [p for p in registered if not self._may(session, role, p)]:
                 unregister(session, pattern)
+                if self.log is not None:
+                    self.log("%s: registration %.200r dropped, no longer allowed to %s it", session, pattern, role)
                 action = f"object-{role}r-register"
                 self._send(protocol.error(f"registration of {pattern!r:.200} dropped: no longer allowed to {role} it",
                                           request=action, pattern=pattern, code="access-revoked"), (session,))
@@ -569,7 +575,11 @@ class ObjectStore:
         for table, attached, role in ((self.consumer_patterns, obj.consumers, "consume"),
                                       (self.producer_patterns, obj.producers, "produce")):
             for pattern, sessions in table.items():
-                if matches(pattern, object_id):
+                if not matches(pattern, object_id):
+                    continue
+                if self.authenticate is None:  # no hook: nobody is guarded, the plain (fast) attach
+                    attached.update(sessions)
+                else:
                     attached.update((s, None) for s in sessions if s.access is None or self._may(s, role, object_id))
         owner = self._reserved_owner(object_id)
         if owner is not None:  # a wildcard producer such as "*" must not be asked for the router's own objects
@@ -733,6 +743,8 @@ class ObjectStore:
         if obj.behind < self.max_behind or obj.broken == key:
             return
         obj.broken = key
+        if self.log is not None:
+            self.log("%.200s in error: its producers answer below the version ordered", obj.id)
         text = (f"production answered {obj.behind} times in a row with a version older than ordered "
                 f"(last {codec.dumps(version)[:100].decode(errors='replace')} for "
                 f"{codec.dumps(order.inferred)[:100].decode(errors='replace')}); not ordered again until its version moves")
