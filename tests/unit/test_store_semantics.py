@@ -398,3 +398,24 @@ def test_what_a_watcher_receives_never_goes_backwards(uploads):
     for i, earlier in enumerate(received):
         for later in received[i + 1:]:
             assert compare(earlier, later) in (NEWER, EQUAL), (earlier, later, received)
+
+
+def test_the_production_error_path_frees_the_order_for_any_caller():
+    """The path other checks (budgets) call when they refuse an answer: the order ends, the slot is free,
+    the refusal is logged through the shell's logger."""
+    h = Harness()
+    logged = []
+    h.store.log = lambda fmt, *args: logged.append(fmt % args)
+    p, c = h.client("p"), h.client()
+    for oid in ("a", "b"):
+        h.send(p, "object-producer-register", pattern=oid)
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    assert h.take(p) == [produce("a")]
+    h.store._answer_refused(p, "a", "answer refused: too big")
+    h.route()
+    assert h.take(p) == [produce("b")] and "a" not in p.producing
+    assert "production failed: answer refused: too big" in errors(h.take(c))[0]["message"]
+    assert logged and "a" in logged[0]
+    h.store._report_production_error(p, "b", "too big")  # the same, called directly
+    h.route()
+    assert p.producing == {}
