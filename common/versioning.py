@@ -16,6 +16,11 @@ rule, chosen because hash versions describe *which dependency versions an object
 - if every common key is equal but the key sets differ, the candidate is newer (the producer changed what it
   depends on; the newest declaration wins).
 
+Comparing common keys only is not transitive once key sets change ({a:1} < {b:0} < {a:0}), and no rule on two
+versions alone can be while accepting a dependency added or dropped alongside a bump. So the store also keeps
+each object's *floor* (the highest version of every dependency its data was built from: ``raise_floor``) and
+refuses a hash below it (``below_floor``): over any sequence, what a watcher receives never goes backwards.
+
 Equality is by value, type-aware only between kinds: ``1 == 1.0`` (the same version), but ``[1]`` is not ``1``.
 """
 

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common import protocol
 from common.patterns import MAX_ID_LENGTH
-from common.versioning import VersionError, check_version
+from common.versioning import (
+    EQUAL,
+    MIXED,
+    NEWER,
+    OLDER,
+    VersionError,
+    below_floor,
+    check_version,
+    compare,
+)
 from router.store import ObjectStore, Session
 
 
@@ -312,10 +323,6 @@ def test_a_narrower_re_authentication_drops_the_ids_it_no_longer_allows():
 
 
 # ---- item 14: versions never go backwards, for every sequence ----------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from common.versioning import EQUAL, MIXED, NEWER, OLDER, below_floor, compare  # noqa: E402
 
 COMPARE_TABLE = [
     # latest, candidate, result
