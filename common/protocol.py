@@ -54,6 +54,8 @@ def parse(raw: bytes | str) -> dict[str, Any]:
         return _VALIDATORS[action](message)
     except (PatternError, VersionError) as exc:
         context = {"request": action}
+        if getattr(exc, "code", None):
+            context["code"] = exc.code
         for key in ("id", "pattern"):
             if isinstance(message.get(key), str):
                 context[key] = message[key]
@@ -66,7 +68,7 @@ def _version(message: dict, key: str, default: Version = None) -> Version:
     try:
         return check_version(message[key])
     except VersionError as exc:
-        raise VersionError(f"'{key}': {exc}") from None
+        raise VersionError(f"'{key}': {exc}", exc.code) from None
 
 
 def _pattern_of(message: dict) -> str:

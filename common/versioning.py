@@ -16,6 +16,11 @@ rule, chosen because hash versions describe *which dependency versions an object
 - if every common key is equal but the key sets differ, the candidate is newer (the producer changed what it
   depends on; the newest declaration wins).
 
+Comparing common keys only is not transitive once key sets change ({a:1} < {b:0} < {a:0}), and no rule on two
+versions alone can be while accepting a dependency added or dropped alongside a bump. So the store also keeps
+each object's *floor* (the highest version of every dependency its data was built from: ``raise_floor``) and
+refuses a hash below it (``below_floor``): over any sequence, what a watcher receives never goes backwards.
+
 Equality is by value, type-aware only between kinds: ``1 == 1.0`` (the same version), but ``[1]`` is not ``1``.
 """
 
@@ -24,13 +29,19 @@ from __future__ import annotations
 import math
 from typing import Any, Union
 
+from common.patterns import PatternError, check_id
+
 Version = Union[None, int, float, list, dict]
 
 _MAX_DEPTH = 16
 
 
 class VersionError(ValueError):
-    """A value that cannot be a version."""
+    """A value that cannot be a version; ``code`` is the stable error code sent with it, when it has one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def check_version(value: Any, _depth: int = 0) -> Version:
@@ -55,8 +66,13 @@ def check_version(value: Any, _depth: int = 0) -> Version:
         return value
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or not key:
-                raise VersionError("a dependency hash maps non-empty object ids to versions")
+            # A key is an id the router will spawn, order from producers and check with the access hook:
+            # it passes the same checks as any id, here, so no answer about it can be refused later.
+            try:
+                check_id(key)
+            except PatternError as exc:
+                raise VersionError(f"a dependency hash maps object ids to versions: key {key!r:.80}: {exc}",
+                                   code="invalid-dependency") from None
             check_version(item, _depth + 1)
         return value
     raise VersionError(f"a version must be a number, a list or a hash, not {type(value).__name__}")
@@ -123,6 +139,38 @@ def is_newer(latest: Version, candidate: Version) -> bool:
 def newest(a: Version, b: Version) -> Version:
     """The newer of two versions (``a`` when neither is newer)."""
     return b if is_newer(a, b) else a
+
+
+MAX_FLOOR_KEYS = 4096
+"""Dependencies remembered per object by raise_floor; past that it restarts from the latest version."""
+
+
+def below_floor(floor: dict, candidate: dict) -> bool:
+    """True if ``candidate`` names a dependency at a version older than (or not comparable with) the one
+    recorded in ``floor``: data built from it would go backwards for that dependency.
+
+    ``compare`` alone cannot be transitive for hashes whose key sets change ({a:1} < {b:0} < {a:0} by the
+    common-key rule), so the store keeps, per object, the highest version of every dependency its data
+    has been built from (``raise_floor``) and refuses hashes below it.
+    """
+    for key, version in candidate.items():
+        held = floor.get(key)
+        if held is not None:
+            if type(held) is int and type(version) is int:
+                if version < held:
+                    return True
+            elif compare(held, version) in (OLDER, MIXED):
+                return True
+    return False
+
+
+def raise_floor(floor: dict, version: dict) -> None:
+    """Record in ``floor`` (in place) every dependency version of an accepted hash ``version``."""
+    if len(floor) + len(version) > MAX_FLOOR_KEYS:
+        floor.clear()
+    for key, item in version.items():
+        held = floor.get(key)
+        floor[key] = item if held is None else newest(held, item)
 
 
 def is_null(version: Version) -> bool:

@@ -139,6 +139,8 @@ class Introspection:
             state["waiting"] = True
         if obj.state == "delayed":
             state["delayed"] = True
+        if obj.state == "error":  # not ordered again until its version moves (see ObjectStore._result_behind)
+            state["error"] = True
         return {
             "id": obj.id, "state": state,
             "version_highest_known": obj.known, "version_highest_inferred": obj.inferred,

@@ -52,6 +52,7 @@ class Router:
                  secret: str = "") -> None:
         self.bind = bind
         self.store = store or ObjectStore()
+        self.store.log = log.warning  # what the store refused or gave up on (it does no I/O itself)
         self.peer_timeout = peer_timeout
         self.epoch = f"{int(time.time())}-{secrets.token_hex(4)}".encode()
         self.peers: dict[bytes, Peer] = {}

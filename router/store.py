@@ -24,20 +24,25 @@ from typing import Any, Callable, Iterable, NamedTuple
 from common import codec, protocol
 from common.diff import apply_patch, make_patch
 from common.patterns import is_wildcard, matches
-from common.versioning import Version, is_newer, is_null, newest, same, version_key
+from common.versioning import (MIXED, OLDER, Version, below_floor, compare, is_newer, is_null, newest,
+                               raise_floor, same, version_key)
 from router.auth import DENY_ALL
 
 
 MAX_PREFETCH = 1000
 """Upper bound of a session's "prefetch" option (production orders held at once)."""
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
+MAX_BEHIND = 5
+"""Consecutive production results older than their order after which an object is marked in error."""
+MAX_DECISIONS = 4096
+"""Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
-                 "index", "productions", "errors", "guarded", "access", "paused", "stale")
+                 "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -52,6 +57,7 @@ class Session:
         self.errors = 0  # answers carrying a production error
         self.guarded = False  # subject to the --auth hook (websocket clients; workers join with the secret)
         self.access: Any = None  # None: everything allowed; else the hook's answer
+        self.decisions: dict[tuple[str, str], bool] = {}  # (role, id or pattern) -> the hook's answer, bounded
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
@@ -85,7 +91,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at")
+                 "failures", "started_at", "behind", "broken", "floor")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -109,6 +115,11 @@ class SyncObject:
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed productions: the retry backoff doubles with each
         self.started_at: float | None = None  # store time the last production was ordered
+        self.behind = 0  # consecutive production results older than the version they were ordered for
+        self.broken: Any = None  # version_key(inferred) given up on after MAX_BEHIND such results
+        # highest version of each dependency this object's data was built from, over every version it held:
+        # a hash version naming one of them older is refused, so no sequence of key sets goes backwards
+        self.floor: dict[str, Version] = {}
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -133,6 +144,8 @@ class SyncObject:
             return "waiting for dependencies"
         if self.inferred is not None and same(self.inferred, self.known):
             return "current"
+        if self.broken is not None and self.broken == version_key(self.inferred):
+            return "error"  # its producers keep answering with older versions: not ordered again until it moves
         return "delayed"  # held back by a retry backoff or the minimum interval between productions
 
 
@@ -140,14 +153,16 @@ class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
-                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000) -> None:
+                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000,
+                 max_behind: int = MAX_BEHIND) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
         productions of one object; when set, an object also has at most one production in flight, and
         bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
         backoff after a failed production (doubling per consecutive failure). ``max_registrations``:
-        patterns one session may register (consumer and producer together)."""
+        patterns one session may register (consumer and producer together). ``max_behind``: consecutive
+        productions answered with a version older than ordered before the object is marked in error."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -158,6 +173,7 @@ class ObjectStore:
         self.min_interval = min_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
+        self.max_behind = max_behind
         self.delayed: dict[str, float] = {}  # object id -> time before which it is not queued
         self.reserved: dict[str, Session] = {}  # id prefix -> the only session that may produce those ids
         self.objects: dict[str, SyncObject] = {}
@@ -180,6 +196,8 @@ class ObjectStore:
         self.productions_total = 0
         self.errors_total = 0
         self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
+        # The shell's warning logger for what the store refused or gave up on (it does no I/O itself).
+        self.log: Callable[..., None] | None = None
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -225,8 +243,24 @@ class ObjectStore:
             message = protocol.parse(raw)
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.message, **exc.context), (session,))
+            if exc.context.get("request") == "object-patch":  # an answer it cannot parse still ends its order
+                self._answer_refused(session, exc.context.get("id"), f"answer refused: {exc.message}")
             return
-        self.handle(session, message)
+        try:
+            self.handle(session, message)
+        except Exception as exc:  # our own bug: the order it answered must not stay held (the shell logs it)
+            if message.get("action") == "object-patch":
+                self._answer_refused(session, message.get("id"), f"answer refused: internal error {type(exc).__name__}")
+            raise
+
+    def _answer_refused(self, session: Session, object_id: Any, error: str) -> None:
+        """The one path for an answer the store does not accept (unparsable, invalid, refused by a check or
+        a budget): if the session holds an order for that id, the order is over and counts as a failed
+        production (watchers told, retry backoff), so no answer can leave a producer slot held."""
+        if isinstance(object_id, str) and object_id in session.producing:
+            if self.log is not None:
+                self.log("order of %.200s ended: %s refused the answer (%.300s)", object_id, session, error)
+            self._report_production_error(session, object_id, error)
 
     def handle(self, session: Session, message: dict) -> None:
         """Apply one validated message (see common.protocol.parse)."""
@@ -284,7 +318,53 @@ class ObjectStore:
             return False
         if not allowed:
             self._refuse(session, message, f"not allowed to {role} {pattern!r}")
-        return bool(allowed)
+            return False
+        return self._upload_allowed(session, message)
+
+    def _upload_allowed(self, session: Session, message: dict) -> bool:
+        """For a session under the hook: an upload needs a producer registration covering its id (seapig
+        masters register first; without it anyone allowed to produce a name could overwrite another
+        producer's object), and every dependency its version names must pass the hook too (a hash key is
+        an id the router will spawn and order: a writer of ``public-mine`` must not make it produce
+        ``admin-payroll``)."""
+        action = message["action"]
+        if action == "object-patch":
+            object_id = message["id"]
+            if not any(matches(p, object_id) for p in session.produces):
+                self._refuse(session, message, f"not registered as a producer of {object_id!r}: with an access "
+                                               f"hook, uploads need an object-producer-register covering the id",
+                             code="not-a-producer")
+                return False
+            version = message.get("version-new")
+        elif action == "object-producer-register" and not is_wildcard(message["pattern"]):
+            version = message.get("version-known")
+        else:
+            return True
+        if isinstance(version, dict):
+            for dep in version:
+                if not self._may(session, "consume", dep):
+                    self._refuse(session, message, f"not allowed to depend on {dep!r:.200}", code="forbidden-dependency")
+                    return False
+        return True
+
+    def _may(self, session: Session, role: str, name: str) -> bool:
+        """The hook's decision for one object id (or pattern), cached per session: access is decided per id,
+        so a wildcard registration never delivers, orders or spawns an id the hook refuses for the session.
+        A hook that raises refuses."""
+        access = session.access
+        if access is None:
+            return True
+        key = (role, name)
+        decision = session.decisions.get(key)
+        if decision is None:
+            try:
+                decision = bool(access.may_consume(name) if role == "consume" else access.may_produce(name))
+            except Exception:  # user code must not take the router down
+                decision = False
+            if len(session.decisions) >= MAX_DECISIONS:
+                session.decisions.clear()
+            session.decisions[key] = decision
+        return decision
 
     def _authenticate(self, session: Session, options: dict) -> bool:
         if self.authenticate is None or not session.guarded:
@@ -294,14 +374,47 @@ class ObjectStore:
         except Exception as exc:
             session.access = DENY_ALL
             self._refuse(session, {"action": "client-options-set"}, f"authentication failed: {type(exc).__name__}: {exc}")
-            return True
-        if session.access is DENY_ALL:
-            self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+        else:
+            if session.access is DENY_ALL:
+                self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+        session.decisions = {}
+        self._revoke(session)
         return True
 
-    def _refuse(self, session: Session, message: dict, text: str) -> None:
+    def _revoke(self, session: Session) -> None:
+        """After (re-)authentication, drop whatever the new access no longer allows: registrations whose
+        pattern it refuses, then, per object id, deliveries and orders a remaining wildcard covered. A
+        revoked token thus stops the data at once, not at the next reconnect."""
+        if not (session.consumes or session.produces):
+            return
+        for role, registered, unregister in (("consume", session.consumes, self._consumer_unregister),
+                                             ("produce", session.produces, self._producer_unregister)):
+            for pattern in [p for p in registered if not self._may(session, role, p)]:
+                unregister(session, pattern)
+                if self.log is not None:
+                    self.log("%s: registration %.200r dropped, no longer allowed to %s it", session, pattern, role)
+                action = f"object-{role}r-register"
+                self._send(protocol.error(f"registration of {pattern!r:.200} dropped: no longer allowed to {role} it",
+                                          request=action, pattern=pattern, code="access-revoked"), (session,))
+        for obj in list(self.objects.values()):
+            touched = False
+            if session in obj.producers and not self._may(session, "produce", obj.id):
+                del obj.producers[session]
+                self._cancel_production(session, obj.id)
+                touched = True
+            if session in obj.consumers and not self._may(session, "consume", obj.id):
+                del obj.consumers[session]
+                session.sent.pop(obj.id, None)
+                self._send(protocol.destroy(obj.id), (session,))
+                touched = True
+            if touched:
+                self._despawn_if_dead(obj)
+
+    def _refuse(self, session: Session, message: dict, text: str, code: str | None = None) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
-        self._send(protocol.error(text, request=message["action"], **context), (session,))
+        self._send(protocol.error(text, request=message["action"], code=code, **context), (session,))
+        if message["action"] == "object-patch":  # a refused answer still ends the order it answered
+            self._answer_refused(session, message.get("id"), f"answer refused: {text}")
 
     def heartbeat(self) -> None:
         """Send the optional heartbeat frame to every session that asked for it."""
@@ -342,6 +455,8 @@ class ObjectStore:
         if is_wildcard(pattern):
             ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
+            if session.access is not None:  # decided per id: "*" must not deliver what the hook refuses
+                ids = [oid for oid in ids if self._may(session, "consume", oid)]
         else:
             if is_null(version_known):  # holding nothing: the next push is the full value
                 session.sent.pop(pattern, None)
@@ -376,11 +491,12 @@ class ObjectStore:
         self.producer_patterns.setdefault(pattern, {})[session] = None
         self._freed[session] = None  # the new producer may take queued work
         for oid in self._covered_ids(pattern):
-            self.objects[oid].producers[session] = None
+            if self._may(session, "produce", oid):  # decided per id: no orders for ids the hook refuses
+                self.objects[oid].producers[session] = None
         if not is_wildcard(pattern) and not is_null(version_known):
             # seapig: a master announcing its version acts as an upload of data `true` at that version
             self._version_set(session, pattern, version_known, True)
-        wanted = [oid for oid in self._interest_ids() if matches(pattern, oid)]
+        wanted = [oid for oid in self._interest_ids() if matches(pattern, oid) and self._may(session, "produce", oid)]
         if not is_wildcard(pattern) and not wanted and self._wildcard_consumed(pattern):
             wanted = [pattern]
         for oid in wanted:
@@ -418,13 +534,18 @@ class ObjectStore:
 
     def _has_producer(self, object_id: str) -> bool:
         return object_id in self.producer_patterns or any(
-            is_wildcard(p) and matches(p, object_id) for p in self.producer_patterns)
+            is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "produce", object_id)
+            for p, sessions in self.producer_patterns.items())
+
+    def _any_may(self, sessions: Iterable[Session], role: str, object_id: str) -> bool:
+        return any(s.access is None or self._may(s, role, object_id) for s in sessions)
 
     def _has_direct_producer(self, object_id: str) -> bool:
         return object_id in self.producer_patterns
 
     def _wildcard_consumed(self, object_id: str) -> bool:
-        return any(is_wildcard(p) and matches(p, object_id) for p in self.consumer_patterns)
+        return any(is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "consume", object_id)
+                   for p, sessions in self.consumer_patterns.items())
 
     def _direct_consumed(self, object_id: str) -> bool:
         return object_id in self.consumer_patterns
@@ -451,10 +572,15 @@ class ObjectStore:
         """Create an object and attach every session whose patterns cover it (not yet queued)."""
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
-        for table, attached in ((self.consumer_patterns, obj.consumers), (self.producer_patterns, obj.producers)):
+        for table, attached, role in ((self.consumer_patterns, obj.consumers, "consume"),
+                                      (self.producer_patterns, obj.producers, "produce")):
             for pattern, sessions in table.items():
-                if matches(pattern, object_id):
+                if not matches(pattern, object_id):
+                    continue
+                if self.authenticate is None:  # no hook: nobody is guarded, the plain (fast) attach
                     attached.update(sessions)
+                else:
+                    attached.update((s, None) for s in sessions if s.access is None or self._may(s, role, object_id))
         owner = self._reserved_owner(object_id)
         if owner is not None:  # a wildcard producer such as "*" must not be asked for the router's own objects
             obj.producers = {owner: None} if owner in obj.producers else {}
@@ -523,14 +649,18 @@ class ObjectStore:
         except ValueError as exc:
             self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
                                       id=message["id"]), (session,))
+            self._answer_refused(session, message["id"], f"answer refused: patch does not apply: {exc}")
             return None
         if not isinstance(result, dict):
             self._send(protocol.error("patch result is not a JSON object", request="object-patch",
                                       id=message["id"]), (session,))
+            self._answer_refused(session, message["id"], "answer refused: patch result is not a JSON object")
             return None
         return result
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
+        """A failed production: counted, watchers told, retried after a backoff; the order it answered (if
+        this session holds one for the id) is freed here, whoever calls (see also _answer_refused)."""
         session.errors += 1
         self.errors_total += 1
         obj = self.objects.get(object_id)
@@ -538,10 +668,12 @@ class ObjectStore:
             obj.errors += 1
             obj.last_error = error
             obj.failures += 1
-            self._delay(obj, self.now + min(self.retry_max, self.retry_base * 2 ** (obj.failures - 1)))
+            self._delay(obj, self.now + self._backoff(obj.failures))
         if obj is not None and obj.consumers:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
                        list(obj.consumers))
+        if object_id in session.producing:
+            self._cancel_production(session, object_id)  # requeued behind the backoff set above
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
@@ -556,26 +688,37 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
-        if object_id in session.producing:
-            self._finish_production(session, object_id, data)
+        order = session.producing.get(object_id)
+        if order is not None:
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
         if obj is None and data is not None and self._wanted(object_id):
             obj = self._spawn(object_id)
+        # A hash naming a dependency older than one this object was already built from is refused: what
+        # makes "versions never go backwards" hold over any sequence of key sets (docs/PROTOCOL.md §6).
+        backwards = (obj is not None and data is not None and bool(obj.floor) and isinstance(version, dict)
+                     and below_floor(obj.floor, version))
+        behind = False
+        if order is not None:
+            behind = data is not None and data is not True and (
+                backwards or compare(order.inferred, version) in (OLDER, MIXED))
+            self._finish_production(session, order, data, behind)
         if obj is None:
             if data is not None:
                 self._send(protocol.destroy(object_id), (session,))
             return
         known_advanced = False
-        if (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
+        if not backwards and (data is False or isinstance(data, dict)) and is_newer(obj.known, version):
             obj.known = version
             known_advanced = True
+            if isinstance(version, dict):
+                raise_floor(obj.floor, version)
             if data is False:
                 obj.stalled = True
             else:
                 obj.stalled = False
                 self._append(obj, version, data, full)
-        if is_newer(obj.inferred, version):
+        if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced:
             for dependent_id in list(self.dependents.get(object_id, ())):
@@ -585,14 +728,45 @@ class ObjectStore:
                 if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
                     dependent.inferred = {**dependent.inferred, object_id: version}
                 self._enqueue(dependent)
+        if behind and order.obj is obj:
+            self._result_behind(obj, order, version)
         self._enqueue(obj)
 
-    def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
-        order = session.producing[object_id]
+    def _result_behind(self, obj: SyncObject, order: Order, version: Version) -> None:
+        """A result older than its order (a producer reading stale inputs, or a version announced that it
+        never reaches): retried with the failure backoff, and after ``max_behind`` in a row the object is
+        marked in error and not ordered again until its inferred version moves, instead of spinning."""
+        obj.behind += 1
+        obj.failures += 1
+        self._delay(obj, self.now + self._backoff(obj.failures))
+        key = version_key(obj.inferred)
+        if obj.behind < self.max_behind or obj.broken == key:
+            return
+        obj.broken = key
+        if self.log is not None:
+            self.log("%.200s in error: its producers answer below the version ordered", obj.id)
+        text = (f"production answered {obj.behind} times in a row with a version older than ordered "
+                f"(last {codec.dumps(version)[:100].decode(errors='replace')} for "
+                f"{codec.dumps(order.inferred)[:100].decode(errors='replace')}); not ordered again until its version moves")
+        obj.errors += 1
+        obj.last_error = text
+        self.errors_total += 1
+        if obj.consumers:
+            self._send(protocol.error(text, request="object-produce", id=obj.id, code="production-behind"),
+                       list(obj.consumers))
+
+    def _backoff(self, failures: int) -> float:
+        """Seconds before the next attempt after ``failures`` consecutive failures (doubling, capped)."""
+        return min(self.retry_max, self.retry_base * 2 ** min(max(failures - 1, 0), 40))
+
+    def _finish_production(self, session: Session, order: Order, data: Any, behind: bool = False) -> None:
         obj = order.obj
         if data is None:
             return
-        obj.failures = 0
+        if not behind:
+            obj.failures = 0
+            obj.behind = 0
+            obj.broken = None
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
@@ -720,6 +894,8 @@ class ObjectStore:
             obj.queued = False
             self.queue.pop(obj.id, None)
             return
+        if obj.broken is not None and obj.broken == version_key(obj.inferred):
+            return  # in error (see _result_behind): ordered again once its inferred version moves
         if obj.queued or (obj.in_flight and version_key(obj.inferred) in obj.in_flight):
             return
         if self.min_interval > 0:

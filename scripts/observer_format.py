@@ -137,7 +137,7 @@ def fmt_ms(value: Any) -> str:
 
 
 STATE_STYLES = {"producing": "bold yellow", "queued": "yellow", "waiting": "magenta",
-                "current": "green", "stale": "red"}
+                "current": "green", "stale": "red", "error": "bold red"}
 
 
 def state_name(state: Any) -> str:
@@ -150,6 +150,8 @@ def state_name(state: Any) -> str:
         return "queued"
     if state.get("waiting"):
         return "waiting"
+    if state.get("error"):  # given up: its producers keep answering below the version ordered
+        return "error"
     return "current" if state.get("current") else "stale"
 
 

@@ -1,4 +1,6 @@
-"""An --auth hook for the tests: token "reader" may consume public-*, token "admin" may do anything."""
+"""An --auth hook for the tests: token "reader" may consume public-*, "viewer" anything but admin-* (the
+example of router/auth.py), "admin" may do anything. Under a hook a session uploads only objects it
+registered as a producer of (the store checks that for every hook)."""
 
 
 class Reader:
@@ -6,6 +8,14 @@ class Reader:
         return pattern.startswith("public-")
 
     def may_produce(self, pattern: str) -> bool:
+        return False
+
+
+class Viewer:
+    def may_consume(self, name: str) -> bool:  # a pattern ("*") or an object id ("admin-keys")
+        return not name.startswith("admin-")
+
+    def may_produce(self, name: str) -> bool:
         return False
 
 
@@ -18,4 +28,4 @@ class Admin:
 
 
 def authenticate(options: dict):
-    return {"reader": Reader(), "admin": Admin()}.get(options.get("token"))
+    return {"reader": Reader(), "viewer": Viewer(), "admin": Admin()}.get(options.get("token"))

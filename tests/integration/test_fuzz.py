@@ -548,6 +548,14 @@ FOUND = {
     "value nested 300 deep": _frames(
         _register("fz-deep"),
         {"action": "object-patch", "id": "fz-deep", "version-new": 1, "value": {"d": Raw(nested(300))}}),
+    # router/store.py: dependency keys were not checked as ids: the router spawned "fz-w-*" and ordered it
+    # from the workers, whose answers were refused at parse time, holding every producer slot.
+    "dependency keys that are patterns": _frames(
+        _register("fz-x"),
+        {"action": "object-patch", "id": "fz-x", "version-new": {"fz-w-*": 1, "fz-*": 1, "a" * 1100: 1}, "value": {}}),
+    # router/store.py: a version announced beyond what the producer returns was ordered again at once, forever.
+    "version announced beyond the producer": _frames(
+        _register("fz-w-1"), {"action": "object-patch", "id": "fz-w-1", "version-new": 1e18, "value": True}),
     # the same through client options, encoded by the SeapigServer::Connections introspection object.
     "options nested 300 deep, then introspection": _frames(
         {"action": "client-options-set", "options": {"name": "fuzz", "x": Raw(nested(300))}},

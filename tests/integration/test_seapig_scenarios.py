@@ -1392,8 +1392,9 @@ async def test_unregistering_what_was_never_registered_is_an_error(seapig: Scena
 
 
 async def test_malformed_patch_is_rejected_and_changes_nothing(seapig: Scenario) -> None:
-    """seasync: a `patch` that is not an array is an invalid message: an error frame, and the
-    production stays with its producer (no cancel, no requeue)."""
+    """seasync: a `patch` that is not an array is an invalid message: an error frame, nothing is
+    stored, and since it answered an order the order ends as a failed production (its consumers are
+    told, it is retried after the backoff): no answer the server refuses can keep a producer's slot."""
     c = await seapig.client()
     p = await seapig.client()
     await c.send(consumer_register(T1, 0))
@@ -1401,7 +1402,8 @@ async def test_malformed_patch_is_rejected_and_changes_nothing(seapig: Scenario)
     await p.expect([produce(T1)])
     await p.send(upload_patch(T1, 0, 1, {"op": "replace", "path": "/v", "value": 2}))
     await p.expect([error("object-patch", id=T1)])
-    await c.expect([])
+    await c.expect([error("object-produce", id=T1)])
+    await p.expect([produce(T1)])  # asked again after the retry backoff
     await p.send(upload(T1, 1, {"v": 1}))
     await c.expect([full(T1, 1, {"v": 1})])
     await p.expect([])

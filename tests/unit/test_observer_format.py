@@ -100,3 +100,8 @@ def test_worker_cell_shows_orders_held_beyond_the_running_one():
     assert producing.render({**worker, "orders": 1}, 0.0).plain == "tp-7"
     assert producing.render({**worker, "orders": 5}, 0.0).plain == "tp-7 +4"  # sync-worker --prefetch
     assert producing.render({"id": "worker:4", "producing": None, "orders": 0}, 0.0).plain == "idle"
+
+
+def test_an_object_in_error_shows_as_error():
+    from scripts.observer_format import state_name
+    assert state_name({"current": False, "error": True}) == "error"

@@ -349,8 +349,13 @@ def test_waiting_for_dependencies_then_produced_when_they_arrive(h):
     h.send(p, "object-patch", id="report", version_new={"db": 1}, value={"r": 1})
     h.send(n, "object-patch", id="db", version_new=3, value={})
     assert h.take(p) == [produce("report", {"db": 3})]
-    # the producer answers with a stale read: stored and forwarded, production ordered again
+    # the producer answers with a stale read: stored and forwarded, production ordered again after the
+    # failure backoff (a result older than its order must not loop at full speed)
     h.send(p, "object-patch", id="report", version_new={"db": 2}, value={"r": 2})
+    assert h.take(c)[-1]["version-new"] == {"db": 2}
+    assert h.take(p) == []
+    h.store.now += h.store.retry_base
+    h.store.tick(); h._route()
     assert h.take(p) == [produce("report", {"db": 3})]
     h.send(p, "object-patch", id="report", version_new={"db": 3}, value={"r": 3})
     assert h.take(p) == []
