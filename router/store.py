@@ -180,6 +180,9 @@ class ObjectStore:
         self.productions_total = 0
         self.errors_total = 0
         self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
+        # called when a consumer registers on an existing object, before it is sent the value: an object
+        # built from the store's own state (introspection) may upload a fresh one that counts it
+        self.on_consumer_added: Callable[[SyncObject], None] | None = None
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -353,7 +356,11 @@ class ObjectStore:
             if obj is None:
                 obj = self._spawn(oid)
                 self._enqueue(obj)
-            obj.consumers[session] = None
+                obj.consumers[session] = None
+            else:
+                obj.consumers[session] = None
+                if self.on_consumer_added is not None:
+                    self.on_consumer_added(obj)
             self._push(obj, (session,))
 
     def _consumer_unregister(self, session: Session, pattern: str) -> None:

@@ -1,0 +1,212 @@
+"""seapig's traffic statistics: closed time slots on four scales, with log10 histograms (pure: no clock).
+
+``SeapigServer::Statistics`` is what the original viewer's Statistics tab draws, so its shape is
+seapig's, to the field (docs/INTROSPECTION.md): four scales (``seconds``, ``minutes``, ``hours``,
+``days``), each with six entities, each with one array entry per *closed* slot, oldest first.
+
+Cheap by construction, because the router feeds it for every frame it handles: an event touches
+only the accumulators of the slot in progress on the finest scale (a few additions and one
+``log10``). When that slot closes (``roll``, called by the router loop with the time), its totals are
+appended to the seconds arrays and folded into the minute's accumulators, a closed minute into the
+hour's, an hour into the day's: the coarser scales cost nothing per event.
+
+Time is passed in (unix seconds), like the store's ``now``: events between two ``roll`` calls count
+in the slot that was in progress at the first one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+SCALES = (("seconds", 1, 300), ("minutes", 60, 300), ("hours", 3600, 240), ("days", 86400, 365))
+"""(name, slot length in seconds, slots kept): seapig's four time scales."""
+MULTIPLIER = 10
+"""Histogram resolution: bucket = floor(log10(value) × MULTIPLIER), so ten buckets per decade."""
+
+CONNECTIONS = "connections-count"
+IN_COUNT = "message-incoming-count"
+IN_SIZE = "message-incoming-size"
+OUT_COUNT = "message-outgoing-count"
+OUT_SIZE = "message-outgoing-size"
+IN_TIME = "message-incoming-processing-time"
+ENTITIES = (CONNECTIONS, IN_COUNT, IN_SIZE, OUT_COUNT, OUT_SIZE, IN_TIME)
+DISTRIBUTIONS = (IN_SIZE, OUT_SIZE, IN_TIME)
+
+_log10 = math.log10
+_SMALL = 1 << 16
+# bucket of every integer below _SMALL: a frame size is one list index away from its bucket
+_INT_BUCKETS = [0] + [int(_log10(v) * MULTIPLIER) for v in range(1, _SMALL)]
+
+
+def bucket(value: float) -> int:
+    """seapig's histogram bucket of ``value``: floor(log10(value) × 10); values below 1 go in bucket 0."""
+    if value < 1:
+        return 0
+    if type(value) is int and value < _SMALL:
+        return _INT_BUCKETS[value]
+    return int(_log10(value) * MULTIPLIER)
+
+
+def _metrics(entity: str) -> dict:
+    """The ``metrics`` descriptor the viewer reads (``histogram.multiplier`` unguarded)."""
+    if entity == CONNECTIONS:
+        return {"last": {"show": True, "retain": True}}
+    if entity in DISTRIBUTIONS:
+        return {"count": {"show": False}, "sum": {"show": True}, "average": {"show": True},
+                "maximum": {"show": True}, "histogram": {"show": True, "multiplier": MULTIPLIER}}
+    return {"count": {"show": True}}
+
+
+class Distribution:
+    """count, sum, maximum and histogram of the values seen in one slot."""
+
+    __slots__ = ("count", "sum", "maximum", "histogram")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum: float = 0  # stays an int for sizes
+        self.maximum: float | None = None
+        self.histogram: list[int] = []
+
+    def add(self, value: float, times: int = 1) -> None:
+        """``times`` events of ``value`` (one frame sent to ``times`` recipients costs one call)."""
+        self.count += times
+        self.sum += value * times
+        if self.maximum is None or value > self.maximum:
+            self.maximum = value
+        b = bucket(value)
+        histogram = self.histogram
+        if b >= len(histogram):
+            histogram.extend([0] * (b + 1 - len(histogram)))
+        histogram[b] += times
+
+    def merge(self, other: "Distribution") -> None:
+        """Fold a closed finer slot into this coarser one."""
+        if not other.count:
+            return
+        self.count += other.count
+        self.sum += other.sum
+        if self.maximum is None or (other.maximum is not None and other.maximum > self.maximum):
+            self.maximum = other.maximum
+        histogram = self.histogram
+        if len(other.histogram) > len(histogram):
+            histogram.extend([0] * (len(other.histogram) - len(histogram)))
+        for i, n in enumerate(other.histogram):
+            histogram[i] += n
+
+
+class Slot:
+    """The accumulators of one slot in progress: what happened since it started."""
+
+    __slots__ = ("connections", "in_count", "out_count", "in_size", "out_size", "in_time")
+
+    def __init__(self, connections: int) -> None:
+        self.connections = connections  # retained: a slot starts from the previous value
+        self.in_count = 0
+        self.out_count = 0
+        self.in_size = Distribution()
+        self.out_size = Distribution()
+        self.in_time = Distribution()
+
+    def merge(self, finer: "Slot") -> None:
+        self.connections = finer.connections
+        self.in_count += finer.in_count
+        self.out_count += finer.out_count
+        self.in_size.merge(finer.in_size)
+        self.out_size.merge(finer.out_size)
+        self.in_time.merge(finer.in_time)
+
+
+class Scale:
+    """One time scale: the slot in progress and the arrays of the closed ones (at most ``keep``)."""
+
+    def __init__(self, name: str, seconds: int, keep: int, start: int, connections: int) -> None:
+        self.name, self.seconds, self.keep = name, seconds, keep
+        self.start = start  # unix seconds of the slot in progress (a multiple of `seconds`)
+        self.slot = Slot(connections)
+        self.arrays: dict[str, dict[str, deque]] = {}
+        for entity in ENTITIES:
+            fields = ("last",) if entity == CONNECTIONS else (
+                ("count", "sum", "average", "maximum", "histogram") if entity in DISTRIBUTIONS else ("count",))
+            self.arrays[entity] = {f: deque(maxlen=keep) for f in fields}
+
+    def close(self) -> Slot:
+        """Append the slot in progress to the arrays and start the next one; returns the closed slot."""
+        slot, arrays = self.slot, self.arrays
+        arrays[CONNECTIONS]["last"].append(slot.connections)
+        arrays[IN_COUNT]["count"].append(slot.in_count)
+        arrays[OUT_COUNT]["count"].append(slot.out_count)
+        for entity, dist in ((IN_SIZE, slot.in_size), (OUT_SIZE, slot.out_size), (IN_TIME, slot.in_time)):
+            a = arrays[entity]
+            a["count"].append(dist.count)
+            a["sum"].append(dist.sum)
+            a["average"].append(dist.sum / dist.count if dist.count else None)
+            a["maximum"].append(dist.maximum)
+            a["histogram"].append(dist.histogram)
+        self.slot = Slot(slot.connections)
+        self.start += self.seconds
+        return slot
+
+    def snapshot(self) -> dict:
+        return {"seconds": self.seconds, "keep": self.keep, "timestamp": self.start,
+                "entities": {entity: {**{f: list(map(list, values)) if f == "histogram" else list(values)
+                                         for f, values in fields.items()},
+                                      "metrics": _metrics(entity)}
+                             for entity, fields in self.arrays.items()}}
+
+
+class Statistics:
+    """The four scales, fed by the router: ``incoming``/``outgoing`` per frame, ``roll`` with the time."""
+
+    def __init__(self, now: float, connections: int = 0) -> None:
+        self.scales = [Scale(name, seconds, keep, int(now) // seconds * seconds, connections)
+                       for name, seconds, keep in SCALES]
+        self._finest = self.scales[0]
+
+    # ---- the hot path: one call per frame ----------------------------------------------------------
+
+    def incoming(self, size: int, micros: float) -> None:
+        """A client frame of ``size`` bytes, handled in ``micros`` µs."""
+        slot = self._finest.slot
+        slot.in_count += 1
+        slot.in_size.add(size)
+        slot.in_time.add(micros)
+
+    def outgoing(self, size: int, recipients: int) -> None:
+        """An ``object-update`` frame of ``size`` bytes written to ``recipients`` sessions."""
+        slot = self._finest.slot
+        slot.out_count += recipients
+        slot.out_size.add(size, recipients)
+
+    def connections(self, count: int) -> None:
+        """The number of connections now (the slot keeps the last value it was told)."""
+        self._finest.slot.connections = count
+
+    # ---- time -----------------------------------------------------------------------------------------
+
+    def roll(self, now: float) -> None:
+        """Close every slot that ended by ``now``, finest first, each folded into the next scale's slot.
+
+        A quiet stretch closes empty slots (at most ``keep`` of them are kept per scale: the rest
+        would fall off the arrays anyway)."""
+        t = int(now)
+        for i, scale in enumerate(self.scales):
+            if t < scale.start + scale.seconds:
+                break  # the coarser scales' slots are still in progress too
+            coarser = self.scales[i + 1] if i + 1 < len(self.scales) else None
+            closed = scale.close()
+            if coarser is not None:
+                coarser.slot.merge(closed)
+            ended = (t - scale.start) // scale.seconds  # quiet slots after it that ended too
+            if ended > 0:
+                for _ in range(min(ended, scale.keep)):
+                    closed = scale.close()
+                    if coarser is not None:
+                        coarser.slot.merge(closed)
+                scale.start = t // scale.seconds * scale.seconds
+
+    def snapshot(self) -> dict:
+        """The ``SeapigServer::Statistics`` value: fresh lists, so the store may keep it as is."""
+        return {scale.name: scale.snapshot() for scale in self.scales}
