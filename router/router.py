@@ -193,7 +193,8 @@ class Router:
     def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
         """A MSG: one or more (sid, raw) pairs, in order."""
         count = size = 0
-        incoming, clock = self.statistics.incoming, time.perf_counter
+        # seapig's per-frame statistics: two appends of raw values, counted once per batch (router/timeslots.py)
+        sizes, times, clock = self.statistics.in_sizes.append, self.statistics.in_times.append, time.perf_counter
         for sid, raw in wire.pairs(frames, 2):
             session = peer.sessions.get(sid)
             if session is None:
@@ -206,7 +207,8 @@ class Router:
                 self.store.handle_raw(session, raw)
             except Exception:  # the store must never take the router down, nor lose the rest of the batch
                 log.exception("internal error while handling %.200r", raw)
-            incoming(len(raw), (clock() - started) * 1e6)  # seapig's per-frame size and handling time (µs)
+            sizes(len(raw))
+            times((clock() - started) * 1e6)  # µs
         self.counters.traffic("in", count, size, self.store.now)
 
     def _hello(self, identity: bytes, raw: bytes, now: float) -> None:
@@ -249,7 +251,7 @@ class Router:
             internal: list[bytes] = []
             by_peer: dict[bytes, list[bytes]] = {}  # identity -> [frame, packed sids, frame, ...]
             deliveries = size = 0
-            outgoing = self.statistics.outgoing
+            out_sizes, out_recipients = self.statistics.out_sizes.append, self.statistics.out_recipients.append
             for frame, sessions in self.store.take_outbox():
                 sids_of: dict[bytes, list[bytes]] = {}
                 for session in sessions:
@@ -265,7 +267,8 @@ class Router:
                 deliveries += recipients
                 size += len(frame) * recipients
                 if recipients and frame.startswith(UPDATE_PREFIX):  # seapig counts object-update frames
-                    outgoing(len(frame), recipients)
+                    out_sizes(len(frame))
+                    out_recipients(recipients)
             for identity, parts in by_peer.items():
                 self._send_to_peer(identity, parts)
             self.counters.traffic("out", deliveries, size, now)

@@ -4,11 +4,13 @@
 seapig's, to the field (docs/INTROSPECTION.md): four scales (``seconds``, ``minutes``, ``hours``,
 ``days``), each with six entities, each with one array entry per *closed* slot, oldest first.
 
-Cheap by construction, because the router feeds it for every frame it handles: an event touches
-only the accumulators of the slot in progress on the finest scale (a few additions and one
-``log10``). When that slot closes (``roll``, called by the router loop with the time), its totals are
-appended to the seconds arrays and folded into the minute's accumulators, a closed minute into the
-hour's, an hour into the day's: the coarser scales cost nothing per event.
+Cheap by construction, because the router feeds it for every frame it handles: an event is two
+``list.append`` of raw values (``in_sizes``/``in_times``, ``out_sizes``/``out_recipients``). ``roll``
+(called by the router loop with the time, once per batch) folds them into the slot in progress with
+C-level ``sum``/``max`` and a histogram count, and when that slot closes, its totals are appended to
+the seconds arrays and folded into the minute's accumulators, a closed minute into the hour's, an
+hour into the day's: the coarser scales cost nothing per event. The raw lists never hold more
+than one batch of the router's frames.
 
 Time is passed in (unix seconds), like the store's ``now``: events between two ``roll`` calls count
 in the slot that was in progress at the first one.
@@ -17,7 +19,7 @@ in the slot that was in progress at the first one.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 SCALES = (("seconds", 1, 300), ("minutes", 60, 300), ("hours", 3600, 240), ("days", 86400, 365))
@@ -81,6 +83,25 @@ class Distribution:
         if b >= len(histogram):
             histogram.extend([0] * (b + 1 - len(histogram)))
         histogram[b] += times
+
+    def add_many(self, values: list) -> None:
+        """A batch of single events (the raw values the router appended)."""
+        if not values:
+            return
+        self.count += len(values)
+        self.sum += sum(values)
+        top = max(values)
+        if self.maximum is None or top > self.maximum:
+            self.maximum = top
+        if type(top) is int and top < _SMALL and min(values) >= 0:
+            buckets = map(_INT_BUCKETS.__getitem__, values)  # sizes: a C-level table lookup each
+        else:
+            buckets = [int(_log10(v) * MULTIPLIER) if v >= 1 else 0 for v in values]  # bucket(), inlined
+        histogram = self.histogram
+        for b, n in Counter(buckets).items():
+            if b >= len(histogram):
+                histogram.extend([0] * (b + 1 - len(histogram)))
+            histogram[b] += n
 
     def merge(self, other: "Distribution") -> None:
         """Fold a closed finer slot into this coarser one."""
@@ -164,21 +185,39 @@ class Statistics:
         self.scales = [Scale(name, seconds, keep, int(now) // seconds * seconds, connections)
                        for name, seconds, keep in SCALES]
         self._finest = self.scales[0]
-
-    # ---- the hot path: one call per frame ----------------------------------------------------------
+        # The hot path: raw values since the last roll, appended by the router (or the two methods
+        # below); lists cleared in place, so an `append` bound once stays valid.
+        self.in_sizes: list[int] = []  # bytes of each client frame
+        self.in_times: list[float] = []  # µs spent handling it
+        self.out_sizes: list[int] = []  # bytes of each object-update frame
+        self.out_recipients: list[int] = []  # sessions it was written to
 
     def incoming(self, size: int, micros: float) -> None:
         """A client frame of ``size`` bytes, handled in ``micros`` µs."""
-        slot = self._finest.slot
-        slot.in_count += 1
-        slot.in_size.add(size)
-        slot.in_time.add(micros)
+        self.in_sizes.append(size)
+        self.in_times.append(micros)
 
     def outgoing(self, size: int, recipients: int) -> None:
         """An ``object-update`` frame of ``size`` bytes written to ``recipients`` sessions."""
+        self.out_sizes.append(size)
+        self.out_recipients.append(recipients)
+
+    def _fold(self) -> None:
+        """Count the raw values in the slot in progress."""
         slot = self._finest.slot
-        slot.out_count += recipients
-        slot.out_size.add(size, recipients)
+        if self.in_sizes:
+            slot.in_count += len(self.in_sizes)
+            slot.in_size.add_many(self.in_sizes)
+            slot.in_time.add_many(self.in_times)
+            self.in_sizes.clear()
+            self.in_times.clear()
+        if self.out_sizes:
+            slot.out_count += sum(self.out_recipients)
+            add = slot.out_size.add
+            for size, recipients in zip(self.out_sizes, self.out_recipients):
+                add(size, recipients)
+            self.out_sizes.clear()
+            self.out_recipients.clear()
 
     def connections(self, count: int) -> None:
         """The number of connections now (the slot keeps the last value it was told)."""
@@ -191,6 +230,7 @@ class Statistics:
 
         A quiet stretch closes empty slots (at most ``keep`` of them are kept per scale: the rest
         would fall off the arrays anyway)."""
+        self._fold()  # what happened since the last roll belongs to the slot that was in progress
         t = int(now)
         for i, scale in enumerate(self.scales):
             if t < scale.start + scale.seconds:
@@ -208,5 +248,6 @@ class Statistics:
                 scale.start = t // scale.seconds * scale.seconds
 
     def snapshot(self) -> dict:
-        """The ``SeapigServer::Statistics`` value: fresh lists, so the store may keep it as is."""
+        """The ``SeapigServer::Statistics`` value (closed slots only: call ``roll`` first); fresh lists,
+        so the store may keep it as is."""
         return {scale.name: scale.snapshot() for scale in self.scales}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, strategies as st
 
 from router.timeslots import ENTITIES, Statistics, bucket
@@ -123,3 +124,16 @@ def test_snapshots_do_not_change_when_counting_goes_on():
     stats.incoming(20, 1.0)
     stats.roll(T0 + 2)
     assert repr(snap) == before
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10 ** 6)), st.lists(st.floats(min_value=0, max_value=1e7)))
+def test_a_batch_counts_like_one_event_at_a_time(sizes, times):
+    """The router appends raw values and roll() folds them in bulk: the same as adding each one."""
+    from router.timeslots import Distribution
+    for values in (sizes, times):
+        one, bulk = Distribution(), Distribution()
+        for v in values:
+            one.add(v)
+        bulk.add_many(list(values))
+        assert (bulk.count, bulk.maximum, bulk.histogram) == (one.count, one.maximum, one.histogram)
+        assert bulk.sum == pytest.approx(one.sum)
