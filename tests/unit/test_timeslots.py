@@ -137,3 +137,15 @@ def test_a_batch_counts_like_one_event_at_a_time(sizes, times):
         bulk.add_many(list(values))
         assert (bulk.count, bulk.maximum, bulk.histogram) == (one.count, one.maximum, one.histogram)
         assert bulk.sum == pytest.approx(one.sum)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10 ** 9)))
+def test_durations_in_ns_count_in_microseconds(durations):
+    """The router measures ns (integers, a table lookup each): the buckets are those of the µs values."""
+    from router.timeslots import Distribution
+    one, bulk = Distribution(), Distribution()
+    for ns in durations:
+        one.add(ns / 1000)
+    bulk.add_ns_many(list(durations))
+    assert (bulk.count, bulk.histogram) == (one.count, one.histogram)
+    assert bulk.maximum == one.maximum and bulk.sum == pytest.approx(one.sum)
