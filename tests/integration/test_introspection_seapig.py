@@ -78,6 +78,17 @@ async def test_objects_first_update_lists_itself_with_the_new_consumer(seapig_cl
             assert sorted(c.split(":")[0] for c in consumers) == ["third", "viewer"]
 
 
+async def test_consumers_first_value_lists_the_registering_pattern(seapig_cluster):
+    consumers = "SeapigServer::Consumers"
+    async with RawClient(seapig_cluster.ws_url, "one") as one, RawClient(seapig_cluster.ws_url, "two") as two:
+        await one.send("object-consumer-register", pattern=consumers, version_known=0)
+        value = (await first_update(one, consumers))["value"]
+        assert [c.split(":")[0] for c in value[consumers]] == ["one"]
+        await two.send("object-consumer-register", pattern=consumers, version_known=0)
+        value = (await first_update(two, consumers))["value"]
+        assert sorted(c.split(":")[0] for c in value[consumers]) == ["one", "two"]
+
+
 async def test_objects_updates_do_not_loop_on_its_own_entry(seapig_cluster):
     """Its own entry changes with every upload (versions, counters): that alone triggers none."""
     async with RawClient(seapig_cluster.ws_url, "viewer") as viewer:
