@@ -3,7 +3,8 @@
 An internal session registers as the producer of the introspection ids, like any other producer: the
 objects exist only while someone consumes them, and the viewer or ``sync-observer`` watch them with
 the normal protocol (diffs included). Data is rebuilt at most once a second (``refresh``) and uploaded
-only when it changed, with seapig's ``[session, counter]`` versions.
+only when it changed, with seapig's ``[session, counter]`` versions; and at once when a consumer
+registers, so that its first update already counts it (as seapig answers). Shapes: docs/INTROSPECTION.md.
 
 This module is pure like the store: the router shell passes the time in and routes frames.
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from common import codec
 from router.store import ObjectStore, Session, SyncObject
+from router.timeslots import Statistics
 
 OBJECTS = "SeapigServer::Objects"
 CONSUMERS = "SeapigServer::Consumers"
@@ -22,7 +24,10 @@ PRODUCERS = "SeapigServer::Producers"
 CONNECTIONS = "SeapigServer::Connections"
 STATISTICS = "SeapigServer::Statistics"
 WORKERS = "SeasyncServer::Workers"
-IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS)
+SEASYNC_STATISTICS = "SeasyncServer::Statistics"
+IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS, SEASYNC_STATISTICS)
+REGISTRATION_IDS = (OBJECTS, CONSUMERS, CONNECTIONS)
+"""The objects that show consumer registrations: rebuilt when a consumer registers on them (see consumer_added)."""
 RESERVED_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upload or produce these
 
 INTERNAL_NAME = "SeapigInternalClient"
@@ -70,9 +75,12 @@ class Counters:
 class Introspection:
     """Produces the introspection objects from the store's state."""
 
-    def __init__(self, store: ObjectStore, handle: Any, session_version: int, peer_name: Callable[[Session], str]) -> None:
+    def __init__(self, store: ObjectStore, handle: Any, session_version: int, peer_name: Callable[[Session], str],
+                 now: float = 0.0) -> None:
         self.store = store
         self.counters = Counters()
+        self.statistics = Statistics(now)  # seapig's time slots, fed per frame by the router shell
+        self._fresh_at: dict[str, float] = {}  # id -> store time of its last rebuild for a new consumer
         self.session_version = session_version
         self._peer_name = peer_name
         self._counter = -1  # the first upload is [session, 0], as in seapig
@@ -85,6 +93,7 @@ class Introspection:
         for object_id in IDS:
             store.handle(self.session, {"action": "object-producer-register", "pattern": object_id,
                                         "version-known": None})
+        store.on_consumer_added = self.consumer_added
 
     # ---- driven by the router shell ---------------------------------------------------------
 
@@ -94,9 +103,28 @@ class Introspection:
         if message.get("action") == "object-produce" and message.get("id") in IDS:
             self._upload(message["id"], now, force=True)
 
+    def consumer_added(self, obj: SyncObject) -> None:
+        """A consumer registered on an existing object, and is about to be sent its value: for an object
+        that lists registrations, rebuild it first, so that the consumer's first update counts it.
+
+        At most once per object per store time (the router sets it once per batch): a client that
+        registers and unregisters in a loop costs one rebuild per batch, not one per message; a
+        registration later in the same batch waits for the next refresh to be listed."""
+        object_id = obj.id
+        if object_id not in REGISTRATION_IDS or self._fresh_at.get(object_id) == self.store.now:
+            return
+        self._fresh_at[object_id] = self.store.now
+        self._upload(object_id, self.store.now, force=False)
+
+    def roll(self, now: float) -> None:
+        """Close the statistics slots that ended (the router calls it with the time, once per batch)."""
+        self.statistics.roll(now)
+        self.statistics.connections(len(self.store.sessions) - 1)  # the internal session is no connection
+
     def refresh(self, now: float) -> None:
         """Called about once a second: upload the watched objects whose data changed."""
         self.counters.roll(now)
+        self.roll(now)
         for object_id in IDS:
             if object_id in self.store.objects:
                 self._upload(object_id, now, force=False)
@@ -105,7 +133,13 @@ class Introspection:
 
     def _upload(self, object_id: str, now: float, force: bool) -> None:
         data = self.build(object_id, now)
-        encoded = codec.dumps_sorted(data)
+        if object_id == OBJECTS:
+            # Its own entry describes the object these uploads make: every upload moves its version and
+            # counters, which must not count as a change (each upload would trigger the next).
+            own = data[OBJECTS]
+            encoded = codec.dumps_sorted({**data, OBJECTS: {"consumers": own["consumers"], "producers": own["producers"]}})
+        else:
+            encoded = codec.dumps_sorted(data)
         changed = self._uploaded.get(object_id) != encoded
         if not (force or changed):
             return
@@ -119,19 +153,24 @@ class Introspection:
     def build(self, object_id: str, now: float) -> dict:
         builder = {
             OBJECTS: self._objects, CONSUMERS: self._consumers, PRODUCERS: self._producers,
-            CONNECTIONS: self._connections, STATISTICS: self._statistics, WORKERS: self._workers,
+            CONNECTIONS: self._connections, STATISTICS: self._seapig_statistics, WORKERS: self._workers,
+            SEASYNC_STATISTICS: self._statistics,
         }[object_id]
         return builder(now)
 
     def _objects(self, now: float) -> dict:
         for gone in self._sizes.keys() - self.store.objects.keys():
             del self._sizes[gone]
-        # Its own entry is left out: each upload would change it, and so trigger another upload.
-        return {oid: self._object_entry(obj) for oid, obj in self.store.objects.items() if oid != OBJECTS}
+        # Its own entry is included, as seapig does (see _upload for why it does not loop).
+        return {oid: self._object_entry(obj) for oid, obj in self.store.objects.items()}
 
     def _object_entry(self, obj: SyncObject) -> dict:
         state: dict[str, bool] = {"current": obj.state == "current"}
-        if obj.in_flight:
+        if obj.id == OBJECTS:
+            # This very snapshot is the answer that makes it current, and nobody ever sees it otherwise;
+            # its versions are the ones held before this upload (seapig's first value: known 0).
+            state = {"current": True}
+        elif obj.in_flight:
             state["producing"] = True
         if obj.queued:
             state["enqueued"] = True
@@ -166,7 +205,15 @@ class Introspection:
     def _producers(self, now: float) -> dict:
         return {p: [s.client_id for s in sessions] for p, sessions in self.store.producer_patterns.items()}
 
+    def options(self, session: Session) -> dict:
+        """A session's options as introspection publishes them: every object reads them through here
+        (the one place where credentials are kept out of what others can read)."""
+        return session.options
+
     def _connections(self, now: float) -> dict:
+        """seapig's shape: keyed by connection number (a string), each with a ``clients`` map of
+        ``name:N`` -> {id, options, produces, consumes, producing [id, version] or null}, which the
+        original viewer and seapig's scenarios read; seasync's own fields sit beside ``clients``."""
         out = {}
         for s in self.store.sessions:
             # seapig's one "producing" entry (the oldest order); "orders" counts them when prefetch > 1
@@ -175,18 +222,23 @@ class Introspection:
                 producing = {"id": order.obj.id, "version_inferred": order.inferred, "since": order.since}
                 break
             consumes, produces = list(s.consumes), list(s.produces)
-            out[s.client_id] = {"id": s.client_id, "options": s.options, "consumes": consumes,
-                                "produces": produces, "producing": producing, "orders": len(s.producing),
-                                "peer": self._peer_name(s),
-                                # what seapig's own viewer reads: connection -> its clients (one here),
-                                # "producing" as [id, version]
-                                "clients": {s.client_id: {
-                                    "consumes": consumes, "produces": produces,
-                                    "producing": [producing["id"], producing["version_inferred"]] if producing else None,
-                                }}}
+            options = self.options(s)
+            out[str(s.index)] = {"id": s.client_id, "options": options, "consumes": consumes,
+                                 "produces": produces, "producing": producing, "orders": len(s.producing),
+                                 "peer": self._peer_name(s),
+                                 "clients": {s.client_id: {
+                                     "id": s.client_id, "options": options,
+                                     "produces": produces, "consumes": consumes,
+                                     "producing": [producing["id"], producing["version_inferred"]] if producing else None,
+                                 }}}
         return out
 
+    def _seapig_statistics(self, now: float) -> dict:
+        self.roll(now)
+        return self.statistics.snapshot()
+
     def _statistics(self, now: float) -> dict:
+        """seasync's own totals and per-second rates (``SeasyncServer::Statistics``)."""
         self.counters.roll(now)
         stats: dict[str, Any] = {
             "objects": len(self.store.objects), "sessions": len(self.store.sessions),
@@ -202,7 +254,8 @@ class Introspection:
         for s in self.store.sessions:
             if s.name != "worker":
                 continue
-            stats = s.options.get("stats") if isinstance(s.options.get("stats"), dict) else {}
+            options = self.options(s)
+            stats = options.get("stats") if isinstance(options.get("stats"), dict) else {}
             producing = None
             for order in s.producing.values():  # the oldest order
                 producing = {"id": order.obj.id, "since": order.since}

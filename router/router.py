@@ -34,6 +34,8 @@ _RCVMORE = int(zmq.RCVMORE)
 COALESCE_FROM = 64
 """Client messages waiting in one batch from which versions that arrive together are coalesced."""
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
+UPDATE_PREFIX = codec.dumps({"action": "object-update"})[:-1]
+"""How every object-update frame starts (common/protocol.py encodes "action" first): one bytes compare."""
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Router:
         self.sock.bind(bind)
         self._stopping = False
         session_version = int(os.environ.get("SEAPIG_SERVER_SESSION") or time.time() * 1000)
-        self.introspection = Introspection(self.store, INTERNAL, session_version, self._peer_name)
+        self.introspection = Introspection(self.store, INTERNAL, session_version, self._peer_name, now=time.time())
+        self.statistics = self.introspection.statistics
         self.counters = self.introspection.counters
         self._productions_seen = 0
 
@@ -105,6 +108,7 @@ class Router:
 
     def _drain(self) -> None:
         self.store.now = time.time()
+        self.introspection.roll(self.store.now)
         batch = self._receive_batch()
         batch = self._answer_pings(batch)
         # Many client messages waiting at once (a flood, or the router behind): versions of one object
@@ -190,6 +194,8 @@ class Router:
     def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
         """A MSG: one or more (sid, raw) pairs, in order."""
         count = size = 0
+        # seapig's per-frame statistics: two appends of raw values, counted once per batch (router/timeslots.py)
+        sizes, times, clock = self.statistics.in_sizes.append, self.statistics.in_times.append, time.perf_counter_ns
         for sid, raw in wire.pairs(frames, 2):
             session = peer.sessions.get(sid)
             if session is None:
@@ -197,10 +203,13 @@ class Router:
                 continue
             count += 1
             size += len(raw)
+            started = clock()
             try:
                 self.store.handle_raw(session, raw)
             except Exception:  # the store must never take the router down, nor lose the rest of the batch
                 log.exception("internal error while handling %.200r", raw)
+            sizes(len(raw))
+            times(clock() - started)  # ns
         self.counters.traffic("in", count, size, self.store.now)
 
     def _hello(self, identity: bytes, raw: bytes, now: float) -> None:
@@ -243,6 +252,7 @@ class Router:
             internal: list[bytes] = []
             by_peer: dict[bytes, list[bytes]] = {}  # identity -> [frame, packed sids, frame, ...]
             deliveries = size = 0
+            out_sizes, out_recipients = self.statistics.out_sizes.append, self.statistics.out_recipients.append
             for frame, sessions in self.store.take_outbox():
                 sids_of: dict[bytes, list[bytes]] = {}
                 for session in sessions:
@@ -251,10 +261,15 @@ class Router:
                         continue
                     identity, sid = session.handle
                     sids_of.setdefault(identity, []).append(sid)
+                recipients = 0
                 for identity, sids in sids_of.items():
                     by_peer.setdefault(identity, []).extend((frame, wire.pack_sids(sids)))
-                    deliveries += len(sids)
-                    size += len(frame) * len(sids)
+                    recipients += len(sids)
+                deliveries += recipients
+                size += len(frame) * recipients
+                if recipients and frame.startswith(UPDATE_PREFIX):  # seapig counts object-update frames
+                    out_sizes(len(frame))
+                    out_recipients(recipients)
             for identity, parts in by_peer.items():
                 self._send_to_peer(identity, parts)
             self.counters.traffic("out", deliveries, size, now)

@@ -198,6 +198,9 @@ class ObjectStore:
         self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
         # The shell's warning logger for what the store refused or gave up on (it does no I/O itself).
         self.log: Callable[..., None] | None = None
+        # called when a consumer registers on an existing object, before it is sent the value: an object
+        # built from the store's own state (introspection) may upload a fresh one that counts it
+        self.on_consumer_added: Callable[[SyncObject], None] | None = None
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -468,7 +471,11 @@ class ObjectStore:
             if obj is None:
                 obj = self._spawn(oid)
                 self._enqueue(obj)
-            obj.consumers[session] = None
+                obj.consumers[session] = None
+            else:
+                obj.consumers[session] = None
+                if self.on_consumer_added is not None:
+                    self.on_consumer_added(obj)
             self._push(obj, (session,))
 
     def _consumer_unregister(self, session: Session, pattern: str) -> None:

@@ -1,7 +1,7 @@
 """`sync-observer`: a terminal UI that watches a seasync (or seapig) cluster through any front.
 
 It is an ordinary client: it consumes the router's introspection objects (``SeapigServer::Objects``,
-``::Connections``, ``::Statistics`` and ``SeasyncServer::Workers``) with ``common.client.Client`` and
+``::Connections``, ``SeasyncServer::Statistics`` and ``SeasyncServer::Workers``; docs/INTROSPECTION.md) with ``common.client.Client`` and
 shows them as live tables, plus any object you pick (Enter) as JSON with its last change highlighted.
 The client reconnects by itself; the status line says when the data is stale.
 
@@ -38,7 +38,7 @@ from scripts.observer_format import (
 
 OBJECTS = "SeapigServer::Objects"
 CONNECTIONS = "SeapigServer::Connections"
-STATISTICS = "SeapigServer::Statistics"
+STATISTICS = "SeasyncServer::Statistics"  # seasync's totals and rates (SeapigServer::Statistics is seapig's time slots)
 WORKERS = "SeasyncServer::Workers"
 WATCHED = (OBJECTS, CONNECTIONS, STATISTICS, WORKERS)
 DEFAULT_URL = "ws://127.0.0.1:3001"
@@ -227,7 +227,7 @@ class ObjectDetail(Vertical):
 
 
 class RatesView(Vertical):
-    """Per-second rates of the last minute (``SeapigServer::Statistics`` ``rates``) as sparklines."""
+    """Per-second rates of the last minute (``SeasyncServer::Statistics`` ``rates``) as sparklines."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="rates-summary")

@@ -217,10 +217,11 @@ def worker_rows(workers: Any) -> list[tuple[str, dict]]:
 
 
 def connection_rows(connections: Any, show_internal: bool = False) -> list[tuple[str, dict]]:
+    """Rows keyed as the object is (seapig: by connection number), the router's own client hidden by its id."""
     if not isinstance(connections, dict):
         return []
     rows = [(k, v) for k, v in connections.items() if isinstance(v, dict)
-            and (show_internal or not k.startswith(INTERNAL_CLIENT + ":"))]
+            and (show_internal or not str(v.get("id", k)).startswith(INTERNAL_CLIENT + ":"))]
     return sorted(rows, key=lambda r: natural_key(r[0]))
 
 

@@ -1,18 +1,21 @@
 // The seasync viewer: the router's introspection objects, and any object live, in a browser.
 //
 // Built on seasync.js like any other page: it consumes SeapigServer::Objects, ::Connections,
-// ::Statistics and SeasyncServer::Workers (only the ones the open tab needs: the router refreshes an
-// introspection object only while someone watches it) and, in the Observe tab, any id or wildcard.
+// ::Statistics (seapig's time slots), SeasyncServer::Statistics (seasync's totals and rates) and
+// SeasyncServer::Workers (only the ones the open tab needs: the router refreshes an introspection
+// object only while someone watches it) and, in the Observe tab, any id or wildcard.
+// Their shapes: docs/INTROSPECTION.md.
 // No framework: each change re-renders the open tab, coalesced to one render per animation frame.
 
 import {SeasyncClient, matches} from "./seasync.js";
 
 const OBJECTS = "SeapigServer::Objects";
 const CONNECTIONS = "SeapigServer::Connections";
-const STATISTICS = "SeapigServer::Statistics";
+const STATISTICS = "SeasyncServer::Statistics"; // totals and rates: the header and the Statistics tab
+const SEAPIG_STATISTICS = "SeapigServer::Statistics"; // seapig's time slots: the Statistics tab
 const WORKERS = "SeasyncServer::Workers";
 const TABS = ["objects", "connections", "workers", "statistics", "observe"];
-const TAB_OBJECT = {objects: OBJECTS, connections: CONNECTIONS, workers: WORKERS, statistics: STATISTICS};
+const TAB_OBJECT = {objects: OBJECTS, connections: CONNECTIONS, workers: WORKERS, statistics: SEAPIG_STATISTICS};
 const INTERNAL = /^(SeapigServer|SeasyncServer)::/;
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +27,7 @@ const view = {
   observe: "", // the pattern of the Observe tab
   consumers: new Map(), // pattern -> consumer, the subscriptions the open tab needs
   sort: {objects: ["id", 1], connections: ["id", 1], workers: ["id", 1]},
+  scale: "seconds", // the Statistics tab's time scale
   cards: new Map(), // observe: id -> {el, value, pre}
   frame: 0,
 };
@@ -313,7 +317,7 @@ function renderStatistics() {
   const waiting = waitingMessage(consumer);
   const target = $("statistics-cards");
   if (waiting) {
-    target.replaceChildren(h("p", {class: "empty"}, waiting));
+    target.replaceChildren(h("p", {class: "empty"}, waiting), renderSlots());
     return;
   }
   const stats = consumer.value;
@@ -337,7 +341,72 @@ function renderStatistics() {
   target.replaceChildren(
     h("div", {class: "cards counts"}, counts),
     h("h2", null, "Last 60 seconds"),
-    h("div", {class: "cards rates"}, rateCards.length ? rateCards : h("p", {class: "muted"}, "No rates published.")));
+    h("div", {class: "cards rates"}, rateCards.length ? rateCards : h("p", {class: "muted"}, "No rates published.")),
+    renderSlots());
+}
+
+// seapig's SeapigServer::Statistics: per time scale, per entity, one entry per closed slot, oldest first.
+const SCALES = ["seconds", "minutes", "hours", "days"];
+const ENTITIES = [
+  ["connections-count", "Connections", fmtInt],
+  ["message-incoming-count", "Incoming messages", fmtInt],
+  ["message-incoming-size", "Incoming size", fmtBytes],
+  ["message-incoming-processing-time", "Processing time (µs)", (v) => fmtInt(Math.round(v))],
+  ["message-outgoing-count", "Outgoing messages", fmtInt],
+  ["message-outgoing-size", "Outgoing size", fmtBytes],
+];
+const AGGREGATES = ["last", "count", "sum", "average", "maximum"];
+
+/** The histogram of one slot (bucket i holds values from 10^(i/multiplier)) as bars. */
+function spectrum(column, multiplier, width = 240, height = 44) {
+  const el = svg("svg", {class: "spectrum", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
+    role: "img", "aria-label": "histogram of the last slot"});
+  const top = Math.max(1, ...column);
+  const step = width / Math.max(1, column.length);
+  column.forEach((n, i) => {
+    if (!n) return;
+    const bar = svg("rect", {x: (i * step).toFixed(1), width: Math.max(1, step - 1).toFixed(1),
+      y: (height - (n / top) * height).toFixed(1), height: ((n / top) * height).toFixed(1), "data-bucket": i});
+    const title = svg("title");
+    title.textContent = `${n} from ${fmtInt(Math.ceil(10 ** (i / multiplier)))}`;
+    bar.append(title);
+    el.append(bar);
+  });
+  return el;
+}
+
+function renderSlots() {
+  const consumer = view.consumers.get(SEAPIG_STATISTICS);
+  const waiting = waitingMessage(consumer);
+  const buttons = h("div", {class: "scales", role: "tablist"}, SCALES.map((name) =>
+    h("button", {type: "button", "data-scale": name, "aria-selected": String(name === view.scale),
+      onclick: () => { view.scale = name; schedule(); }}, name)));
+  const section = h("section", {id: "slots", "data-scale": view.scale}, h("h2", null, "Time slots"), buttons);
+  const scale = consumer?.value?.[view.scale];
+  if (waiting || !scale || typeof scale.entities !== "object") {
+    section.append(h("p", {class: "muted"}, waiting || `No ${view.scale} scale published.`));
+    return section;
+  }
+  const cards = ENTITIES.filter(([key]) => scale.entities[key]).map(([key, label, fmt]) => {
+    const entity = scale.entities[key];
+    const metrics = entity.metrics || {};
+    const shown = AGGREGATES.filter((a) => metrics[a]?.show && Array.isArray(entity[a]));
+    const main = shown.includes("sum") ? "sum" : shown[0];
+    const series = Array.isArray(entity[main]) ? entity[main] : [];
+    const last = (a) => (entity[a].length ? entity[a][entity[a].length - 1] : null);
+    const histograms = metrics.histogram?.show && Array.isArray(entity.histogram) ? entity.histogram : null;
+    return h("div", {class: "card rate slot", "data-entity": key},
+      h("div", {class: "label"}, label),
+      h("div", {class: "small last-slot"},
+        series.length ? `last ${scale.seconds} s slot: ` : "no closed slot yet",
+        series.length ? shown.map((a) => h("span", {"data-aggregate": a}, `${a} ${last(a) === null ? "–" : fmt(last(a))} `)) : null),
+      sparkline(series.map((v) => (typeof v === "number" ? v : 0))),
+      histograms && histograms.length ? spectrum(histograms[histograms.length - 1], metrics.histogram.multiplier || 10) : null);
+  });
+  section.append(h("p", {class: "small muted"},
+    `${scale.keep} slots of ${fmtInt(scale.seconds)} s kept; slot in progress since ${new Date(scale.timestamp * 1000).toLocaleTimeString()}`),
+  h("div", {class: "cards rates"}, cards));
+  return section;
 }
 
 // ---- observe
@@ -513,7 +582,7 @@ function schedule() {
   if (!view.frame) view.frame = requestAnimationFrame(render);
 }
 
-/** Consume what the open tab needs (and Statistics, for the header); let go of the rest. */
+/** Consume what the open tab needs (and SeasyncServer::Statistics, for the header); let go of the rest. */
 function syncSubscriptions() {
   const client = view.client;
   if (!client) return;

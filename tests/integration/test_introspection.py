@@ -31,7 +31,8 @@ async def test_objects_and_connections_follow_the_store(fixed_session_cluster):
     async with RawClient(cluster.ws_url, "viewer") as viewer, RawClient(cluster.ws_url, "app") as app:
         await viewer.send("object-consumer-register", pattern="SeapigServer::Objects", version_known=0)
         first = await viewer.expect(update_of("SeapigServer::Objects"))
-        assert first["version-new"] == [1, 0] and first["value"] == {}  # seapig's [session, counter]
+        assert first["version-new"] == [1, 0]  # seapig's [session, counter]
+        assert list(first["value"]) == ["SeapigServer::Objects"]  # itself, as seapig lists it
 
         await app.send("object-producer-register", pattern="thing")
         await app.send("object-consumer-register", pattern="thing", version_known=0)
@@ -53,10 +54,10 @@ async def test_objects_and_connections_follow_the_store(fixed_session_cluster):
         connections = (await viewer.expect(update_of("SeapigServer::Connections")))["value"]
         names = {c["options"].get("name") for c in connections.values()}
         assert {"viewer", "app", "SeapigInternalClient"} <= names
-        app_id = next(cid for cid, c in connections.items() if c["options"].get("name") == "app")
+        conn, entry = next((k, c) for k, c in connections.items() if c["options"].get("name") == "app")
         # the shape seapig's viewer reads (its Connections tab): connection -> clients -> registrations
-        assert connections[app_id]["clients"][app_id]["consumes"] == ["thing"]
-        assert connections[app_id]["clients"][app_id]["produces"] == ["thing"]
+        assert connections[conn]["clients"][entry["id"]]["consumes"] == ["thing"]
+        assert connections[conn]["clients"][entry["id"]]["produces"] == ["thing"]
 
         await app.send("object-consumer-unregister", pattern="thing")
         while "thing" in objects:

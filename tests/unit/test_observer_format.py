@@ -58,9 +58,10 @@ def test_sorting_by_age_puts_the_latest_production_first():
 
 
 def test_connection_rows_hide_the_routers_own_session():
-    connections = {"SeapigInternalClient:1": {"id": "SeapigInternalClient:1"}, "app:2": {"id": "app:2"}}
-    assert [k for k, _ in connection_rows(connections)] == ["app:2"]
-    assert len(connection_rows(connections, show_internal=True)) == 2
+    # keyed by connection number, as seapig writes SeapigServer::Connections; the client id is inside
+    connections = {"1": {"id": "SeapigInternalClient:1"}, "2": {"id": "app:2"}, "10": {"id": "app:10"}}
+    assert [k for k, _ in connection_rows(connections)] == ["2", "10"]
+    assert len(connection_rows(connections, show_internal=True)) == 3
 
 
 def test_changed_paths_come_from_the_patch():
