@@ -14,6 +14,13 @@ Example (``myapp/seasync_auth.py``)::
 
     def authenticate(options):
         return Reader() if options.get("token") == os.environ["VIEWER_TOKEN"] else None
+
+    authenticate.secret_options = ("pin",)  # option names to redact besides the usual ones
+
+Options are published in the router's introspection objects (``SeapigServer::Connections``) with
+every credential-like value replaced by ``"***"`` (``router.introspection.redact``: names containing
+token, secret, password, key, auth, cookie, session...); a hook whose credentials have another name
+lists them in its ``secret_options`` attribute.
 """
 
 from __future__ import annotations
