@@ -13,6 +13,7 @@ import typer
 import zmq
 
 from common import logs
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
 from common.wire import DEFAULT_ROUTER
 from router.front import Front, FrontConfig, is_loopback
 
@@ -36,9 +37,8 @@ def front(
     max_frame: int = typer.Option(
         1 << 20, envvar="SEASYNC_MAX_FRAME", min=1,
         help="Largest websocket message accepted, in bytes; a client sending more is closed with 1009."),
-    secret: str = typer.Option(
-        "", "--secret", envvar="SEASYNC_SECRET",
-        help="Cluster secret (the router's --secret): the link to the router is CURVE-encrypted."),
+    secret: str | None = typer.Option(None, "--secret", envvar=SECRET_ENV, show_default=False, help=SECRET_HELP),
+    insecure: bool = typer.Option(False, "--insecure", envvar=INSECURE_ENV, help=INSECURE_HELP),
     max_connections: int = typer.Option(
         10_000, envvar="SEASYNC_MAX_CONNECTIONS", min=1,
         help="Websocket connections served at once; beyond, an upgrade is answered 503."),
@@ -83,6 +83,11 @@ def front(
         log.warning("LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
                     "connect, read and publish every object; set an --auth hook on the router "
                     "(SEASYNC_AUTH).", host)
+    try:
+        secret = cluster_secret(secret, insecure)
+    except SecretError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2)
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,
