@@ -15,7 +15,7 @@ import zmq
 from common import logs
 from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
 from common.wire import DEFAULT_ROUTER
-from router.front import Front, FrontConfig, is_loopback
+from router.front import Admission, Front, FrontConfig, is_loopback
 
 app = typer.Typer(add_completion=False)
 log = logging.getLogger("seasync.front")
@@ -66,6 +66,16 @@ def front(
     ping_timeout: float = typer.Option(
         50.0, envvar="SEASYNC_PING_TIMEOUT", min=0.0,
         help="A client whose pong is this many seconds late is closed (1011)."),
+    allowed_origins: str = typer.Option(
+        "", "--allowed-origins", envvar="SEASYNC_ALLOWED_ORIGINS", show_default=False,
+        help="Comma-separated browser origins (https://app.example.com[:port]) whose pages may open a websocket, "
+             "besides the front's own origin and loopback ones (http://localhost:ANY, http://127.0.0.1:ANY); "
+             "'*' for any. Clients that send no Origin (not browsers) are always admitted; others get 403."),
+    allowed_hosts: str = typer.Option(
+        "", "--allowed-hosts", envvar="SEASYNC_ALLOWED_HOSTS", show_default=False,
+        help="Comma-separated names the front answers to in the Host header, besides --host, IP addresses, "
+             "loopback names and (listening on 0.0.0.0) this machine's names; '*' for any. Others get 403 "
+             "(DNS rebinding)."),
     metrics_port: int = typer.Option(
         0, envvar="SEASYNC_FRONT_METRICS_PORT", min=0, max=65535,
         help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: off)."),
@@ -93,7 +103,13 @@ def front(
                          max_connections=max_connections, pause_above=pause_above,
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
-                         ping_interval=ping_interval, ping_timeout=ping_timeout)
+                         ping_interval=ping_interval, ping_timeout=ping_timeout,
+                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts))
+    try:
+        Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
+    except ValueError as exc:
+        log.error("--allowed-origins: %s", exc)
+        raise typer.Exit(2)
     _tune_gc()
     try:
         asyncio.run(_serve(config, metrics_port))
@@ -104,6 +120,10 @@ def front(
         log.error("cannot connect to router %s: %s", router, exc)
         raise typer.Exit(2)
     log.info("stopped")
+
+
+def _split(values: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
 def _tune_gc() -> None:
