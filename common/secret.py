@@ -88,7 +88,7 @@ def read_or_create(path: Path) -> str:
 
 def _read(path: Path) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -97,6 +97,10 @@ def _read(path: Path) -> str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SecretError(f"the cluster secret file {path} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise SecretError(f"the cluster secret file {path} belongs to another user (uid {info.st_uid}): "
+                              "another user could have chosen it; delete it, or set "
+                              f"{SECRET_ENV} / {FILE_ENV}")
         if info.st_mode & 0o077:
             raise SecretError(f"the cluster secret file {path} may be read by other users "
                               f"(mode {stat.S_IMODE(info.st_mode):04o}): run chmod 600 {path}, or delete "

@@ -63,3 +63,13 @@ def test_a_file_others_may_read_is_refused(tmp_path):
         cluster_secret(None, directory=tmp_path, env={})
     path.chmod(0o600)
     assert cluster_secret(None, directory=tmp_path, env={}) == "s3cret"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another user")
+def test_a_file_of_another_user_is_refused(tmp_path):
+    path = tmp_path / FILE_NAME
+    path.write_text("chosen-by-someone-else\n")
+    path.chmod(0o600)
+    os.chown(path, 12345, -1)
+    with pytest.raises(SecretError, match="another user"):
+        cluster_secret(None, directory=tmp_path, env={})
