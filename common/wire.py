@@ -130,7 +130,7 @@ class RefusalLog:
             return None
         count, self._count[reason] = self._count[reason], 0
         self._last[reason] = now
-        more = f" ({count} refusals in the last {self.interval:.0f} s)" if count > 1 else ""
+        more = f" ({count} refusals since the last such line)" if count > 1 else ""
         return f"refused a peer {address}: {reason}{more}"
 
 
