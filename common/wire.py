@@ -31,9 +31,11 @@ Router -> peer::
     [RESET]                      the router does not know this peer (it restarted): HELLO again
     [PONG, epoch]                answer to PING
 
-Security: when a cluster secret is configured (``--secret``, env SEASYNC_SECRET), every link is
-ZeroMQ CURVE-encrypted and the router accepts only peers that derived their key from the same
-secret (``secure_router`` / ``secure_peer``), so a stranger on the network cannot pose as a worker.
+Security: by default every process has a cluster secret (``--secret``, env SEASYNC_SECRET, or the
+``./.seasync-secret`` file created on first start: ``common.secret``), every link is ZeroMQ
+CURVE-encrypted and the router accepts only peers that derived their key from the same secret
+(``secure_router`` / ``secure_peer``), so neither a stranger on the network nor another local process
+can pose as a worker. The router logs every peer refused for a missing or wrong secret (rate-limited).
 
 Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead and all of its
 sessions are closed (their productions requeued). A peer that hears nothing from the router
@@ -45,12 +47,17 @@ again and re-registers its producers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
+import threading
+import time
 from typing import Any
 
 import zmq
 from zmq.utils import z85
+
+log = logging.getLogger("seasync.router")
 
 HELLO = b"hello"
 OPEN = b"open"
@@ -99,25 +106,151 @@ def _keypair(secret: str, role: bytes) -> tuple[bytes, bytes]:
     return zmq.curve_public(secret_key), secret_key
 
 
-def secure_router(ctx: zmq.Context, sock: zmq.Socket, secret: str) -> Any:
-    """Make ``sock`` a CURVE server that admits only peers holding ``secret``; returns the authenticator
-    (keep a reference and ``stop()`` it on exit)."""
-    from zmq.auth.thread import ThreadAuthenticator
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about peers refused for the same reason (a misconfigured peer
+retries every few hundred milliseconds: one line each would flood the log)."""
 
+NO_SECRET = "no cluster secret (it connects without CURVE: started with --insecure or an empty SEASYNC_SECRET?)"
+WRONG_SECRET = "wrong cluster secret (its keys come from another secret: another SEASYNC_SECRET or .seasync-secret file?)"
+
+
+class RefusalLog:
+    """Rate-limited log lines about peers the router refused, one per reason per interval (pure: the
+    time comes in), each saying how many were refused since the last line and the latest address."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def refused(self, reason: str, address: str, now: float) -> str | None:
+        """Count one refusal; the line to log now, or None while within the interval."""
+        self._count[reason] = self._count.get(reason, 0) + 1
+        if now - self._last.get(reason, float("-inf")) < self.interval:
+            return None
+        count, self._count[reason] = self._count[reason], 0
+        self._last[reason] = now
+        more = f" ({count} refusals since the last such line)" if count > 1 else ""
+        return f"refused a peer {address}: {reason}{more}"
+
+
+class RouterGuard:
+    """The CURVE authenticator of a router socket and the monitor that logs refused peers.
+
+    A peer with the wrong secret fails the CURVE handshake itself (its keys do not match the
+    router's), and a peer without a secret speaks another mechanism: neither ever reaches the ZAP
+    callback, so the socket's monitor events are what says it (HANDSHAKE_FAILED_*). The address is
+    read from the accepted descriptor, best effort."""
+
+    EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+
+    def __init__(self, ctx: zmq.Context, sock: zmq.Socket, peer_public: bytes) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        guard = self
+        self.refusals = RefusalLog()
+        self._lock = threading.Lock()
+        self._addresses: dict[int, str] = {}   # accepted descriptor -> peer address
+        self._failed: str | None = None        # the reason of the last handshake failure, until its DISCONNECTED
+
+        class _SamePeerKey:
+            def callback(self, domain: str, key: bytes) -> bool:
+                ok = key == z85.decode(peer_public) or key == peer_public
+                if not ok:
+                    guard.refuse(WRONG_SECRET + " (unknown CURVE key)", f"from {guard.zap_address}")
+                return ok
+
+        class _Authenticator(ThreadAuthenticator):
+            async def handle_zap_message(self, msg: list[bytes]) -> None:
+                guard.zap_address = msg[3].decode(errors="replace") if len(msg) > 3 else "?"
+                await super().handle_zap_message(msg)
+
+        self.zap_address = "?"
+        self.auth = _Authenticator(ctx)
+        self.auth.start()
+        self.auth.configure_curve_callback(domain="*", credentials_provider=_SamePeerKey())
+        # a plain PAIR socket (``sock`` may be an asyncio one, whose poll needs an event loop)
+        address = f"inproc://seasync-curve-monitor-{os.getpid()}-{id(self)}"
+        sock.monitor(address, self.EVENTS)
+        self._monitor = zmq.Context.shadow(ctx.underlying).socket(zmq.PAIR)
+        self._monitor.connect(address)
+        self._sock = sock
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="curve-monitor", daemon=True)
+        self._thread.start()
+
+    def refuse(self, reason: str, address: str) -> None:
+        with self._lock:
+            line = self.refusals.refused(reason, address, time.monotonic())
+        if line is not None:
+            log.warning("%s; every process of the cluster needs the same secret", line)
+
+    def _watch(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        mon = self._monitor
+        try:
+            while not self._stopping.is_set():
+                if not mon.poll(200):
+                    continue
+                event = recv_monitor_message(mon)
+                self._on_event(event["event"], event["value"], event["endpoint"].decode(errors="replace"))
+        except zmq.ZMQError:
+            pass  # the context is going away
+        finally:
+            mon.close(linger=0)
+
+    def _on_event(self, kind: int, value: int, endpoint: str) -> None:
+        if kind == zmq.EVENT_ACCEPTED:
+            self._addresses[value] = _peer_address(value)
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            self._failed = NO_SECRET if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else WRONG_SECRET
+        # HANDSHAKE_FAILED_AUTH: the ZAP callback above said it already, with the address; NO_DETAIL:
+        # the connection broke mid-handshake (a reset, a peer that went away), nothing about secrets
+        elif kind == zmq.EVENT_DISCONNECTED:
+            address = self._addresses.pop(value, "?")
+            if self._failed is not None:
+                self.refuse(self._failed, f"on {endpoint}" + (f" from {address}" if address != "?" else ""))
+                self._failed = None
+
+    def stop(self) -> None:
+        """Stop the monitor and the authenticator (before the context is terminated)."""
+        self._stopping.set()
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass  # the socket is already closed
+        self._thread.join(2.0)
+        self.auth.stop()
+
+
+def _peer_address(fd: int) -> str:
+    """``host:port`` of the peer of an accepted descriptor (read through a duplicate, never closing
+    libzmq's own); "?" if it is already gone."""
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return "?"
+    try:
+        with socket.socket(fileno=dup) as s:
+            name = s.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name) or "a local socket"
+
+
+def secure_router(ctx: zmq.Context, sock: zmq.Socket, secret: str) -> RouterGuard:
+    """Make ``sock`` a CURVE server that admits only peers holding ``secret``; returns its guard
+    (keep a reference and ``stop()`` it on exit, before the context is terminated)."""
     server_public, server_secret = _keypair(secret, b"seasync-router")
     peer_public, _ = _keypair(secret, b"seasync-peer")
-
-    class _SamePeerKey:
-        def callback(self, domain: str, key: bytes) -> bool:
-            return key == z85.decode(peer_public) or key == peer_public
-
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_SamePeerKey())
+    guard = RouterGuard(ctx, sock, peer_public)
     sock.curve_server = True
     sock.curve_publickey = server_public
     sock.curve_secretkey = server_secret
-    return auth
+    return guard
 
 
 def secure_peer(sock: zmq.Socket, secret: str) -> None:

@@ -41,6 +41,13 @@ Example (``myapp/seasync_auth.py``)::
             return Reader()
         user = USERS_BY_TOKEN.get(token)          # your own lookup
         return Writer(user) if user else None
+
+    authenticate.secret_options = ("pin",)  # option names to redact besides the usual ones
+
+Options are published in the router's introspection objects (``SeapigServer::Connections``) with
+every credential-like value replaced by ``"***"`` (``router.introspection.redact``: names containing
+token, secret, password, key, auth, cookie, session...); a hook whose credentials have another name
+lists them in its ``secret_options`` attribute.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from common import logs, wire
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret, describe
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,9 +31,8 @@ def run(
                              help="Access hook 'module:callable': called with a client's options (e.g. a 'token'), "
                                   "returns an object with may_consume(pattern) and may_produce(pattern), or None to "
                                   "refuse. Default: every client may do everything."),
-    secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET",
-                               help="Cluster secret: links are CURVE-encrypted and only fronts and workers "
-                                    "holding the same secret may join. Default: none (fine on loopback)."),
+    secret: str | None = typer.Option(None, "--secret", envvar=SECRET_ENV, show_default=False, help=SECRET_HELP),
+    insecure: bool = typer.Option(False, "--insecure", envvar=INSECURE_ENV, help=INSECURE_HELP),
     metrics_port: int = typer.Option(0, "--metrics-port", envvar="SEASYNC_METRICS_PORT", min=0,
                                      help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: off)."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="SEASYNC_METRICS_HOST",
@@ -43,6 +45,12 @@ def run(
     from router.store import ObjectStore
 
     logs.setup(verbose)
+    try:
+        secret = cluster_secret(secret, insecure)
+    except SecretError as exc:
+        typer.echo(f"sync-router: {exc}", err=True)
+        raise typer.Exit(2)
+    logging.getLogger("seasync.router").info("cluster secret: %s", describe(secret))
     store = ObjectStore(retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
                         max_registrations=max_registrations)
     if auth:

@@ -13,8 +13,9 @@ import typer
 import zmq
 
 from common import logs
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
 from common.wire import DEFAULT_ROUTER
-from router.front import Front, FrontConfig, is_loopback
+from router.front import Admission, Front, FrontConfig, is_loopback
 
 app = typer.Typer(add_completion=False)
 log = logging.getLogger("seasync.front")
@@ -36,9 +37,8 @@ def front(
     max_frame: int = typer.Option(
         1 << 20, envvar="SEASYNC_MAX_FRAME", min=1,
         help="Largest websocket message accepted, in bytes; a client sending more is closed with 1009."),
-    secret: str = typer.Option(
-        "", "--secret", envvar="SEASYNC_SECRET",
-        help="Cluster secret (the router's --secret): the link to the router is CURVE-encrypted."),
+    secret: str | None = typer.Option(None, "--secret", envvar=SECRET_ENV, show_default=False, help=SECRET_HELP),
+    insecure: bool = typer.Option(False, "--insecure", envvar=INSECURE_ENV, help=INSECURE_HELP),
     max_connections: int = typer.Option(
         10_000, envvar="SEASYNC_MAX_CONNECTIONS", min=1,
         help="Websocket connections served at once; beyond, an upgrade is answered 503."),
@@ -66,6 +66,16 @@ def front(
     ping_timeout: float = typer.Option(
         50.0, envvar="SEASYNC_PING_TIMEOUT", min=0.0,
         help="A client whose pong is this many seconds late is closed (1011)."),
+    allowed_origins: str = typer.Option(
+        "", "--allowed-origins", envvar="SEASYNC_ALLOWED_ORIGINS", show_default=False,
+        help="Comma-separated browser origins (https://app.example.com[:port]) whose pages may open a websocket, "
+             "besides the front's own origin and loopback ones (http://localhost:ANY, http://127.0.0.1:ANY); "
+             "'*' for any. Clients that send no Origin (not browsers) are always admitted; others get 403."),
+    allowed_hosts: str = typer.Option(
+        "", "--allowed-hosts", envvar="SEASYNC_ALLOWED_HOSTS", show_default=False,
+        help="Comma-separated names the front answers to in the Host header, besides --host, IP addresses, "
+             "loopback names and (listening on 0.0.0.0) this machine's names; '*' for any. Others get 403 "
+             "(DNS rebinding)."),
     metrics_port: int = typer.Option(
         0, envvar="SEASYNC_FRONT_METRICS_PORT", min=0, max=65535,
         help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: off)."),
@@ -83,12 +93,23 @@ def front(
         log.warning("LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
                     "connect, read and publish every object; set an --auth hook on the router "
                     "(SEASYNC_AUTH).", host)
+    try:
+        secret = cluster_secret(secret, insecure)
+    except SecretError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2)
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
-                         ping_interval=ping_interval, ping_timeout=ping_timeout)
+                         ping_interval=ping_interval, ping_timeout=ping_timeout,
+                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts))
+    try:
+        Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
+    except ValueError as exc:
+        log.error("--allowed-origins: %s", exc)
+        raise typer.Exit(2)
     _tune_gc()
     try:
         asyncio.run(_serve(config, metrics_port))
@@ -99,6 +120,10 @@ def front(
         log.error("cannot connect to router %s: %s", router, exc)
         raise typer.Exit(2)
     log.info("stopped")
+
+
+def _split(values: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
 def _tune_gc() -> None:

@@ -11,8 +11,9 @@ This module is pure like the store: the router shell passes the time in and rout
 
 from __future__ import annotations
 
+import re
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from common import codec
 from router.store import ObjectStore, Session, SyncObject
@@ -32,6 +33,35 @@ RESERVED_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upl
 
 INTERNAL_NAME = "SeapigInternalClient"
 RATE_WINDOW = 60  # seconds of per-second rates kept in Statistics
+
+REDACTED = "***"
+SECRET_KEY = re.compile(r"token|secret|passw|pwd|key|auth|credential|cookie|session|bearer|signature|private",
+                        re.IGNORECASE)
+"""Option names whose values are credentials (matched anywhere in the name, any case: ``token``,
+``api_key``, ``X-Auth``, ``db_password``...): over-redacting a harmless option costs a viewer a
+value, under-redacting leaks a credential to every client allowed to read the introspection."""
+
+
+def redact(value: Any, extra: frozenset[str] = frozenset()) -> Any:
+    """``value`` with every dict entry whose key looks like a credential (``SECRET_KEY``, or a name in
+    ``extra``, compared case-insensitively) replaced by ``"***"``, at any depth (lists included).
+
+    The one place client-supplied options pass before they are published: a client's options are
+    the only introspected data a client chooses, and the hook reads credentials from them."""
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and (SECRET_KEY.search(k) or k.lower() in extra)
+                else redact(v, extra) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, extra) for v in value]
+    return value
+
+
+def declared_secrets(hook: Any) -> frozenset[str]:
+    """The option names the --auth hook declares secret (``hook.secret_options``), lower-cased."""
+    names: Iterable[Any] = getattr(hook, "secret_options", ()) or ()
+    if isinstance(names, str):
+        names = (names,)
+    return frozenset(str(n).lower() for n in names)
 
 
 class Counters:
@@ -86,6 +116,7 @@ class Introspection:
         self._counter = -1  # the first upload is [session, 0], as in seapig
         self._uploaded: dict[str, bytes] = {}  # id -> canonical bytes of the last upload
         self._sizes: dict[str, tuple[dict, int]] = {}
+        self._public: dict[int, tuple[dict, dict]] = {}  # id(session) -> (its options, redacted copy)
         self.session = store.open(handle)
         store.handle(self.session, {"action": "client-options-set", "options": {"name": INTERNAL_NAME}})
         for prefix in RESERVED_PREFIXES:
@@ -125,6 +156,9 @@ class Introspection:
         """Called about once a second: upload the watched objects whose data changed."""
         self.counters.roll(now)
         self.roll(now)
+        if len(self._public) > len(self.store.sessions):  # forget the redacted options of gone sessions
+            live = {id(s) for s in self.store.sessions}
+            self._public = {k: v for k, v in self._public.items() if k in live}
         for object_id in IDS:
             if object_id in self.store.objects:
                 self._upload(object_id, now, force=False)
@@ -199,16 +233,23 @@ class Introspection:
             cached = self._sizes[obj.id] = (latest[1], len(codec.dumps(latest[1])))
         return cached[1]
 
+    def options(self, session: Session) -> dict:
+        """A session's options as introspection may publish them: credentials redacted (``redact``).
+
+        Every introspection object reads options through here and nowhere else. The copy is kept
+        while the session's options are the same object (a client-options-set replaces them), so the
+        once-a-second rebuild does not redo it for every session."""
+        cached = self._public.get(id(session))
+        if cached is None or cached[0] is not session.options:
+            cached = self._public[id(session)] = (session.options,
+                                                  redact(session.options, declared_secrets(self.store.authenticate)))
+        return cached[1]
+
     def _consumers(self, now: float) -> dict:
         return {p: [s.client_id for s in sessions] for p, sessions in self.store.consumer_patterns.items()}
 
     def _producers(self, now: float) -> dict:
         return {p: [s.client_id for s in sessions] for p, sessions in self.store.producer_patterns.items()}
-
-    def options(self, session: Session) -> dict:
-        """A session's options as introspection publishes them: every object reads them through here
-        (the one place where credentials are kept out of what others can read)."""
-        return session.options
 
     def _connections(self, now: float) -> dict:
         """seapig's shape: keyed by connection number (a string), each with a ``clients`` map of

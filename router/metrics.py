@@ -13,9 +13,15 @@ Metrics (all prefixed ``seasync_router_``): ``sessions``, ``peers``, ``objects``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+import logging
+import socket
+import socketserver
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
@@ -23,6 +29,78 @@ if TYPE_CHECKING:
     from router.router import Router
 
 PREFIX = "seasync_router_"
+
+log = logging.getLogger("seasync.metrics")
+
+SCRAPE_TIMEOUT = 5.0
+"""Seconds a metrics connection may stay silent (no request, or a request trickling in) before it is
+closed: a scrape takes milliseconds; an idle connection must not hold a thread for ever."""
+SCRAPE_THREADS = 8
+"""Connections served at once; one more is closed at once rather than given a thread (300 idle
+connections were 300 threads with prometheus_client's own server)."""
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+class _Handler(WSGIRequestHandler):
+    """One scrape; ``timeout`` makes every read of the connection give up after SCRAPE_TIMEOUT."""
+
+    timeout = SCRAPE_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (one every few seconds, forever)."""
+
+
+class BoundedMetricsServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per scrape, at most ``threads`` at once, each bounded in time by ``_Handler.timeout``."""
+
+    daemon_threads = True
+    threads = SCRAPE_THREADS
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        self._slots = threading.BoundedSemaphore(self.threads)
+        self._refused = 0
+        self._refusal_logged = float("-inf")
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+                log.warning("metrics: %d connection(s) refused, %d scrapes already in progress (latest from %s)",
+                            self._refused, self.threads, client_address[0])
+                self._refused, self._refusal_logged = 0, now
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A silent or vanished scraper is routine: one debug line, no traceback on stderr."""
+        log.debug("metrics: connection from %s ended: timed out or reset", client_address[0])
+
+
+def start_metrics_server(registry: CollectorRegistry, port: int, host: str = "127.0.0.1",
+                         threads: int = SCRAPE_THREADS) -> BoundedMetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread; returns the server."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    class Server(BoundedMetricsServer):
+        pass
+
+    Server.address_family, Server.threads = family, threads
+    httpd = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_Handler)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd
 
 
 class RouterCollector:
@@ -62,7 +140,7 @@ def serve_metrics(router: "Router", port: int, host: str = "127.0.0.1") -> Histo
     histogram = Histogram(PREFIX + "production_seconds", "Time from production order to answer",
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                           registry=registry)
-    start_http_server(port, addr=host, registry=registry)
+    start_metrics_server(registry, port, host)
     return histogram
 
 
@@ -89,4 +167,4 @@ def serve_front_metrics(front: "Front", port: int, host: str = "127.0.0.1") -> N
     """Start a front's metrics endpoint (``http://host:port/metrics``)."""
     registry = CollectorRegistry()
     registry.register(FrontCollector(front))
-    start_http_server(port, addr=host, registry=registry)
+    start_metrics_server(registry, port, host)

@@ -307,8 +307,8 @@ def serve(bind: str, store: ObjectStore, secret: str = "", metrics_port: int = 0
         store.on_production = serve_metrics(router, metrics_port, metrics_host).observe
         log.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if not secret and not _is_loopback(bind):
-        log.warning("listening on %s without --secret: anyone who reaches this address can join as a worker "
-                    "or a front. Set SEASYNC_SECRET on every process of the cluster.", bind)
+        log.warning("listening on %s with --insecure (no cluster secret): anyone who reaches this address can "
+                    "join as a worker or a front. Drop --insecure (or set SEASYNC_SECRET on every process).", bind)
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
     router.run()

@@ -932,7 +932,12 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=THROUGHPUT_PREFETCH,
                         help="sync-worker --prefetch of the throughput scenario's workers (1: seapig's one order "
                              f"at a time; default {THROUGHPUT_PREFETCH})")
+    parser.add_argument("--insecure", action="store_true",
+                        help="start every process with --insecure (plain ZeroMQ links); default: the cluster "
+                             "secret of a default install (CURVE)")
     args = parser.parse_args()
+    if args.insecure:
+        os.environ["SEASYNC_INSECURE"] = "1"  # inherited by every process the scenarios start
     raise_fd_limit()
     print(f"machine: {machine()}", flush=True)
     for name in args.scenarios or list(SCENARIOS):

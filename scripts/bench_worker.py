@@ -15,6 +15,7 @@ the picture: the figure is the worker process's CPU (user + system, psutil) per 
 from __future__ import annotations
 
 import argparse
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -49,11 +50,12 @@ PRODUCERS = textwrap.dedent('''
 class ScriptedRouter:
     """Just enough of the router: WELCOME, PONG, and a window of orders kept full."""
 
-    def __init__(self, window: int, ids: int, multi: bool) -> None:
+    def __init__(self, window: int, ids: int, multi: bool, secret: str = "") -> None:
         self.url = f"tcp://127.0.0.1:{free_port()}"
         self.ctx = zmq.Context()
         self.socket = self.ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.guard = wire.secure_router(self.ctx, self.socket, secret) if secret else None  # CURVE, as sync-router
         self.socket.bind(self.url)
         self.window = window
         self.multi = multi  # several orders in one SENDS message (a worker that knows the new envelope)
@@ -128,6 +130,8 @@ class ScriptedRouter:
 
     def close(self) -> None:
         self.socket.close()
+        if self.guard is not None:
+            self.guard.stop()
         self.ctx.term()
 
 
@@ -158,14 +162,17 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy the worker process into this file (flamegraph SVG, "
                                                      "or collapsed stacks if it ends in .txt)")
     parser.add_argument("--gil", action="store_true", help="profile only the thread holding the GIL")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain ZeroMQ links (sync-worker --insecure); default: CURVE with a secret, as a default install")
     args = parser.parse_args()
+    secret = "" if args.insecure else secrets.token_urlsafe(32)
     d = Path(tempfile.mkdtemp(prefix="seasync-bench-worker-"))
     (d / "bench_worker_producers.py").write_text(PRODUCERS)
     (d / "tp.version").write_text("1")
-    router = ScriptedRouter(args.prefetch, max(64, 4 * args.prefetch), multi=not args.single)
+    router = ScriptedRouter(args.prefetch, max(64, 4 * args.prefetch), multi=not args.single, secret=secret)
     extra = [] if args.no_option else ["--prefetch", str(args.prefetch)]
     pool = Proc("worker", ["-m", "worker.cli", "--router", router.url, "--workers", "1",
-                           "--producers", str(d), *extra], env={"PYTHONPATH": str(args.repo)}, cwd=args.repo)
+                           "--producers", str(d), *extra], env={"PYTHONPATH": str(args.repo), "SEASYNC_SECRET": secret}, cwd=args.repo)
     try:
         worker = worker_process(pool)
         deadline = time.monotonic() + 30

@@ -18,6 +18,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def repo_secret() -> str:
+    """The cluster secret of the processes these helpers start (same working directory, same
+    environment): what an in-process stand-in for the router or a peer must use to talk to them
+    ("" when the environment says --insecure)."""
+    from common.secret import cluster_secret
+
+    return cluster_secret(None, directory=REPO)
+
+
 def free_port() -> int:
     """A TCP port that nothing listens on right now."""
     with socket.socket() as s:

@@ -9,6 +9,7 @@ import typer
 import zmq
 
 from common import wire
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
 from worker.logs import setup_logging
 from worker.pool import Pool
 from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT
@@ -46,10 +47,9 @@ def sync_worker(
              "process answers the router with a TimeoutError (the router retries with backoff, possibly "
              "on another worker, and tells the watchers), then exits and is replaced: a hung produce() "
              "cannot be interrupted otherwise. 0: no limit."),
-    secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET", show_default=False,
-                               help="Cluster secret, if the router has one (sync-router --secret): the links to "
-                                    "the router are CURVE-encrypted. Passed to the worker processes in their "
-                                    "environment. Default: none."),
+    secret: str | None = typer.Option(None, "--secret", envvar=SECRET_ENV, show_default=False,
+                                      help=SECRET_HELP + " Passed to the worker processes in their environment."),
+    insecure: bool = typer.Option(False, "--insecure", envvar=INSECURE_ENV, help=INSECURE_HELP),
     prefetch: int = typer.Option(
         DEFAULT_PREFETCH, "--prefetch", envvar="SEASYNC_PREFETCH", min=1,
         help="Production orders the router may give each worker process at once. 1 (seapig's rule): a "
@@ -60,6 +60,11 @@ def sync_worker(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
     setup_logging(verbose)
+    try:
+        secret = cluster_secret(secret, insecure)
+    except SecretError as exc:
+        typer.echo(f"sync-worker: {exc}", err=True)
+        raise typer.Exit(2)
     count = workers or os.cpu_count() or 1
     raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret,
                           prefetch).run())

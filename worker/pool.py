@@ -109,9 +109,7 @@ class Pool:
         # The workers must import this package whatever their working directory.
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env.pop(SECRET_ENV, None)
-        if self.secret:
-            env[SECRET_ENV] = self.secret
+        env[SECRET_ENV] = self.secret  # even "" (--insecure): the worker must not look for a secret file
         write_end = None
         if self.production_timeout > 0:
             slot.watchdog, write_end = os.pipe()

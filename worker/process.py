@@ -45,6 +45,7 @@ import psutil
 import zmq
 
 from common import codec, wire
+from common.secret import cluster_secret
 from worker import production
 from worker.discovery import Catalog, scan
 from worker.link import Frame, Lost, Ready, RouterLink
@@ -73,7 +74,7 @@ WATCHDOG_BEAT = 0.5
 is still our parent: not on every loop iteration, which a busy worker runs thousands of times a second)."""
 DEFAULT_PREFETCH = 1
 """Orders the router may give this worker at once: seapig's one per producer session by default."""
-SECRET_ENV = "SEASYNC_SECRET"
+SECRET_ENV = "SEASYNC_SECRET"  # common.secret.SECRET_ENV
 """The cluster secret reaches worker processes through the environment, not argv (which ps shows)."""
 
 
@@ -409,8 +410,8 @@ class Worker:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.process",
                                      description="One seasync worker process (normally started by sync-worker).",
-                                     epilog=f"The cluster secret, if any, is read from {SECRET_ENV} "
-                                            "(never from the command line, which ps shows).")
+                                     epilog=f"The cluster secret is read from {SECRET_ENV} (never from the command "
+                                            "line, which ps shows; empty: none), else from ./.seasync-secret.")
     parser.add_argument("--router", default=wire.DEFAULT_ROUTER)
     parser.add_argument("--producers", type=Path, default=Path("producers"))
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}")
@@ -430,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     # Neighbours are re-imported on reload; a .pyc (keyed on mtime in seconds and size) could
     # hand back the code of a same-size edit made within the same second.
     sys.dont_write_bytecode = True
+    # the pool always sets SECRET_ENV (empty for --insecure); run by hand, the default file applies
+    secret = cluster_secret(None)
     worker = Worker(args.router, producers_dir, args.name, args.parent_pid, args.production_timeout,
-                    os.environ.get(SECRET_ENV, ""), args.watchdog_fd, args.prefetch)
+                    secret, args.watchdog_fd, args.prefetch)
     code = worker.run()
     if worker.abandoned:
         # The producer thread is still inside user code, maybe holding locks that interpreter

@@ -22,6 +22,14 @@ publishes them, then records them as reported. It learns of a bump two ways: a *
 datagram ``bump`` sends, best effort, to an abstract Unix socket named after the file, which the
 notifier binds: sub-millisecond), and a poll of ``PRAGMA data_version`` every 50 ms (the safety
 net when the nudge is lost, or on a system without abstract sockets).
+
+A file replaced or deleted while processes have it open (``rm`` and a restore from a backup): each
+connection would go on with the deleted file, its bumps and reads going nowhere, silently. So every
+holder (the notifier's feed, each thread of an application or worker) compares the file's identity
+(device and inode) with the one it opened at most once per POLL_INTERVAL, and reopens the path
+(creating an empty database if it is gone) with a log line when it changed: one ``stat`` per poll
+interval, nothing per bump. Replacing a database that is in use still risks losing what was written
+in between (SQLite's WAL files sit beside it under the same name): stop the processes to restore.
 """
 
 from __future__ import annotations
@@ -77,6 +85,56 @@ def _unavailable(path: str, exc: BaseException) -> DatabaseUnavailable:
     else:
         hint = "check that the file and its directory exist and are writable, or set --deps / SEASYNC_DEPS"
     return DatabaseUnavailable(f"cannot use the dependency database {path}: {text}; {hint}")
+
+
+FileIdentity = tuple[int, int] | None
+
+REPLACED_AWAY: list[sqlite3.Connection] = []
+"""Connections to a file that was replaced or deleted: kept referenced, never closed. Closing the last
+connection of a WAL database checkpoints it and deletes ``<path>-wal`` and ``<path>-shm`` by name,
+which are by then the files of the database that replaced it. One descriptor per replacement."""
+
+
+def file_identity(path: str) -> FileIdentity:
+    """(device, inode) of the file at ``path``, None if there is none: what changes when it is replaced."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def open_tracked(path: str) -> tuple[sqlite3.Connection, FileIdentity]:
+    """``connect(path)`` and the identity of the file it opened (checked on both sides of the open, so
+    a replacement during the open is not mistaken for the file we hold)."""
+    while True:
+        before = file_identity(path)
+        conn = connect(path)
+        after = file_identity(path)
+        if before is None or before == after:
+            return conn, after
+        conn.close()
+
+
+class Watch:
+    """When to look at the file's identity again: at most once per ``interval`` (time passed in)."""
+
+    def __init__(self, path: str, identity: FileIdentity, now: float, interval: float = POLL_INTERVAL) -> None:
+        self.path, self.identity, self.interval = path, identity, interval
+        self.next_check = now + interval
+
+    def replaced(self, now: float) -> bool:
+        """True if the file is no longer the one opened (replaced, or deleted); stat at most once per interval."""
+        if now < self.next_check:
+            return False
+        self.next_check = now + self.interval
+        return file_identity(self.path) != self.identity
+
+
+def _log_replaced(path: str, who: str) -> None:
+    gone = not os.path.exists(path)
+    log.warning("! the dependency database %s was %s while %s had it open: reopening it%s", path,
+                "deleted" if gone else "replaced", who, " (a new, empty one)" if gone else "")
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -166,10 +224,14 @@ class Store:
         held = getattr(self._local, "conn", None)
         if held is not None:
             if held[0] == os.getpid():
-                return held[1]
-            FORKED_AWAY.append(held[1])  # the parent's: never closed (nor garbage-collected) here
-        conn = connect(self.path)
-        self._local.conn = (os.getpid(), conn)
+                if not held[2].replaced(time.monotonic()):
+                    return held[1]
+                _log_replaced(self.path, f"process {os.getpid()}")
+                REPLACED_AWAY.append(held[1])
+            else:
+                FORKED_AWAY.append(held[1])  # the parent's: never closed (nor garbage-collected) here
+        conn, identity = open_tracked(self.path)
+        self._local.conn = (os.getpid(), conn, Watch(self.path, identity, time.monotonic()))
         return conn
 
     def bump(self, names: list[str], now: float) -> dict[str, int]:
@@ -207,9 +269,12 @@ class Feed:
         self.conn: sqlite3.Connection | None = None
         self.listener: socket.socket | None = None
         self._data_version: int | None = None
+        self._watch: Watch | None = None
+        self.reopened = 0  # times the file was found replaced or deleted and opened again
 
     def open(self) -> None:
-        self.conn = connect(self.path)
+        self.conn, identity = open_tracked(self.path)
+        self._watch = Watch(self.path, identity, time.monotonic())
         self._data_version = self._read_data_version()
         try:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -249,7 +314,17 @@ class Feed:
         return got
 
     def changed(self) -> bool:
-        """True if another connection committed since the last call (``PRAGMA data_version``)."""
+        """True if another connection committed since the last call (``PRAGMA data_version``), or the
+        file was replaced (then it is reopened: its rows may all be new to us)."""
+        if self._watch is not None and self.conn is not None and self._watch.replaced(time.monotonic()):
+            _log_replaced(self.path, "the notifier")
+            REPLACED_AWAY.append(self.conn)
+            self.conn = None
+            self.conn, identity = open_tracked(self.path)
+            self._watch = Watch(self.path, identity, time.monotonic())
+            self._data_version = self._read_data_version()
+            self.reopened += 1
+            return True
         version = self._read_data_version()
         if version != self._data_version:
             self._data_version = version

@@ -239,6 +239,54 @@ async def test_sqlite_notifier_catches_up_after_a_kill(cluster, producers, sqlit
         assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "while the notifier was down"}]
 
 
+def _replace_file(path: str, with_wal: bool) -> None:
+    """``rm`` the database (``with_wal``: ``rm deps.sqlite3*``, its WAL files too) and restore it from
+    a backup taken just before: a new file (inode) at the same path, while every process still has the
+    old one open."""
+    import sqlite3
+
+    backup_path = path + ".backup"
+    src, dst = sqlite3.connect(path), sqlite3.connect(backup_path)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    before = os.stat(path).st_ino
+    os.remove(path)
+    if with_wal:
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+    os.rename(backup_path, path)
+    assert os.stat(path).st_ino != before
+
+
+@pytest.mark.parametrize("with_wal", [True, False], ids=["rm-with-wal", "rm-main-file"])
+async def test_sqlite_a_replaced_database_file_is_noticed_and_reopened(cluster, producers, sqlite_deps, with_wal):
+    """Issue 10 item 6: rm + restore of the file while the notifier and the workers have it open."""
+    cluster.start_workers(producers, 1)
+    notifier = start_notifier(cluster, sqlite_deps)
+    async with RawClient(cluster.ws_url) as watcher:
+        await watcher.send("object-consumer-register", pattern="doc", version_known=0)
+        await watcher.expect(update_of("doc"))
+        first = bump("doc-src")["dep:doc-src"]  # the test process holds the file open too
+        await watcher.expect(is_doc_update(first))
+
+        _replace_file(sqlite_deps, with_wal)
+        write_doc(producers, {"title": "after the restore"})
+        result = run_cli("common.deps.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
+        assert result.returncode == 0, result.stderr
+        restored = int(result.stdout.split()[1])
+        frame = await watcher.expect(is_doc_update(restored), timeout=30)
+        assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "after the restore"}]
+        assert "was replaced while the notifier had it open: reopening" in notifier.output()
+
+        write_doc(producers, {"title": "bumped in process"})
+        again = bump("doc-src")["dep:doc-src"]  # this process's connection was reopened too
+        assert again > restored
+        frame = await watcher.expect(is_doc_update(again), timeout=30)
+        assert frame["patch"] == [{"op": "replace", "path": "/title", "value": "bumped in process"}]
+
+
 async def test_sqlite_notifier_frozen_past_the_router_timeout_resends(cluster, producers, sqlite_deps):
     """SIGSTOP: the router drops the notifier's session; on SIGCONT the notifier first sends the bump on
     the dead session (lost), then opens a new one and re-sends recent versions."""

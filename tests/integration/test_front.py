@@ -26,7 +26,7 @@ from common.wire import (
 )
 from router import front as front_module
 from router.front import Backpressure, Congestion, text_frame
-from tests.cluster import Proc, free_port, wait_port
+from tests.cluster import Proc, free_port, repo_secret, wait_port
 
 WAIT = 20.0  # generous: a loaded 2-core machine
 
@@ -107,7 +107,7 @@ class Front:
 
 @pytest.fixture
 async def router(request) -> AsyncIterator[ScriptedRouter]:
-    r = ScriptedRouter(secret=getattr(request, "param", ""))
+    r = ScriptedRouter(secret=getattr(request, "param", None) or repo_secret())  # the front's default secret
     try:
         yield r
     finally:

@@ -48,3 +48,43 @@ async def test_router_and_front_metrics_follow_the_traffic():
             assert front["seasync_front_bytes_out_total"] > front["seasync_front_messages_out_total"]
     finally:
         cluster.stop()
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def test_idle_metrics_connections_are_bounded_and_timed_out():
+    """Issue 10 item 12: 60 connections that never send a request neither cost a thread each nor
+    stay open for ever, and the endpoint still answers once they are gone."""
+    import socket
+    import time
+
+    from router.metrics import SCRAPE_THREADS
+
+    port = free_port()
+    cluster = Cluster()
+    idle: list[socket.socket] = []
+    try:
+        router = cluster.start_router("--metrics-port", str(port))
+        wait_port(port)
+        scrape(port)
+        before = _threads(router.pid)
+        for _ in range(60):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        time.sleep(1.0)  # let the server accept (and start whatever threads it starts for) all of them
+        assert _threads(router.pid) <= before + SCRAPE_THREADS
+        deadline = time.monotonic() + 60
+        for s in idle:  # each is closed by the router (EOF or reset), none waits for us
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert scrape(port)["seasync_router_objects"] == 0
+        assert router.alive()
+    finally:
+        for s in idle:
+            s.close()
+        cluster.stop()

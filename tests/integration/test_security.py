@@ -87,3 +87,109 @@ async def test_a_wildcard_consumer_gets_only_the_ids_the_hook_allows(guarded_clu
         await admin.send("object-patch", id="public-news", version_new=4, value={"n": 4})
         await admin.expect(update_of("public-news", **{"version-new": 4}))
         assert await viewer.quiet(0.5) == []
+
+
+# ---- the cluster secret by default (issue 10 item 9) -------------------------------------------
+
+import os  # noqa: E402
+import stat  # noqa: E402
+import time  # noqa: E402
+
+import orjson  # noqa: E402
+import zmq  # noqa: E402
+
+from common import wire  # noqa: E402
+from tests.cluster import Proc, free_port, wait_port  # noqa: E402
+
+WAIT = 30.0
+
+
+def _hello(secret: str | None, url: str, wait: float = 3.0) -> list[bytes] | None:
+    """Join ``url`` as a worker-like peer (with CURVE keys from ``secret``, or none): the router's
+    answer to HELLO, or None if it stays silent for ``wait`` seconds."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if secret is not None:
+            wire.secure_peer(sock, secret)
+        sock.connect(url)
+        sock.send_multipart([wire.HELLO, orjson.dumps({"role": "worker", "name": "intruder"})])
+        return sock.recv_multipart() if sock.poll(int(wait * 1000)) else None
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def _wait_for(proc: Proc, text: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while text not in proc.output():
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{proc.output()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def no_secret_env(monkeypatch):
+    """Processes started by the test inherit nothing about secrets: the defaults apply."""
+    for name in ("SEASYNC_SECRET", "SEASYNC_INSECURE", "SEASYNC_SECRET_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _router(cwd, *extra: str) -> tuple[Proc, str]:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    proc = Proc("router", ["-m", "router.cli", "--bind", url, *extra], cwd=cwd)
+    wait_port(int(url.rsplit(":", 1)[1]))
+    return proc, url
+
+
+async def test_a_default_cluster_admits_only_processes_holding_its_secret(tmp_path, no_secret_env):
+    router, url = _router(tmp_path)
+    front = None
+    try:
+        secret_file = tmp_path / ".seasync-secret"
+        assert secret_file.is_file()
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600  # only its user can read it
+        secret = secret_file.read_text().strip()
+        assert len(secret) >= 32
+
+        # a local process without the secret, or with another one, is not answered, and the router says why
+        assert _hello(None, url) is None
+        _wait_for(router, "no cluster secret")
+        assert _hello("not-the-secret", url) is None
+        _wait_for(router, "wrong cluster secret")
+        assert router.alive()
+
+        # one holding it is welcomed; so is a real front started from the same directory
+        assert _hello(secret, url)[0] == wire.WELCOME
+        port = free_port()
+        front = Proc("front", ["-m", "router.front_cli", "--router", url, "--port", str(port)], cwd=tmp_path)
+        wait_port(port)
+        async with RawClient(f"ws://127.0.0.1:{port}", "viewer") as viewer:
+            await viewer.send("object-consumer-register", pattern="SeapigServer::Statistics", version_known=0)
+            await viewer.expect(update_of("SeapigServer::Statistics"))
+        assert secret_file.read_text().strip() == secret  # read, not replaced
+    except BaseException:
+        print(router.output(), front.output() if front else "")
+        raise
+    finally:
+        if front is not None:
+            front.stop()
+        router.stop()
+
+
+def test_insecure_keeps_the_open_cluster_of_old(tmp_path, no_secret_env):
+    router, url = _router(tmp_path, "--insecure")
+    try:
+        assert _hello(None, url)[0] == wire.WELCOME
+        assert not (tmp_path / ".seasync-secret").exists()
+    finally:
+        router.stop()
+
+
+def test_an_explicitly_empty_secret_is_insecure_too(tmp_path, no_secret_env, monkeypatch):
+    monkeypatch.setenv("SEASYNC_SECRET", "")
+    router, url = _router(tmp_path)
+    try:
+        assert _hello(None, url)[0] == wire.WELCOME
+    finally:
+        router.stop()

@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from common import codec, wire
-from tests.cluster import REPO, Proc, free_port
+from tests.cluster import REPO, Proc, free_port, repo_secret
 
 TIMEOUT = 30.0
 
@@ -40,6 +40,8 @@ class ScriptedRouter:
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        secret = repo_secret()  # the one the workers started by these tests use
+        self._guard = wire.secure_router(self._ctx, self._socket, secret) if secret else None
         self._socket.bind(self.url)
         self._running = True
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -67,6 +69,8 @@ class ScriptedRouter:
         self._running = False
         self._thread.join(5)
         self._socket.close()
+        if self._guard is not None:
+            self._guard.stop()
         self._ctx.term()
 
     def send(self, identity: bytes, *frames: bytes) -> None:

@@ -197,3 +197,34 @@ def test_configure_overrides_the_environment(tmp_path, monkeypatch):
     assert (tmp_path / "configured.sqlite3").exists() and not (tmp_path / "from-env.sqlite3").exists()
     with pytest.raises(UnknownBackend):
         api.configure("mongodb://db")
+
+
+def test_sqlite_store_follows_a_replaced_file(tmp_path, monkeypatch):
+    """A bump after the file was replaced (rm + restore) lands in the new file, not the deleted one,
+    and the identity is looked at no more than once per poll interval (issue 10 item 6)."""
+    import os
+    import sqlite3
+    import time
+
+    from common.deps import sqlite as backend
+
+    stats = []
+    real_identity = getattr(backend, "file_identity", lambda path: None)
+    monkeypatch.setattr(backend, "file_identity", lambda path: stats.append(path) or real_identity(path),
+                        raising=False)
+    path = str(tmp_path / "deps.sqlite3")
+    store = backend.Store(path)
+    store.bump(["a"], time.time())
+    opened = len(stats)
+    for _ in range(100):
+        store.versions(["a"])
+    assert len(stats) - opened <= 1  # 100 calls within one interval: at most one stat
+
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    sqlite3.connect(path).close()  # the "restored" file: another inode, the schema comes with the reopen
+    time.sleep(backend.POLL_INTERVAL * 2)
+    version = store.bump(["b"], time.time())["b"]
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT current_version FROM seasync_dependencies WHERE name = 'b'").fetchone() == (version,)

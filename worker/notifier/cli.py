@@ -12,6 +12,7 @@ from common import logs, wire
 from common.deps import config
 from common.deps.errors import DependencyError, InvalidName, UnknownBackend
 from common.deps.names import check_names
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -41,9 +42,8 @@ def run(
     deps: str = typer.Option(None, "--deps", envvar=config.ENV_VAR, show_default=False, help=DEPS_HELP),
     name: str = typer.Option(None, "--name", help="Name shown in the router's logs and introspection.",
                              show_default="notifier@HOSTNAME"),
-    secret: str = typer.Option("", "--secret", envvar="SEASYNC_SECRET", show_default=False,
-                               help="Cluster secret, if the router has one (sync-router --secret): the link "
-                                    "is CURVE-encrypted. Default: none."),
+    secret: str | None = typer.Option(None, "--secret", envvar=SECRET_ENV, show_default=False, help=SECRET_HELP),
+    insecure: bool = typer.Option(False, "--insecure", envvar=INSECURE_ENV, help=INSECURE_HELP),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug log lines (every upload)."),
 ) -> None:
     """Run the notifier until SIGINT/SIGTERM (with no command), or run one of the commands below.
@@ -58,6 +58,10 @@ def run(
 
     logs.setup(verbose)
     target = _target(deps)
+    try:
+        secret = cluster_secret(secret, insecure)
+    except SecretError as exc:
+        raise _fail(exc) from None
     raise typer.Exit(Notifier(router, target, name, secret).run())
 
 

@@ -253,8 +253,11 @@ class Notifier:
         try:
             changed = self._drain() if readable else False
             if now >= self.next_check:
+                reopened = getattr(self.feed, "reopened", 0)
                 changed = self.feed.changed() or changed
                 self.next_check = now + self.feed.poll_interval
+                if getattr(self.feed, "reopened", 0) != reopened:
+                    self.catch_up_needed = True  # another file: upload its unreported and recent rows
             if now >= self.next_rescan:
                 changed = True
                 self.next_rescan = now + RESCAN_INTERVAL
