@@ -273,7 +273,7 @@ async def test_sqlite_a_replaced_database_file_is_noticed_and_reopened(cluster, 
 
         _replace_file(sqlite_deps, with_wal)
         write_doc(producers, {"title": "after the restore"})
-        result = run_cli("common.deps.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
+        result = run_cli("worker.notifier.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
         assert result.returncode == 0, result.stderr
         restored = int(result.stdout.split()[1])
         frame = await watcher.expect(is_doc_update(restored), timeout=30)
