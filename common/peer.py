@@ -146,7 +146,7 @@ class Peer:
             if now >= self._next_hello:
                 return self._hello_now(now)
             return []
-        if now - self._last_rx > self.timeout:
+        if now - self._last_rx >= self.timeout:
             return self._restart(now, f"no traffic from the router at {self.url} for {now - self._last_rx:.1f} s")
         if now >= self._next_ping:
             self._next_ping = now + self.interval
