@@ -108,7 +108,7 @@ def run_backend(name: str, url: str, samples: int, gap: float, warmup: int) -> N
         if name == "direct":
             latencies, calls = asyncio.run(measure_direct(cluster, workdir, samples, gap, warmup))
         else:
-            cluster.procs.append(Proc("notifier", ["-m", "common.deps.notifier_cli", "--router",
+            cluster.procs.append(Proc("notifier", ["-m", "worker.notifier.cli", "--router",
                                                    cluster.router_url, "--deps", url]))
             latencies, calls = asyncio.run(measure(cluster, url, samples, gap, warmup))
     except BaseException:

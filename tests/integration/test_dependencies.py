@@ -89,7 +89,7 @@ def write_doc(directory: Path, data: dict) -> None:
 
 
 def start_notifier(cluster: Cluster, deps: str, *extra: str) -> Proc:
-    proc = Proc("notifier", ["-m", "common.deps.notifier_cli", "--router", cluster.router_url,
+    proc = Proc("notifier", ["-m", "worker.notifier.cli", "--router", cluster.router_url,
                              "--deps", deps, "-v", *extra])
     cluster.procs.append(proc)
     return proc
@@ -131,7 +131,7 @@ async def test_sqlite_bump_reproduces_the_dependent_and_the_watcher_gets_a_patch
         assert second["patch"] == [{"op": "replace", "path": "/title", "value": "second"}]
 
         write_doc(producers, {"title": "third"})
-        result = run_cli("common.deps.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
+        result = run_cli("worker.notifier.bump_cli", "doc-src", env={"SEASYNC_DEPS": sqlite_deps})
         assert result.returncode == 0, result.stderr
         object_id, version = result.stdout.split()
         assert object_id == "dep:doc-src" and int(version) > new
@@ -292,7 +292,7 @@ async def test_a_burst_of_bumps_is_coalesced_and_the_last_state_wins(cluster, pr
     (["cars", "--deps", "/nonexistent/dir/deps.sqlite3"], 1, "does not exist"),
 ])
 def test_sync_bump_errors_are_clear_and_exit_non_zero(args, code, message):
-    result = run_cli("common.deps.bump_cli", *args)
+    result = run_cli("worker.notifier.bump_cli", *args)
     assert result.returncode == code, (result.stdout, result.stderr)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -300,7 +300,7 @@ def test_sync_bump_errors_are_clear_and_exit_non_zero(args, code, message):
 
 def test_sync_bump_with_the_database_down():
     down = f"postgresql://nobody@127.0.0.1:{free_port()}/app"
-    result = run_cli("common.deps.bump_cli", "cars", "--deps", down)
+    result = run_cli("worker.notifier.bump_cli", "cars", "--deps", down)
     assert result.returncode == 1
     assert "cannot reach the dependency database" in result.stderr and "Is PostgreSQL running" in result.stderr
     assert "Traceback" not in result.stderr
@@ -320,7 +320,7 @@ def test_library_errors():
 
 
 def test_trigger_commands_need_postgres(sqlite_deps):
-    result = run_cli("common.deps.notifier_cli", "install-trigger", "--deps", sqlite_deps, "bikes", "bikes")
+    result = run_cli("worker.notifier.cli", "install-trigger", "--deps", sqlite_deps, "bikes", "bikes")
     assert result.returncode == 2 and "for PostgreSQL" in result.stderr
 
 
@@ -409,7 +409,7 @@ async def test_postgres_notifier_killed_and_restarted_catches_up(cluster, produc
 
 async def test_postgres_trigger_bumps_on_a_plain_sql_update(cluster, producers, pg_deps):
     import psycopg
-    result = run_cli("common.deps.notifier_cli", "install-trigger", "--deps", pg_deps, "bikes", "bikes")
+    result = run_cli("worker.notifier.cli", "install-trigger", "--deps", pg_deps, "bikes", "bikes")
     assert result.returncode == 0, result.stderr
     cluster.start_workers(producers, 1)
     start_notifier(cluster, pg_deps)
@@ -422,7 +422,7 @@ async def test_postgres_trigger_bumps_on_a_plain_sql_update(cluster, producers, 
         assert frame["patch"] == [{"op": "replace", "path": "/bikes/1/name", "value": "by trigger"}]
         assert frame["version-new"] == versions("bikes")
 
-    result = run_cli("common.deps.notifier_cli", "remove-trigger", "--deps", pg_deps, "bikes")
+    result = run_cli("worker.notifier.cli", "remove-trigger", "--deps", pg_deps, "bikes")
     assert result.returncode == 0 and "removed" in result.stdout
     before = versions("bikes")
     with psycopg.connect(pg_deps, autocommit=True) as conn:

@@ -9,7 +9,7 @@ import pytest
 import common
 from common.deps import api, config, names, sqlite
 from common.deps.errors import DatabaseUnavailable, InvalidName, UnknownBackend
-from common.deps.ticker import Ticker
+from worker.notifier.ticker import Ticker
 
 
 # ---- names ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import zmq
 from common import codec, wire
 from common.deps import config, names
 from common.deps.errors import DatabaseUnavailable, DependencyError
-from common.deps.ticker import Ticker
+from worker.notifier.ticker import Ticker
 from common.versioning import is_newer
 from worker.link import Frame, Lost, Ready, RouterLink
 from worker.wakeup import WakePipe

@@ -54,7 +54,7 @@ def run(
     ctx.obj = deps
     if ctx.invoked_subcommand is not None:
         return
-    from common.deps.notifier import Notifier
+    from worker.notifier.process import Notifier
 
     logs.setup(verbose)
     target = _target(deps)

@@ -6,7 +6,7 @@ import typer
 
 from common.deps import api, config
 from common.deps.errors import DependencyError
-from common.deps.notifier_cli import DEPS_HELP, _fail
+from worker.notifier.cli import DEPS_HELP, _fail
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
