@@ -90,7 +90,7 @@ def peers(request, producers, deps):
                                      "--port", str(c.front_port)])
         wait_port(c.front_port)
         c._start("worker", ["-m", "worker.cli", "--router", url, "--workers", "1", "--producers", str(producers)])
-        c._start("notifier", ["-m", "common.deps.notifier_cli", "--router", url, "--deps", deps])
+        c._start("notifier", ["-m", "worker.notifier.cli", "--router", url, "--deps", deps])
         c.proxy = proxy
         c.producers = producers
         yield c
@@ -158,3 +158,70 @@ async def test_every_peer_rejoins_after_a_6_s_partition(peers):
     print(f"served again {took:.1f} s after a 6 s partition; {peers.proxy.connections - before} reconnections")
     assert all(p.alive() for p in peers.procs)
     assert peers.proxy.connections > before  # the DEALERs did drop TCP and reconnect: the case under test
+
+
+def test_a_peer_reconnecting_under_its_identity_is_heard_while_its_old_link_lingers():
+    """The root cause, deterministic: a DEALER that reconnects (its ZMTP heartbeat dropped TCP) keeps its
+    identity, and the router may not have seen the old connection die yet. The new connection must take
+    the identity over (ROUTER_HANDOVER): its HELLO is answered, and the old link no longer gets replies."""
+    import zmq
+
+    from common import codec, wire
+
+    c = Cluster()
+    ctx = zmq.Context()
+    socks = []
+    try:
+        c.start_router()
+        identity = b"worker:test-host:4242"
+        hello = [wire.HELLO, codec.dumps({"role": "worker", "name": "twice", "pid": 4242, "host": "test-host"})]
+        for _ in range(2):  # the old link stays connected: the router holds it
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, identity)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(c.router_url)
+            socks.append(sock)
+            sock.send_multipart(hello)
+            assert sock.poll(20_000), f"no WELCOME on connection {len(socks)}\n{c.logs()}"
+            assert sock.recv_multipart()[0] == wire.WELCOME
+        old, new = socks
+        new.send_multipart([wire.PING])
+        assert new.poll(20_000) and new.recv_multipart()[0] == wire.PONG
+        assert not old.poll(500)  # replies go to the newest connection only
+    finally:
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
+        c.stop()
+
+
+def test_the_router_says_what_it_refused_within_a_budget():
+    """Envelopes from a peer that never said HELLO get a RESET each, and the router's log says so, at most
+    LOG_BURST lines however many arrive (a flood cannot fill the log)."""
+    import zmq
+
+    from common import wire
+    from router.router import LOG_BURST
+
+    c = Cluster()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        c.start_router()
+        sock.setsockopt(zmq.IDENTITY, b"stranger")
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(c.router_url)
+        for _ in range(300):
+            sock.send_multipart([wire.PING])
+        resets = 0
+        while resets < 300 and sock.poll(20_000):
+            assert sock.recv_multipart() == [wire.RESET]
+            resets += 1
+        assert resets == 300
+        lines = [line for line in c.router.output().splitlines() if "RESET to" in line]
+        assert 1 <= len(lines) <= LOG_BURST, c.router.output()
+        assert "'stranger'" in lines[0] and "has not said HELLO" in lines[0]
+    finally:
+        sock.close(0)
+        ctx.term()
+        c.stop()
