@@ -1,12 +1,13 @@
 """Every peer rejoins by itself after a pause or a partition of its link to the router (DESIGN principle 8).
 
-Real processes: a router, a front, a pool of one worker and a notifier (SQLite). The router is stopped
+Real processes: a router, a front, a pool of two workers and a notifier (SQLite). The router is stopped
 (SIGSTOP) for 4, 6, 10 and 30 s, or the links of every peer go through a proxy that black-holes them for
 6 s (no socket closed, nothing delivered). Past the peers' ZMTP heartbeat timeout (3 s) their DEALERs drop
 TCP and reconnect under the same identity while the router still holds the old link: before
 ROUTER_HANDOVER the router refused the new connection in silence, and the worker or the notifier never
-produced again. After the pause each must be back: the front serves a new websocket, the worker
-produces an object nobody asked for before, and a bump sent through the notifier reaches a watcher.
+produced again. After the pause each must be back: the front serves a new websocket, a worker
+produces an object nobody asked for before, a bump sent through the notifier reaches a watcher, and
+every worker process has a session again (SeasyncServer::Workers lists its pid).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -47,6 +49,7 @@ PRODUCERS = textwrap.dedent('''
             return {"id": object_id, "at": time.time()}, 1
 ''')
 
+WORKERS = 2
 REJOIN_WITHIN = 60.0  # after the pause: generous for a loaded 2-core machine (rejoining takes ~1 s)
 ATTEMPT = 6.0
 _serial = itertools.count()
@@ -89,7 +92,8 @@ def peers(request, producers, deps):
         c.front = c._start("front", ["-m", "router.front_cli", "--router", url, "--host", "127.0.0.1",
                                      "--port", str(c.front_port)])
         wait_port(c.front_port)
-        c._start("worker", ["-m", "worker.cli", "--router", url, "--workers", "1", "--producers", str(producers)])
+        c.pool = c._start("worker", ["-m", "worker.cli", "--router", url, "--workers", str(WORKERS),
+                                     "--producers", str(producers)])
         c._start("notifier", ["-m", "worker.notifier.cli", "--router", url, "--deps", deps])
         c.proxy = proxy
         c.producers = producers
@@ -118,6 +122,22 @@ async def serve_once(c: Cluster, timeout: float = ATTEMPT) -> None:
         assert frame["patch"] == [{"op": "replace", "path": "/title", "value": f"bump {n}"}]
 
 
+async def all_workers_joined(c: Cluster, timeout: float = ATTEMPT) -> None:
+    """Every worker process of the pool has a session at the router (the introspection lists its pid)."""
+    pids = {p.pid for p in psutil.Process(c.pool.pid).children()}
+    assert len(pids) == WORKERS
+    deadline = time.monotonic() + timeout
+    while True:
+        async with RawClient(c.ws_url, "workers") as client:  # a new watcher: the first update is whole
+            await client.send("object-consumer-register", pattern="SeasyncServer::Workers", version_known=0)
+            frame = await client.expect(update_of("SeasyncServer::Workers"), timeout=timeout)
+        seen = {w.get("pid") for w in (frame.get("value") or {}).values()}
+        if pids <= seen:
+            return
+        assert time.monotonic() < deadline, f"workers with a session: {seen}, pool: {pids}"
+        await asyncio.sleep(0.5)
+
+
 async def serves_again(c: Cluster) -> float:
     """Seconds until one round trip through every peer succeeds (fails after REJOIN_WITHIN)."""
     start = time.monotonic()
@@ -125,6 +145,7 @@ async def serves_again(c: Cluster) -> float:
     while time.monotonic() - start < REJOIN_WITHIN:
         try:
             await serve_once(c)
+            await all_workers_joined(c)
             return time.monotonic() - start
         except (AssertionError, ConnectionClosed, OSError, TimeoutError) as exc:
             failures.append(f"{time.monotonic() - start:.1f} s: {type(exc).__name__}: {str(exc)[:200]}")
