@@ -99,6 +99,7 @@ class Router:
         self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(ZMTP_HEARTBEAT_IVL * 1000))
         self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(ZMTP_HEARTBEAT_TIMEOUT * 1000))
         self.refusals = LogLimit()
+        self.arrivals = LogLimit(burst=100)  # joins and departures: a pool starting is worth seeing whole
         self.auth = wire.secure_router(self.ctx, self.sock, secret) if secret else None
         self.sock.bind(bind)
         self._stopping = False
@@ -259,7 +260,8 @@ class Router:
             self._drop_peer(old, "said hello again: it lost us, or restarted", now)
         peer = Peer(identity, str(info.get("role", "?"))[:64], str(info.get("name", ""))[:200], now)
         self.peers[identity] = peer
-        self._refuse("hello", now, "%s %s joined (%s)", peer.role, _show(identity), peer.name, level=logging.INFO)
+        self._refuse("hello", now, "%s %s joined (%s)", peer.role, _show(identity), peer.name, level=logging.INFO,
+                     limit=self.arrivals)
         self.sock.send_multipart([identity, wire.WELCOME, self.epoch])
 
     def _expire_peers(self, now: float) -> None:
@@ -270,7 +272,7 @@ class Router:
 
     def _drop_peer(self, peer: Peer, why: str, now: float) -> None:
         self._refuse("gone", now, "%s %s gone (%s): closing its %d sessions", peer.role, _show(peer.identity),
-                     why, len(peer.sessions))
+                     why, len(peer.sessions), limit=self.arrivals)
         for session in peer.sessions.values():
             self.store.close(session)
         peer.sessions.clear()
@@ -323,9 +325,10 @@ class Router:
         except zmq.ZMQError as exc:
             log.warning("could not send to %r: %s", identity, exc)
 
-    def _refuse(self, kind: str, now: float, fmt: str, *args: object, level: int = logging.WARNING) -> None:
+    def _refuse(self, kind: str, now: float, fmt: str, *args: object, level: int = logging.WARNING,
+                limit: LogLimit | None = None) -> None:
         """Log what was refused (or happened to a peer) and why, within the budget of its kind."""
-        suppressed = self.refusals.allow(kind, now)
+        suppressed = (limit or self.refusals).allow(kind, now)
         if suppressed is None:
             return
         if suppressed:

@@ -87,7 +87,8 @@ def peers(request, producers, deps):
         c.start_router()
         url = c.router_url
         if getattr(request, "param", None) == "proxy":
-            proxy = BlackHole(c.router_port)
+            # a client's FIN is "lost" for 5 s: the router still holds the old link when the new one comes
+            proxy = BlackHole(c.router_port, lose_fin=5.0)
             url = proxy.url
         c.front = c._start("front", ["-m", "router.front_cli", "--router", url, "--host", "127.0.0.1",
                                      "--port", str(c.front_port)])
