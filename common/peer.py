@@ -30,8 +30,20 @@ from typing import Any
 
 from common import codec
 from common.wire import (
-    CLOSE, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PEER_TIMEOUT, PING, PONG, RESET, SENDS, WELCOME,
-    pairs, unpack_sids,
+    CLOSE,
+    DROP,
+    HEARTBEAT_INTERVAL,
+    HELLO,
+    MSG,
+    OPEN,
+    PEER_TIMEOUT,
+    PING,
+    PONG,
+    RESET,
+    SENDS,
+    WELCOME,
+    pairs,
+    unpack_sids,
 )
 
 HELLO_RETRY_MIN = 0.1

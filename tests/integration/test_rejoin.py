@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from common import bump
 from tests.blackhole import BlackHole
-from tests.cluster import Cluster, Proc, wait_port
+from tests.cluster import Cluster, wait_port
 from tests.integration.wsclient import RawClient, update_of
 
 PRODUCERS = textwrap.dedent('''

@@ -8,11 +8,33 @@ import pytest
 
 from common import codec
 from common.peer import (
-    HELLO_RETRY_MAX, HELLO_RETRY_MIN, NO_ANSWER_WARN, Dropped, Frame, Lost, OneSession, Peer, Ready, Send, Sends,
-    Welcomed, backoff,
+    HELLO_RETRY_MAX,
+    HELLO_RETRY_MIN,
+    NO_ANSWER_WARN,
+    Dropped,
+    Frame,
+    Lost,
+    OneSession,
+    Peer,
+    Ready,
+    Send,
+    Sends,
+    Welcomed,
+    backoff,
 )
 from common.wire import (
-    CLOSE, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PEER_TIMEOUT, PING, PONG, RESET, SENDS, WELCOME,
+    CLOSE,
+    DROP,
+    HEARTBEAT_INTERVAL,
+    HELLO,
+    MSG,
+    OPEN,
+    PEER_TIMEOUT,
+    PING,
+    PONG,
+    RESET,
+    SENDS,
+    WELCOME,
 )
 
 URL = "tcp://127.0.0.1:5556"
