@@ -21,9 +21,8 @@ Peer -> router (multipart frames, as the DEALER sends them)::
 Router -> peer::
 
     [WELCOME, epoch]             answer to HELLO; ``epoch`` names this router incarnation
-    [SEND, frame, sid, sid...]   write ``frame`` (encoded once) to each listed session
     [SENDS, frame, b"sid,sid,..", frame, b"sid,..", ...]
-                                 what the router sends: one or more (frame, packed sids) pairs,
+                                 the router's frames: one or more (frame, packed sids) pairs,
                                  written in order; the ids packed in one part (one ZeroMQ part
                                  instead of thousands for a fan-out; sids never hold ","), and
                                  everything one flush has for a peer in one message
@@ -41,7 +40,12 @@ Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead 
 sessions are closed (their productions requeued). A peer that hears nothing from the router
 for PEER_TIMEOUT, or sees a different epoch, treats the router as restarted: a front closes
 its websockets (clients reconnect and resync with their known versions), a worker says HELLO
-again and re-registers its producers.
+again and re-registers its producers. The peer side of this exists once, in common/peer.py.
+
+Reconnection: a peer keeps its identity for its whole life, and its DEALER reconnects by itself when
+TCP drops (ZMTP heartbeats, a router paused or a network partition longer than the heartbeat timeout);
+the router's ROUTER socket hands the identity over to the newest connection (ROUTER_HANDOVER), so the
+new connection's HELLO is heard even while the old one is not yet known to be dead.
 """
 
 from __future__ import annotations
@@ -68,7 +72,6 @@ PAUSE = b"pause"
 RESUME = b"resume"
 
 WELCOME = b"welcome"
-SEND = b"send"
 SENDS = b"sends"
 DROP = b"drop"
 RESET = b"reset"

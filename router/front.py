@@ -4,8 +4,9 @@ The front keeps no object state. It multiplexes its websocket sessions over one 
 (envelope in ``common.wire``): a frame a client sends is relayed untouched (the router parses and
 validates) as a (sid, bytes) pair of ``[MSG, sid, bytes, sid, bytes, ...]``, one such message for
 all the frames received in one event-loop iteration (see ``_post``), and each (frame, sids) pair of ``[SENDS, frame, sids, ...]`` from the
-router (or the older ``[SEND, frame, sid...]``) is written to each listed session, pairs in order. When the router restarts or vanishes, every websocket is closed with 1012 so that
-clients reconnect and resync with the versions they already hold.
+router is written to each listed session, pairs in order. When the router restarts or vanishes (the
+decisions are ``common.peer.Peer``'s, shared with the workers), every websocket is closed with 1012 so
+that clients reconnect and resync with the versions they already hold.
 
 Fan-out (see ``FanOut``): server-to-client frames are unmasked, so the complete websocket frame
 (header + payload) is the same bytes for every recipient. It is built once per SEND and written
@@ -50,15 +51,15 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from common import codec
+from common.peer import Dropped, Event, Lost, Peer, Send, Sends, Welcomed
 from common.wire import (
-    CLOSE, DEFAULT_ROUTER, DROP, HEARTBEAT_INTERVAL, HELLO, MSG, OPEN, PAUSE, PEER_TIMEOUT, PING,
-    PONG, RESET, RESUME, SEND, SENDS, WELCOME, RefusalLog, pairs, peer_identity, secure_peer, unpack_sids,
+    CLOSE, DEFAULT_ROUTER, HEARTBEAT_INTERVAL, MSG, OPEN, PAUSE, RESUME, RefusalLog, peer_identity,
+    secure_peer, unpack_sids,
 )
 
 log = logging.getLogger("seasync.front")
 
 WELCOME_WAIT = 5.0        # a websocket opened while the router is away waits this long, then 1013
-HELLO_RETRY = PEER_TIMEOUT  # re-send HELLO this often until welcomed (queued HELLOs pile up otherwise)
 DRAIN_BATCH = 256         # router messages handled per wake-up (ecosystem.md §4)
 CLOSE_TIMEOUT = 3.0       # closing handshake; keeps shutdown under honcho's 5 s SIGKILL
 STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
@@ -639,11 +640,11 @@ class Front:
         self._sids = itertools.count(1)
         self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
         self._connections = 0                     # websockets handled right now (for --max-connections)
-        self._epoch: bytes | None = None          # the router incarnation we are welcomed by
+        self._peer = Peer({"role": "front", "name": f"front@{config.host}:{config.port}",
+                           "pid": os.getpid(), "host": socket.gethostname()},
+                          config.router, log, random.random)  # the envelope's protocol (common/peer.py)
         self._welcomed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._last_heard = time.monotonic()
-        self._hello_at = float("-inf")
         self._closing: set[asyncio.Task[None]] = set()  # websocket closes in flight
         self._link: RouterLink | None = None
         self.admission = Admission.for_front(config.host, config.allowed_hosts, config.allowed_origins,
@@ -682,14 +683,14 @@ class Front:
             log.info("listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
                      self.config.port, self.config.router, self.identity.decode(),
                      self.config.max_connections)
-            self._send_hello()
+            self._on_peer(self._peer.start(time.monotonic()))
             loops = [asyncio.create_task(self._heartbeat_loop()),
                      asyncio.create_task(self._congestion_loop()),
                      asyncio.create_task(self._keepalive_loop())]
             await self._stopping.wait()
             await self._shutdown(server, loops)
         finally:
-            linger = 1000 if self._epoch is not None else 0
+            linger = 1000 if self._peer.welcomed else 0
             if link is not None:
                 link.close(linger)
             dealer.close(linger=linger)
@@ -909,13 +910,6 @@ class Front:
         if self._link is not None:
             self._link.send(frames)
 
-    def _send_hello(self) -> None:
-        self._hello_at = time.monotonic()
-        self._send([HELLO, codec.dumps({
-            "role": "front", "name": f"front@{self.config.host}:{self.config.port}",
-            "pid": os.getpid(), "host": socket.gethostname(),
-        })])
-
     def _flush(self) -> None:
         """The end of a burst of router messages: write the SENDs it held (coalesced per connection)."""
         try:
@@ -924,54 +918,43 @@ class Front:
             log.exception("failed to write a burst of frames")
 
     async def _heartbeat_loop(self) -> None:
-        """PING while welcomed, HELLO until welcomed, and notice a silent router."""
+        """Run the peer machine's timers: HELLO retries until welcomed, then PINGs and the silence check."""
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            now = time.monotonic()
-            if self._epoch is None:
-                if now - self._hello_at >= HELLO_RETRY:
-                    self._send_hello()
-            elif now - self._last_heard > PEER_TIMEOUT:
-                self._router_lost(f"no router traffic for {PEER_TIMEOUT:g} s")
-            else:
-                self._send([PING])
+            delay = self._peer.deadline() - time.monotonic()
+            await asyncio.sleep(min(HEARTBEAT_INTERVAL, max(0.01, delay)))
+            try:
+                self._on_peer(self._peer.tick(time.monotonic()))
+            except Exception:  # a bug must not stop the heartbeats
+                log.exception("peer tick failed")
 
     def _dispatch(self, frames: list[bytes]) -> None:
-        """One router message. Malformed ones are logged and ignored, never fatal."""
-        self._last_heard = time.monotonic()
+        """One router message. Malformed ones are logged and ignored (by the peer machine), never fatal."""
         try:
-            kind = frames[0]
-            if kind == SENDS and len(frames) >= 3 and len(frames) % 2:
+            events = self._peer.on_message(frames, time.monotonic())
+            if len(events) == 1 and type(events[0]) is Sends:  # the hot path: frames for the burst
                 add = self._fanout.add
-                for frame, packed in pairs(frames):
+                for frame, packed in events[0].pairs:
                     add(frame, unpack_sids(packed))
                 return
-            if kind == SEND and len(frames) >= 2:
-                self._fanout.add(frames[1], frames[2:])
-                return
             self._flush()
-            if kind == DROP and len(frames) in (2, 3):
-                self._drop(frames[1], close_reason(frames[2]) if len(frames) == 3 else "")
-            elif kind == WELCOME and len(frames) == 2:
-                self._welcome(frames[1])
-            elif kind == PONG and len(frames) == 2:
-                if self._epoch is not None and frames[1] != self._epoch:
-                    self._router_lost("router epoch changed")
-            elif kind == RESET and len(frames) == 1:
-                self._router_lost("router sent RESET")
-            else:
-                log.warning("ignoring malformed router message: %.200r", frames)
+            self._on_peer(events)
         except Exception:  # a bug or a frame we did not foresee must not stop the loop
             log.exception("failed to handle router message: %.200r", frames)
 
-    def _welcome(self, epoch: bytes) -> None:
-        if self._epoch is None:
-            self._epoch = epoch
-            self._welcomed.set()
-            log.info("router welcomed us, epoch %r", epoch)
-        elif epoch != self._epoch:
-            self._router_lost("router epoch changed")
-        # the same epoch again answers a repeated HELLO: nothing to do
+    def _on_peer(self, events: list[Event]) -> None:
+        """Carry out what the peer machine decided, in order."""
+        for event in events:
+            if isinstance(event, Send):
+                self._send(event.frames)
+            elif isinstance(event, Sends):
+                for frame, packed in event.pairs:
+                    self._fanout.add(frame, unpack_sids(packed))
+            elif isinstance(event, Dropped):
+                self._drop(event.sid, close_reason(event.reason))
+            elif isinstance(event, Welcomed):
+                self._welcomed.set()
+            elif isinstance(event, Lost):
+                self._router_lost(event.reason)
 
     def _drop(self, sid: bytes, reason: str) -> None:
         conn = self._sessions.get(sid)
@@ -982,20 +965,16 @@ class Front:
         self._close_ws(conn.ws, CLOSE_POLICY, reason)
 
     def _router_lost(self, why: str) -> None:
-        """The router restarted or vanished: close every websocket (1012) and HELLO again."""
-        if self._epoch is None:
-            return  # not welcomed: a HELLO is already on its way (and retried)
+        """The router restarted or vanished: close every websocket (1012); the machine's HELLO follows."""
         sessions = dict(self._sessions)
         self._sessions.clear()  # cleared in place: the fan-out shares this dict
         self._paused.clear()
-        log.warning("%s: closing %d websockets, saying HELLO again", why, len(sessions))
-        self._epoch = None
+        log.warning("! %s: closing %d websockets", why, len(sessions))
         self._welcomed.clear()
         if self._link is not None:
             self._link.drop()  # envelopes of sessions the new router will not know: their clients resync
         for conn in sessions.values():
             self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
-        self._send_hello()
 
 
 def _set_send_buffer(ws: ServerConnection, size: int) -> None:

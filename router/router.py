@@ -36,6 +36,39 @@ COALESCE_FROM = 64
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
 UPDATE_PREFIX = codec.dumps({"action": "object-update"})[:-1]
 """How every object-update frame starts (common/protocol.py encodes "action" first): one bytes compare."""
+LOG_BURST, LOG_PERIOD = 10, 10.0
+"""At most LOG_BURST lines of one kind of refusal per LOG_PERIOD seconds (see LogLimit)."""
+ZMTP_HEARTBEAT_IVL, ZMTP_HEARTBEAT_TIMEOUT = 1.0, 10.0
+"""The ROUTER's own ZMTP heartbeats close TCP links of peers that vanished (a host gone, a partition), so
+dead pipes do not pile up; the peers' sessions are closed by the envelope's timeout long before."""
+
+
+class LogLimit:
+    """A budget for log lines per kind, so a flood of bad envelopes cannot fill the log.
+
+    Pure (time passed in): ``allow`` says whether a line of ``kind`` may be written now, and how many
+    lines of that kind were left out since the last one written (reported on the next line)."""
+
+    def __init__(self, burst: int = LOG_BURST, period: float = LOG_PERIOD) -> None:
+        self.burst = burst
+        self.period = period
+        self._windows: dict[str, list[float | int]] = {}  # kind -> [window start, written, suppressed]
+
+    def allow(self, kind: str, now: float) -> int | None:
+        """None: leave this line out; otherwise the number of lines left out before it."""
+        window = self._windows.get(kind)
+        if window is None or now - window[0] >= self.period:
+            suppressed = int(window[2]) if window is not None else 0
+            self._windows[kind] = [now, 1, 0]
+            if len(self._windows) > 1000:  # kinds are a fixed set; never let the table grow anyway
+                self._windows = {kind: self._windows[kind]}
+            return suppressed
+        if window[1] < self.burst:
+            window[1] += 1
+            suppressed, window[2] = int(window[2]), 0
+            return suppressed
+        window[2] += 1
+        return None
 
 
 @dataclass
@@ -62,6 +95,14 @@ class Router:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A peer's DEALER that lost its TCP link (ZMTP heartbeat timeout during a pause or partition)
+        # reconnects under the same identity, often before this side has seen the old link die: without
+        # handover the new connection is refused in silence and every later HELLO of that peer is lost.
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(ZMTP_HEARTBEAT_IVL * 1000))
+        self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(ZMTP_HEARTBEAT_TIMEOUT * 1000))
+        self.refusals = LogLimit()
+        self.arrivals = LogLimit(burst=100)  # joins and departures: a pool starting is worth seeing whole
         self.auth = wire.secure_router(self.ctx, self.sock, secret) if secret else None
         self.sock.bind(bind)
         self._stopping = False
@@ -167,6 +208,8 @@ class Router:
             return
         peer = self.peers.get(identity)
         if peer is None:
+            self._refuse("reset", now, "RESET to %s: an envelope %s from a peer that has not said HELLO "
+                         "(it restarted, or we dropped it)", _show(identity), _show(kind))
             self.sock.send_multipart([identity, wire.RESET])
             return
         peer.last_seen = now
@@ -176,7 +219,8 @@ class Router:
             self._pong(identity)
         elif kind == wire.OPEN and len(frames) >= 3:
             if b"," in frames[2]:
-                log.warning("ignoring OPEN of session id %r from %r: ids cannot contain ','", frames[2][:32], identity)
+                self._refuse("open", now, "ignoring OPEN of session id %s from %s: ids cannot contain ','",
+                             _show(frames[2]), _show(identity))
             elif frames[2] not in peer.sessions:
                 # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
                 peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
@@ -189,7 +233,8 @@ class Router:
             if session is not None:
                 self.store.close(session)
         else:
-            log.warning("ignoring malformed envelope %r from %r", kind[:32], identity)
+            self._refuse("envelope", now, "ignoring a malformed envelope %s (%d parts) from %s", _show(kind),
+                         len(frames) - 1, _show(identity))
 
     def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
         """A MSG: one or more (sid, raw) pairs, in order."""
@@ -199,6 +244,8 @@ class Router:
         for sid, raw in wire.pairs(frames, 2):
             session = peer.sessions.get(sid)
             if session is None:
+                self._refuse("session", time.monotonic(), "DROP of session %s of %s: not open (never "
+                             "opened, or closed)", _show(sid), _show(identity))
                 self.sock.send_multipart([identity, wire.DROP, sid, b"unknown session"])
                 continue
             count += 1
@@ -219,21 +266,23 @@ class Router:
         except ValueError:
             info = {}
         old = self.peers.pop(identity, None)
-        if old is not None:
-            self._drop_peer(old, "said hello again")
-        peer = Peer(identity, str(info.get("role", "?")), str(info.get("name", "")), now)
+        if old is not None and old.sessions:
+            self._drop_peer(old, "said hello again: it lost us, or restarted", now)
+        peer = Peer(identity, str(info.get("role", "?"))[:64], str(info.get("name", ""))[:200], now)
         self.peers[identity] = peer
-        log.info("%s %s joined (%s)", peer.role, identity.decode(errors="replace"), peer.name)
+        self._refuse("hello", now, "%s %s joined (%s)", peer.role, _show(identity), peer.name, level=logging.INFO,
+                     limit=self.arrivals)
         self.sock.send_multipart([identity, wire.WELCOME, self.epoch])
 
     def _expire_peers(self, now: float) -> None:
         for peer in [p for p in self.peers.values() if now - p.last_seen > self.peer_timeout]:
             del self.peers[peer.identity]
-            self._drop_peer(peer, f"silent for {now - peer.last_seen:.1f} s")
+            self._drop_peer(peer, f"silent for {now - peer.last_seen:.1f} s; if it is alive, its next "
+                                  "envelope gets a RESET and it says HELLO again", now)
 
-    def _drop_peer(self, peer: Peer, why: str) -> None:
-        log.warning("%s %s gone (%s): closing its %d sessions", peer.role,
-                    peer.identity.decode(errors="replace"), why, len(peer.sessions))
+    def _drop_peer(self, peer: Peer, why: str, now: float) -> None:
+        self._refuse("gone", now, "%s %s gone (%s): closing its %d sessions", peer.role, _show(peer.identity),
+                     why, len(peer.sessions), limit=self.arrivals)
         for session in peer.sessions.values():
             self.store.close(session)
         peer.sessions.clear()
@@ -292,6 +341,17 @@ class Router:
         except zmq.ZMQError as exc:
             log.warning("could not send to %r: %s", identity, exc)
 
+    def _refuse(self, kind: str, now: float, fmt: str, *args: object, level: int = logging.WARNING,
+                limit: LogLimit | None = None) -> None:
+        """Log what was refused (or happened to a peer) and why, within the budget of its kind."""
+        suppressed = (limit or self.refusals).allow(kind, now)
+        if suppressed is None:
+            return
+        if suppressed:
+            fmt += " (%d more like this not logged)"
+            args = (*args, suppressed)
+        log.log(level, fmt, *args)
+
     def _peer_name(self, session: Session) -> str:
         if session.handle is INTERNAL:
             return "router"
@@ -317,3 +377,8 @@ def serve(bind: str, store: ObjectStore, secret: str = "", metrics_port: int = 0
 def _is_loopback(address: str) -> bool:
     host = address.split("://", 1)[-1].rsplit(":", 1)[0]
     return address.startswith(("ipc://", "inproc://")) or host in ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _show(raw: bytes) -> str:
+    """Peer-controlled bytes (an identity, a session id, an envelope kind) cut short for a log line."""
+    return repr(raw[:48])[1:] + ("..." if len(raw) > 48 else "")

@@ -126,7 +126,7 @@ class ScriptedRouter:
             self.socket.send_multipart(parts)
         else:
             for frame in orders:
-                self.socket.send_multipart([self.worker, wire.SEND, frame, self.sid])
+                self.socket.send_multipart([self.worker, wire.SENDS, frame, self.sid])
 
     def close(self) -> None:
         self.socket.close()
@@ -155,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prefetch", type=int, default=1, help="orders kept outstanding (and sync-worker --prefetch)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds (after 1 s of warm-up)")
-    parser.add_argument("--single", action="store_true", help="one SEND message per order (the old envelope)")
+    parser.add_argument("--single", action="store_true", help="one SENDS message per order (instead of one for all of them)")
     parser.add_argument("--no-option", action="store_true", help="do not pass --prefetch to sync-worker")
     parser.add_argument("--repo", type=Path, default=REPO,
                         help="run the worker from this checkout (e.g. an older one, for a before/after)")

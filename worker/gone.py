@@ -10,10 +10,10 @@ restarted": the router closes every session of the old incarnation (unregisterin
 requeueing what it was producing, at once) and welcomes the newcomer. The pool then hangs up; the
 ghost peer it leaves has no session and is expired by the router after PEER_TIMEOUT.
 
-ZeroMQ refuses a second connection under an identity still in use; the kernel closes a killed
-process's TCP connections immediately, so the router has normally released the identity by the time
-the pool asks, and each attempt uses a fresh socket in case it had not. Attempts stop at PEER_TIMEOUT,
-when the router's own timeout does the job anyway.
+The router hands an identity over to its newest connection (ROUTER_HANDOVER, router/router.py), so
+this works even if it has not yet seen the killed process's TCP connection close; each attempt uses a
+fresh socket all the same. Attempts stop at PEER_TIMEOUT, when the router's own timeout does the job
+anyway.
 """
 
 from __future__ import annotations

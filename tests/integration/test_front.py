@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from common.wire import (
-    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SEND, SENDS, WELCOME, pack_sids, pairs,
+    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SENDS, WELCOME, pack_sids, pairs,
     secure_router,
 )
 from router import front as front_module
@@ -218,10 +218,10 @@ async def test_send_reaches_exactly_the_listed_sessions(router, front):
     sessions = [await open_session(front, router, f"/seapig/{i}") for i in range(4)]
     (ws_a, a), (ws_b, b), (ws_c, c), (ws_d, d) = sessions
     frame = '{"action":"object-update","id":"x","version-new":1,"patch":[]}'
-    await router.send(SEND, frame.encode(), a, b"999999", b, c)   # an unknown sid is ignored
+    await router.send(SENDS, frame.encode(), pack_sids([a, b"999999", b, c]))   # an unknown sid is ignored
     for ws in (ws_a, ws_b, ws_c):
         assert await recv(ws) == frame  # a text frame: received as str
-    await router.send(SEND, b'"for d only"', d)
+    await router.send(SENDS, b'"for d only"', pack_sids([d]))
     assert await recv(ws_d) == '"for d only"'  # d did not get the first frame
 
 
@@ -253,7 +253,7 @@ async def test_drop_closes_one_session_with_1008(router, front):
     await router.send(DROP, a, b"invalid message")
     assert await closed(ws_a) == (1008, "invalid message")
     assert await router.expect(CLOSE) == [a]
-    await router.send(SEND, b'"still here"', a, b)
+    await router.send(SENDS, b'"still here"', pack_sids([a, b]))
     assert await recv(ws_b) == '"still here"'
     await ws_b.send("{}")
     assert await router.expect(MSG) == [b, b"{}"]
@@ -283,10 +283,10 @@ async def test_router_restart_closes_all_with_1012_then_hello(router, front, how
 
 async def test_malformed_router_messages_are_ignored(router, front):
     ws, sid = await open_session(front, router)
-    for junk in ([b"bogus"], [SEND], [DROP], [WELCOME], [WELCOME, b"a", b"b"], [PONG],
-                 [RESET, b"extra"], [b"\xff" * 10, b"x"], [DROP, b"\xff\xfe", b"\xff" * 300]):
+    for junk in ([b"bogus"], [b"send", b"x", b"1"], [SENDS], [SENDS, b"x"], [DROP], [WELCOME],
+                 [WELCOME, b"a", b"b"], [PONG], [RESET, b"extra"], [b"\xff" * 10, b"x"], [DROP, b"\xff\xfe", b"\xff" * 300]):
         await router.send(*junk)
-    await router.send(SEND, b'"alive"', sid)
+    await router.send(SENDS, b'"alive"', pack_sids([sid]))
     assert await recv(ws) == '"alive"'
     assert front.proc.alive()
 
@@ -549,8 +549,8 @@ async def test_burst_is_written_in_order_to_each_session(router, front):
     """Many SENDs arriving at once (coalesced into one write per connection) keep their order."""
     (ws_a, a), (ws_b, b) = [await open_session(front, router) for _ in range(2)]
     for i in range(300):
-        await router.send(SEND, b'{"n":%d}' % i, *((a, b) if i % 3 else (a,)))
-    await router.send(SEND, b'"big"' + b" " * 70000, b)  # a 64-bit length header in the same burst
+        await router.send(SENDS, b'{"n":%d}' % i, pack_sids(((a, b) if i % 3 else (a,))))
+    await router.send(SENDS, b'"big"' + b" " * 70000, pack_sids([b]))  # a 64-bit length header in the same burst
     for i in range(300):
         assert await recv(ws_a) == '{"n":%d}' % i
     for i in range(300):
@@ -568,7 +568,7 @@ async def test_a_client_that_does_not_read_is_paused_then_resumed(router, front)
     sent = 0
     # the router keeps sending until the front says PAUSE (kernel buffers take a few MiB first)
     while True:
-        await router.send(SEND, BIG, sid, other_sid)
+        await router.send(SENDS, BIG, pack_sids([sid, other_sid]))
         sent += 1
         assert await recv(other) == BIG.decode()       # the other client is not held up
         try:
@@ -578,11 +578,11 @@ async def test_a_client_that_does_not_read_is_paused_then_resumed(router, front)
             continue
         assert frames == [PAUSE, sid]
         break
-    await router.send(SEND, BIG, sid)  # frames still in flight are written anyway
+    await router.send(SENDS, BIG, pack_sids([sid]))  # frames still in flight are written anyway
     for _ in range(sent + 1):
         assert await recv(ws) == BIG.decode()
     assert await router.expect(RESUME) == [sid]
-    await router.send(SEND, b'"after"', sid)
+    await router.send(SENDS, b'"after"', pack_sids([sid]))
     assert await recv(ws) == '"after"'
 
 
@@ -591,7 +591,7 @@ async def test_a_client_paused_too_long_is_closed_with_1008(router, start_front)
     await router.welcome()
     ws, sid = await open_session(f, router, max_queue=1)
     while True:
-        await router.send(SEND, BIG, sid)
+        await router.send(SENDS, BIG, pack_sids([sid]))
         try:
             frames = await asyncio.wait_for(router.next(), 0.05)
         except TimeoutError:
@@ -681,6 +681,6 @@ async def test_clients_that_answer_pings_stay_connected(router, start_front):
     await asyncio.sleep(2.0)  # about 20 pings, each answered by the client's websockets library
     await ws.send("{}")
     assert await router.expect(MSG) == [sid, b"{}"]
-    await router.send(SEND, b'"still open"', sid)
+    await router.send(SENDS, b'"still open"', pack_sids([sid]))
     assert await recv(ws) == '"still open"'
     assert "keepalive ping timeout" not in f.proc.output()

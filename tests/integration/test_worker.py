@@ -132,7 +132,7 @@ class ScriptedRouter:
         """Order one production on the worker's session and return its object-patch answer."""
         since = self.mark()
         frame = codec.dumps({"action": "object-produce", "id": object_id, "version-inferred": inferred})
-        self.send(identity, wire.SEND, frame, sid)
+        self.send(identity, wire.SENDS, frame, sid)
         return self.wait_seapig(identity, lambda m: m["action"] == "object-patch" and m["id"] == object_id,
                                 since, f"object-patch for {object_id}")
 

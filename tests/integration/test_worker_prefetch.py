@@ -148,9 +148,9 @@ def test_with_prefetch_4_orders_given_at_once_are_answered_in_order(router, prod
     messages = {n for n, _ in got}
     print(f"4 answers in {len(messages)} message(s)")
     assert 1 <= len(messages) <= 4
-    # Again, with the old one-frame SEND form mixed in.
+    # Again, with a message of one pair mixed in.
     since = router.mark()
-    router.send(worker, wire.SEND, order("thing"), b"1")
+    router.send(worker, wire.SENDS, order("thing"), b"1")
     give(router, worker, ["item-4", "stall"])
     got = wait_answers(router, worker, since, 3)
     assert [m["id"] for _, m in got] == ["thing", "item-4", "stall"]

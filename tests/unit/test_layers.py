@@ -20,6 +20,7 @@ PURE = [
     "common/codec.py",
     "common/diff.py",
     "common/patterns.py",
+    "common/peer.py",
     "common/protocol.py",
     "common/versioning.py",
     "router/store.py",
