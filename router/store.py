@@ -679,12 +679,13 @@ class ObjectStore:
             return
         obj = session.producing[object_id].obj
         obj.cancels += 1
+        delay = 0.0
         if obj.cancels > QUICK_CANCELS:
             delay = self._backoff(obj.cancels - QUICK_CANCELS)
             self._delay(obj, self.now + delay)
-            if self.log is not None:
-                self.log("order of %.200s cancelled by %s (%d in a row, next in %.1f s): %.300s",
-                         object_id, session, obj.cancels, delay, reason)
+        if self.log is not None:  # at most one line per order: bounded by the backoff
+            self.log("order of %.200s cancelled by %s, the upload cannot apply (%d in a row, ordered again in "
+                     "%.1f s): %.300s", object_id, session, obj.cancels, delay, reason)
         self._cancel_production(session, object_id)  # requeued at once, or behind the delay set above
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:

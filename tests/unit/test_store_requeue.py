@@ -161,3 +161,12 @@ def test_no_order_ever_asks_below_what_the_object_holds(steps):
         inferred = h.store.objects["o"].inferred
         assert all(compare(held[k], inferred[k]) not in (OLDER, MIXED) for k in held if k in inferred)
     orjson.dumps(h.store.objects["o"].inferred)
+
+
+def test_each_cancel_is_logged():
+    h, p, c = ordered_once()
+    lines = []
+    h.store.log = lambda fmt, *args: lines.append(fmt % args)
+    h.send(p, "object-patch", id="o", **UNAPPLICABLE["operations-fail"])
+    h.send(p, "object-patch", id="o", **UNAPPLICABLE["base-not-retained"])
+    assert len(lines) == 2 and all(line.startswith("order of o cancelled by") for line in lines)
