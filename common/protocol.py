@@ -23,6 +23,9 @@ CLIENT_ACTIONS = (
 )
 
 
+PATCH_INVALID = "patch-invalid"
+"""Error code of an ``object-patch`` whose ``patch`` is not a list: an upload that cannot apply."""
+
 MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them small
 
 
@@ -120,7 +123,9 @@ def _patch(message: dict) -> dict:
         out["value"] = value
     elif patch is not None:
         if not isinstance(patch, list):
-            raise ProtocolError("'patch' must be a list of RFC 6902 operations", request="object-patch", id=object_id)
+            # A stable code: the store treats this one as an upload that cannot apply (a cancel), not a refusal
+            raise ProtocolError("'patch' must be a list of RFC 6902 operations", request="object-patch", id=object_id,
+                                code=PATCH_INVALID)
         out["patch"] = patch
         out["version-old"] = _version(message, "version-old", 0)
     if out["value"] is not None or out["patch"] is not None:

@@ -34,6 +34,8 @@ MAX_PREFETCH = 1000
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
 MAX_BEHIND = 5
 """Consecutive production results older than their order after which an object is marked in error."""
+QUICK_CANCELS = 1
+"""Consecutive uploads that cannot apply (answering an order) requeued at once; later ones back off."""
 MAX_DECISIONS = 4096
 """Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
 
@@ -91,7 +93,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at", "behind", "broken", "floor")
+                 "failures", "started_at", "behind", "broken", "floor", "cancels")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -120,6 +122,7 @@ class SyncObject:
         # highest version of each dependency this object's data was built from, over every version it held:
         # a hash version naming one of them older is refused, so no sequence of key sets goes backwards
         self.floor: dict[str, Version] = {}
+        self.cancels = 0  # consecutive orders answered by an upload that cannot apply (see _upload_cancelled)
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -246,7 +249,9 @@ class ObjectStore:
             message = protocol.parse(raw)
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.message, **exc.context), (session,))
-            if exc.context.get("request") == "object-patch":  # an answer it cannot parse still ends its order
+            if exc.context.get("code") == protocol.PATCH_INVALID:  # seapig: a cancel, requeued (issue 12 item 4)
+                self._upload_cancelled(session, exc.context.get("id"), exc.message)
+            elif exc.context.get("request") == "object-patch":  # an answer it cannot parse still ends its order
                 self._answer_refused(session, exc.context.get("id"), f"answer refused: {exc.message}")
             return
         try:
@@ -641,29 +646,54 @@ class ObjectStore:
         data = message["value"]
         if message["patch"] is not None:
             data = self._apply_upload_patch(session, message)
+            if data is None:  # cannot apply: handled as a cancel (the order, if any, is requeued already)
+                return
         if "error" in message and data is None:
             self._report_production_error(session, object_id, message["error"])
         self._version_set(session, object_id, message["version-new"] if data is not None else None, data)
 
     def _apply_upload_patch(self, session: Session, message: dict) -> dict | None:
-        """The new data from an uploaded patch, or None (a cancel) if its base is unknown or it fails."""
-        obj = self.objects.get(message["id"])
+        """The new data from an uploaded patch, or None if it cannot apply: its base is not retained, its
+        operations fail, or its result is not an object. Each is a cancel (see _upload_cancelled)."""
+        object_id = message["id"]
+        obj = self.objects.get(object_id)
         base = obj.data_at(message["version-old"]) if obj else ({} if is_null(message["version-old"]) else None)
         if base is None:  # a race, not an error: seapig silently cancels, and the producer is asked again
+            self._upload_cancelled(session, object_id, "patch base version not retained")
             return None
         try:
             result = apply_patch(codec.loads(codec.dumps(base)), message["patch"])
         except ValueError as exc:
             self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
-                                      id=message["id"]), (session,))
-            self._answer_refused(session, message["id"], f"answer refused: patch does not apply: {exc}")
+                                      id=object_id, code="patch-failed"), (session,))
+            self._upload_cancelled(session, object_id, f"patch does not apply: {exc}")
             return None
         if not isinstance(result, dict):
             self._send(protocol.error("patch result is not a JSON object", request="object-patch",
-                                      id=message["id"]), (session,))
-            self._answer_refused(session, message["id"], "answer refused: patch result is not a JSON object")
+                                      id=object_id, code="patch-not-object"), (session,))
+            self._upload_cancelled(session, object_id, "patch result is not a JSON object")
             return None
         return result
+
+    def _upload_cancelled(self, session: Session, object_id: Any, reason: str) -> None:
+        """An upload that cannot apply (a patch that is not a list, on a base not retained, whose operations
+        fail or whose result is not an object), from the session holding an order for the id: seapig treats
+        it as a cancelled production, so the order ends and the object is ordered again with the same
+        inferred version. The first ``QUICK_CANCELS`` in a row are requeued at once (a base race clears on
+        the next try); after that each waits the failure backoff, so a producer that always answers so
+        costs a few orders a minute, not a loop at full speed. Not a failed production: nobody else is told."""
+        if not isinstance(object_id, str) or object_id not in session.producing:
+            return
+        obj = session.producing[object_id].obj
+        obj.cancels += 1
+        delay = 0.0
+        if obj.cancels > QUICK_CANCELS:
+            delay = self._backoff(obj.cancels - QUICK_CANCELS)
+            self._delay(obj, self.now + delay)
+        if self.log is not None:  # at most one line per order: bounded by the backoff
+            self.log("order of %.200s cancelled by %s, the upload cannot apply (%d in a row, ordered again in "
+                     "%.1f s): %.300s", object_id, session, obj.cancels, delay, reason)
+        self._cancel_production(session, object_id)  # requeued at once, or behind the delay set above
 
     def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
         """A failed production: counted, watchers told, retried after a backoff; the order it answered (if
@@ -720,6 +750,7 @@ class ObjectStore:
             known_advanced = True
             if isinstance(version, dict):
                 raise_floor(obj.floor, version)
+                self._lift_inferred(obj)
             if data is False:
                 obj.stalled = True
             else:
@@ -773,6 +804,7 @@ class ObjectStore:
         if not behind:
             obj.failures = 0
             obj.behind = 0
+            obj.cancels = 0
             obj.broken = None
         session.productions += 1
         obj.productions += 1
@@ -803,8 +835,29 @@ class ObjectStore:
             if dep_obj is not None:
                 inferred[dep] = newest(inferred[dep], newest(dep_obj.known, dep_obj.inferred))
         obj.inferred = inferred
+        self._lift_inferred(obj)
         for dep in old_deps.keys() - obj.dependencies.keys():
             self._drop_dependency(obj.id, dep)
+
+    @staticmethod
+    def _lift_inferred(obj: SyncObject) -> None:
+        """Raise each dependency of a hash inferred version to at least the version the object's data was
+        already built from (its floor, which covers the version held): per dependency, the newest of held
+        and known, as seapig. Without it, a result mixed with its order ({a: 5, b: 5} answering {a: 2,
+        b: 10}) is kept but not adopted as inferred, and the next order asks for {a: 2, b: 10}: older in
+        ``a`` than what is held, an order whose answer the floor would refuse (issue 12 item 5)."""
+        inferred, floor = obj.inferred, obj.floor
+        if not isinstance(inferred, dict) or not floor:
+            return
+        lifted = None
+        for dep, wanted in inferred.items():
+            held = floor.get(dep)
+            if held is not None and is_newer(wanted, held):
+                if lifted is None:
+                    lifted = dict(inferred)
+                lifted[dep] = held
+        if lifted is not None:
+            obj.inferred = lifted
 
     def _append(self, obj: SyncObject, version: Version, data: dict, full: bytes) -> None:
         """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
