@@ -45,6 +45,7 @@ class Peer:
     name: str
     last_seen: float
     sessions: dict[bytes, Session] = field(default_factory=dict)
+    refused: int = 0  # sessions refused past limits.max_sessions_per_peer
 
 
 class Router:
@@ -91,6 +92,7 @@ class Router:
                 self.store.tick()
             if now >= next_refresh:
                 self.store.now = time.time()
+                self.store.expire_orders()  # orders held past --order-timeout go to another producer
                 self.introspection.refresh(self.store.now)
                 next_refresh = now + 1.0
             self._flush()
@@ -173,6 +175,9 @@ class Router:
             if b"," in frames[2]:
                 log.warning("ignoring OPEN of session id %r from %r: ids cannot contain ','", frames[2][:32], identity)
             elif frames[2] not in peer.sessions:
+                if len(peer.sessions) >= self.store.limits.max_sessions_per_peer:
+                    self._refuse_session(identity, peer, frames[2])
+                    return
                 # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
                 peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
         elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
@@ -185,6 +190,16 @@ class Router:
                 self.store.close(session)
         else:
             log.warning("ignoring malformed envelope %r from %r", kind[:32], identity)
+
+    def _refuse_session(self, identity: bytes, peer: Peer, sid: bytes) -> None:
+        """Sessions per peer are a budget (router/limits.py): the one past it is dropped at once (a front
+        closes its websocket with 1008 and this reason), and logged once per 1,000 refusals."""
+        limit = self.store.limits.max_sessions_per_peer
+        if peer.refused % 1000 == 0:
+            log.warning("%s %s opened more than %d sessions: dropping the new ones (%d so far)", peer.role,
+                        identity.decode(errors="replace"), limit, peer.refused + 1)
+        peer.refused += 1
+        self.sock.send_multipart([identity, wire.DROP, sid, f"session-limit: {limit} sessions per peer".encode()])
 
     def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
         """A MSG: one or more (sid, raw) pairs, in order."""

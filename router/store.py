@@ -19,25 +19,30 @@ Vocabulary:
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from common import codec, protocol
-from common.diff import apply_patch, make_patch
+from common.diff import PatchTooLarge, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import Version, is_newer, is_null, newest, same, version_key
+from router import limits as budget
 from router.auth import DENY_ALL
+from router.limits import Limits
 
 
 MAX_PREFETCH = 1000
 """Upper bound of a session's "prefetch" option (production orders held at once)."""
 PATCH_ALWAYS_BELOW = 512  # bytes of a full-value frame under which a retained base always gets a patch
+_EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
-                 "index", "productions", "errors", "guarded", "access", "paused", "stale")
+                 "index", "productions", "errors", "guarded", "access", "paused", "stale",
+                 "objects", "pattern_chars", "version_bytes", "known_sizes")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -55,6 +60,11 @@ class Session:
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
+        # budgets (router/limits.py): what this session costs the router
+        self.objects = 0  # objects its messages caused to exist, still alive
+        self.pattern_chars = 0  # total length of its registered patterns
+        self.version_bytes = 0  # encoded size of the list/hash versions it registered with version-known
+        self.known_sizes: dict[str, int] = {}  # pattern -> encoded size of that version-known
 
     @property
     def has_slot(self) -> bool:
@@ -85,7 +95,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at")
+                 "failures", "started_at", "cause")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -109,6 +119,7 @@ class SyncObject:
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed productions: the retry backoff doubles with each
         self.started_at: float | None = None  # store time the last production was ordered
+        self.cause: Session | None = None  # the session whose message spawned it (charged to its budget)
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -140,19 +151,26 @@ class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
-                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000) -> None:
+                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int | None = None,
+                 limits: Limits | None = None) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
         productions of one object; when set, an object also has at most one production in flight, and
         bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
-        backoff after a failed production (doubling per consecutive failure). ``max_registrations``:
-        patterns one session may register (consumer and producer together)."""
+        backoff after a failed production (doubling per consecutive failure). ``limits``: every budget
+        (router/limits.py); ``max_registrations`` overrides its field of that name (the older keyword)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
         self.retain_bytes = retain_bytes
-        self.max_registrations = max_registrations
+        self.limits = limits or Limits()
+        if max_registrations is not None:
+            self.limits = replace(self.limits, max_registrations=max_registrations)
+        self.pattern_chars = 0  # total length of the distinct patterns in consumer_patterns and producer_patterns
+        self.wildcards = 0  # distinct wildcard patterns in them
+        self._actor: Session | None = None  # the session whose message is being handled (spawns are charged to it)
+        self._refused_spawn = False  # an object-limit error was sent for the current message
         # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
         self.authenticate: Callable[[dict], Any] | None = None
         self.min_interval = min_interval
@@ -180,6 +198,15 @@ class ObjectStore:
         self.productions_total = 0
         self.errors_total = 0
         self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
+
+    @property
+    def max_registrations(self) -> int:
+        """The older name of ``limits.max_registrations`` (kept: it was a public attribute)."""
+        return self.limits.max_registrations
+
+    @max_registrations.setter
+    def max_registrations(self, value: int) -> None:
+        self.limits = replace(self.limits, max_registrations=value)
 
     # ---- sessions -----------------------------------------------------------------------------
 
@@ -234,8 +261,9 @@ class ObjectStore:
             self._due.update(self._freed)
             self._freed = {}
         action = message["action"]
-        if not self._allowed(session, message):
+        if not self._allowed(session, message) or not self._within_budgets(session, message):
             return
+        self._actor, self._refused_spawn = session, False  # spawns below are charged to this session
         if action == "object-patch":
             self._patch(session, message)
         elif action == "object-consumer-register":
@@ -253,6 +281,7 @@ class ObjectStore:
             prefetch = session.options.get("prefetch", 1)
             session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
             self._freed[session] = None  # it may have more room now
+        self._actor = None
         # Producers freed by this message get their next orders when the outbox is taken (once per batch
         # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
 
@@ -266,12 +295,6 @@ class ObjectStore:
             owner = self._reserved_owner(pattern)
             if owner is not None and owner is not session:
                 self._refuse(session, message, f"{pattern!r} is produced by the router itself")
-                return False
-        if action in ("object-consumer-register", "object-producer-register"):
-            registered = session.consumes if action == "object-consumer-register" else session.produces
-            if pattern not in registered and len(session.consumes) + len(session.produces) >= self.max_registrations:
-                self._refuse(session, message, f"registration limit reached ({self.max_registrations} patterns "
-                                               f"per session); unregister something first")
                 return False
         if session.access is None or action.endswith("unregister"):
             return True
@@ -299,9 +322,148 @@ class ObjectStore:
             self._refuse(session, {"action": "client-options-set"}, "authentication failed")
         return True
 
-    def _refuse(self, session: Session, message: dict, text: str) -> None:
+    def _refuse(self, session: Session, message: dict, text: str, code: str | None = None) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
+        if code is not None:
+            context["code"] = code
         self._send(protocol.error(text, request=message["action"], **context), (session,))
+
+    # ---- budgets (router/limits.py) -----------------------------------------------------------
+
+    def _within_budgets(self, session: Session, message: dict) -> bool:
+        """Sizes and counts a message would grow: refused whole, with an error frame, before anything
+        changes. Also keeps the session's version-known account (the message is applied right after)."""
+        limits = self.limits
+        action = message["action"]
+        for field in ("version-known", "version-new", "version-old"):
+            version = message.get(field)
+            kind = type(version)
+            if kind is not dict and kind is not list:
+                continue
+            if kind is dict and len(version) > limits.max_dependencies:
+                self._refuse(session, message, f"'{field}' names {len(version)} dependencies; at most "
+                                               f"{limits.max_dependencies} are allowed", budget.TOO_MANY_DEPENDENCIES)
+                return False
+            if len(codec.dumps(version)) > limits.max_version:
+                self._refuse(session, message, f"'{field}' encodes to more than {limits.max_version} bytes",
+                             budget.VERSION_TOO_LARGE)
+                return False
+        if action == "object-consumer-unregister":
+            session.version_bytes -= session.known_sizes.pop(message["pattern"], 0)
+            return True
+        if action not in ("object-consumer-register", "object-producer-register"):
+            return True
+        pattern = message["pattern"]
+        consumer = action == "object-consumer-register"
+        if pattern.count("*") > limits.max_stars:
+            self._refuse(session, message, f"a pattern may hold at most {limits.max_stars} '*'", budget.PATTERN_LIMIT)
+            return False
+        registered, table = (session.consumes, self.consumer_patterns) if consumer else \
+            (session.produces, self.producer_patterns)
+        if pattern not in registered:
+            if len(session.consumes) + len(session.produces) >= limits.max_registrations:
+                self._refuse(session, message, f"registration limit reached ({limits.max_registrations} patterns "
+                                               f"per session); unregister something first", budget.REGISTRATION_LIMIT)
+                return False
+            if session.pattern_chars + len(pattern) > limits.max_session_pattern_chars:
+                self._refuse(session, message, f"this session's patterns would total more than "
+                                               f"{limits.max_session_pattern_chars} characters", budget.PATTERN_LIMIT)
+                return False
+        if pattern not in table:
+            full = None
+            if len(self.consumer_patterns) + len(self.producer_patterns) >= limits.max_patterns:
+                full = f"{limits.max_patterns} distinct patterns"
+            elif is_wildcard(pattern) and self.wildcards >= limits.max_wildcards:
+                full = f"{limits.max_wildcards} distinct wildcard patterns"
+            elif self.pattern_chars + len(pattern) > limits.max_pattern_chars:
+                full = f"{limits.max_pattern_chars} characters of patterns"
+            if full is not None:
+                self._refuse(session, message, f"the router holds {full} already (in all sessions)",
+                             budget.PATTERN_LIMIT)
+                return False
+        known = message["version-known"]
+        if consumer and not is_wildcard(pattern):
+            size = len(codec.dumps(known)) if type(known) is dict or type(known) is list else 0
+            total = session.version_bytes - session.known_sizes.get(pattern, 0) + size
+            if total > limits.max_session_versions:
+                self._refuse(session, message, f"the versions this session registered with would total more "
+                                               f"than {limits.max_session_versions} bytes", budget.SESSION_VERSIONS)
+                return False
+            session.version_bytes = total
+            if size:
+                session.known_sizes[pattern] = size
+            else:
+                session.known_sizes.pop(pattern, None)
+        return True
+
+    def _index_pattern(self, table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:
+        """Register ``session`` under ``pattern`` in a pattern table, keeping the pattern budgets' counts."""
+        sessions = table.get(pattern)
+        if sessions is None:
+            sessions = table[pattern] = {}
+            self.pattern_chars += len(pattern)
+            self.wildcards += is_wildcard(pattern)
+        if session not in sessions:
+            sessions[session] = None
+            session.pattern_chars += len(pattern)
+
+    def _unindex_pattern(self, table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:
+        sessions = table.get(pattern)
+        if sessions is None or session not in sessions:
+            return
+        session.pattern_chars -= len(pattern)
+        _forget(table, pattern, session)
+        if pattern not in table:
+            self.pattern_chars -= len(pattern)
+            self.wildcards -= is_wildcard(pattern)
+
+    def _may_spawn(self) -> bool:
+        """True if one more object may exist: in all, and for the session whose message is handled."""
+        actor = self._actor
+        limits = self.limits
+        if len(self.objects) < limits.max_objects and (actor is None or actor.objects < limits.max_session_objects):
+            return True
+        if actor is not None and not self._refused_spawn:  # one error frame per message
+            self._refused_spawn = True
+            text = (f"object limit reached ({limits.max_objects} objects in all)" if len(self.objects) >= limits.max_objects
+                    else f"object limit reached ({limits.max_session_objects} objects caused by this session)")
+            self._send(protocol.error(text, code=budget.OBJECT_LIMIT), (actor,))
+        return False
+
+    def _refuse_upload(self, session: Session, object_id: str, code: str, text: str) -> None:
+        """An upload refused by a budget: an error frame to its sender and, when it answered an order,
+        a failed production (the order is freed by the caller, the retry backs off)."""
+        self._send(protocol.error(text, code=code, request="object-patch", id=object_id), (session,))
+        if object_id in session.producing:
+            self._report_production_error(session, object_id, text)
+
+    def expire_orders(self) -> None:
+        """Take back the orders held longer than ``limits.order_timeout`` (call about once a second, with
+        ``now`` set): each counts as a failed production (error to watchers, backoff), and is then given to
+        another producer. The silent producer's slot stays taken by the expired order until it answers or
+        leaves, so it is not given more work meanwhile; its late answer is taken like any upload."""
+        limit = self.limits.order_timeout
+        if limit <= 0:
+            return
+        expired: list[tuple[Session, str, Order]] = []
+        for session in self.sessions:
+            for object_id, order in session.producing.items():
+                if order.key is _EXPIRED:
+                    continue
+                if self.now - order.since < limit:
+                    break  # oldest first: the rest are younger (expired ones were moved to the end)
+                expired.append((session, object_id, order))
+        for session, object_id, order in expired:
+            del session.producing[object_id]
+            session.producing[object_id] = order._replace(key=_EXPIRED)
+            if order.obj.in_flight.get(order.key) is session:
+                del order.obj.in_flight[order.key]
+            text = f"production order not answered within {limit:g} s"
+            self._send(protocol.error(f"{text}: taken back", code=budget.ORDER_TIMEOUT, request="object-produce",
+                                      id=object_id), (session,))
+            if self.objects.get(object_id) is order.obj:
+                self._report_production_error(session, object_id, text)
+                self._enqueue(order.obj)  # (held back by the backoff; queued by tick() when it passes)
 
     def heartbeat(self) -> None:
         """Send the optional heartbeat frame to every session that asked for it."""
@@ -338,7 +500,7 @@ class ObjectStore:
 
     def _consumer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.consumes[pattern] = None
-        self.consumer_patterns.setdefault(pattern, {})[session] = None
+        self._index_pattern(self.consumer_patterns, pattern, session)
         if is_wildcard(pattern):
             ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
@@ -351,6 +513,8 @@ class ObjectStore:
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is None:
+                if not self._may_spawn():
+                    break
                 obj = self._spawn(oid)
                 self._enqueue(obj)
             obj.consumers[session] = None
@@ -361,7 +525,7 @@ class ObjectStore:
             self._not_registered(session, "consumer", pattern)
             return
         del session.consumes[pattern]
-        _forget(self.consumer_patterns, pattern, session)
+        self._unindex_pattern(self.consumer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.consumes):
@@ -373,7 +537,7 @@ class ObjectStore:
 
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
-        self.producer_patterns.setdefault(pattern, {})[session] = None
+        self._index_pattern(self.producer_patterns, pattern, session)
         self._freed[session] = None  # the new producer may take queued work
         for oid in self._covered_ids(pattern):
             self.objects[oid].producers[session] = None
@@ -385,6 +549,8 @@ class ObjectStore:
             wanted = [pattern]
         for oid in wanted:
             if oid not in self.objects:
+                if not self._may_spawn():
+                    break
                 self._enqueue(self._spawn(oid))
 
     def _producer_unregister(self, session: Session, pattern: str) -> None:
@@ -392,7 +558,7 @@ class ObjectStore:
             self._not_registered(session, "producer", pattern)
             return
         del session.produces[pattern]
-        _forget(self.producer_patterns, pattern, session)
+        self._unindex_pattern(self.producer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.produces):
@@ -451,6 +617,9 @@ class ObjectStore:
         """Create an object and attach every session whose patterns cover it (not yet queued)."""
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
+        if self._actor is not None:
+            obj.cause = self._actor
+            self._actor.objects += 1
         for table, attached in ((self.consumer_patterns, obj.consumers), (self.producer_patterns, obj.producers)):
             for pattern, sessions in table.items():
                 if matches(pattern, object_id):
@@ -476,6 +645,8 @@ class ObjectStore:
 
     def _despawn(self, obj: SyncObject) -> None:
         del self.objects[obj.id]
+        if obj.cause is not None:
+            obj.cause.objects -= 1
         self.queue.pop(obj.id, None)
         self.delayed.pop(obj.id, None)
         targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
@@ -518,8 +689,12 @@ class ObjectStore:
         base = obj.data_at(message["version-old"]) if obj else ({} if is_null(message["version-old"]) else None)
         if base is None:  # a race, not an error: seapig silently cancels, and the producer is asked again
             return None
-        try:
-            result = apply_patch(codec.loads(codec.dumps(base)), message["patch"])
+        encoded = codec.dumps(base)
+        try:  # bounded by its result: a copy bomb is refused before it is built
+            result = apply_patch(codec.loads(encoded), message["patch"], self.limits.max_object, len(encoded))
+        except PatchTooLarge as exc:
+            self._refuse_upload(session, message["id"], budget.OBJECT_TOO_LARGE, f"patch refused: {exc}")
+            return None
         except ValueError as exc:
             self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
                                       id=message["id"]), (session,))
@@ -556,11 +731,15 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
+            if full is not None and self._too_large(object_id, version, full):
+                self._refuse_upload(session, object_id, budget.OBJECT_TOO_LARGE,
+                                    f"value encodes to more than {self.limits.max_object} bytes")
+                data = full = None
         if object_id in session.producing:
             self._finish_production(session, object_id, data)
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
-        if obj is None and data is not None and self._wanted(object_id):
+        if obj is None and data is not None and self._wanted(object_id) and self._may_spawn():
             obj = self._spawn(object_id)
         if obj is None:
             if data is not None:
@@ -586,6 +765,11 @@ class ObjectStore:
                     dependent.inferred = {**dependent.inferred, object_id: version}
                 self._enqueue(dependent)
         self._enqueue(obj)
+
+    def _too_large(self, object_id: str, version: Version, full: bytes) -> bool:
+        """True if the value in ``full`` (its update frame) encodes larger than ``limits.max_object``."""
+        limit = self.limits.max_object
+        return len(full) > limit and len(full) - len(protocol.update_value(object_id, version, {})) + 2 > limit
 
     def _finish_production(self, session: Session, object_id: str, data: Any) -> None:
         order = session.producing[object_id]
@@ -616,7 +800,7 @@ class ObjectStore:
             self.dependents.setdefault(dep, {})[obj.id] = None
         for dep in obj.dependencies:
             dep_obj = self.objects.get(dep)
-            if dep_obj is None and self._has_producer(dep):
+            if dep_obj is None and self._has_producer(dep) and self._may_spawn():
                 dep_obj = self._spawn(dep)
                 self._enqueue(dep_obj)
             if dep_obj is not None:
