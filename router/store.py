@@ -119,7 +119,7 @@ class SyncObject:
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed productions: the retry backoff doubles with each
         self.started_at: float | None = None  # store time the last production was ordered
-        self.cause: Session | None = None  # the session whose message spawned it (charged to its budget)
+        self.cause: int | None = None  # Session.index of the session whose message spawned it (its budget)
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -170,6 +170,8 @@ class ObjectStore:
         self.pattern_chars = 0  # total length of the distinct patterns in consumer_patterns and producer_patterns
         self.wildcards = 0  # distinct wildcard patterns in them
         self._actor: Session | None = None  # the session whose message is being handled (spawns are charged to it)
+        self._by_index: dict[int, Session] = {}  # open sessions by index: an object names its cause by index,
+        # so that a closed session is not kept alive by the objects it spawned
         self._refused_spawn = False  # an object-limit error was sent for the current message
         # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
         self.authenticate: Callable[[dict], Any] | None = None
@@ -218,6 +220,7 @@ class ObjectStore:
             session.guarded = True
             session.access = DENY_ALL
         self.sessions[session] = None
+        self._by_index[session.index] = session
         return session
 
     def close(self, session: Session) -> None:
@@ -231,6 +234,7 @@ class ObjectStore:
         for object_id in list(session.producing):
             self._cancel_production(session, object_id)
         del self.sessions[session]
+        self._by_index.pop(session.index, None)
         self._assign()
 
     def pause(self, session: Session) -> None:
@@ -618,7 +622,7 @@ class ObjectStore:
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
         if self._actor is not None:
-            obj.cause = self._actor
+            obj.cause = self._actor.index
             self._actor.objects += 1
         for table, attached in ((self.consumer_patterns, obj.consumers), (self.producer_patterns, obj.producers)):
             for pattern, sessions in table.items():
@@ -645,14 +649,15 @@ class ObjectStore:
 
     def _despawn(self, obj: SyncObject) -> None:
         del self.objects[obj.id]
-        if obj.cause is not None:
-            obj.cause.objects -= 1
+        cause = self._by_index.get(obj.cause) if obj.cause is not None else None
+        if cause is not None:
+            cause.objects -= 1
         self.queue.pop(obj.id, None)
         self.delayed.pop(obj.id, None)
         targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
         for session in targets:
             session.sent.pop(obj.id, None)
-        for session in obj.in_flight.values():
+        for session in [*obj.in_flight.values(), *obj.producers]:  # producers: orders taken back (expire_orders)
             order = session.producing.get(obj.id)
             if order is not None and order.obj is obj:
                 del session.producing[obj.id]

@@ -357,3 +357,35 @@ def test_limits_are_one_frozen_place_with_generous_defaults():
     with pytest.raises(Exception):
         limits.max_object = 1  # type: ignore[misc]
     assert len(set(budget.CODES)) == len(budget.CODES)
+
+
+def test_a_closed_session_is_not_kept_alive_by_the_objects_it_spawned():
+    import gc
+
+    h = Harness()
+    c, p, w = h.client("c"), h.client("p"), h.client("w")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)  # c spawns o
+    h.send(w, "object-consumer-register", pattern="o", version_known=0)  # w keeps it alive
+    assert c.objects == 1
+    h.close(c)
+    h.inbox.pop(c)
+    gc.collect()
+    holders = [r for r in gc.get_referrers(c) if r is not h.store.objects["o"].__class__]
+    assert not any(isinstance(r, dict) and r is not locals() and c in r.values() for r in holders)
+    assert not isinstance(h.store.objects["o"].cause, type(c))
+    h.close(w)
+    assert "o" not in h.store.objects
+
+
+def test_an_expired_order_is_dropped_when_its_object_goes():
+    h = Harness()
+    with_limits(h, order_timeout=10.0)
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    h.store.now = 11.0
+    h.store.expire_orders(); h._route()
+    assert "o" in p.producing  # the silent producer's slot stays taken
+    h.close(c)  # nobody needs o any more: the order it sits on is gone with it
+    assert "o" not in h.store.objects and "o" not in p.producing
