@@ -341,10 +341,9 @@ class ObjectStore:
         action = message["action"]
         for field in ("version-known", "version-new", "version-old"):
             version = message.get(field)
-            kind = type(version)
-            if kind is not dict and kind is not list:
+            if not isinstance(version, (dict, list)):
                 continue
-            if kind is dict and len(version) > limits.max_dependencies:
+            if isinstance(version, dict) and len(version) > limits.max_dependencies:
                 self._refuse(session, message, f"'{field}' names {len(version)} dependencies; at most "
                                                f"{limits.max_dependencies} are allowed", budget.TOO_MANY_DEPENDENCIES)
                 return False

@@ -7,7 +7,7 @@ nothing else changed) and that the memory accounting comes back when the session
 from __future__ import annotations
 
 import tracemalloc
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import orjson
 import pytest
@@ -354,7 +354,7 @@ def test_a_valid_id_is_echoed_whole():
 def test_limits_are_one_frozen_place_with_generous_defaults():
     limits = Limits()
     assert limits.max_object >= 1 << 20 and limits.order_timeout > 60.0
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         limits.max_object = 1  # type: ignore[misc]
     assert len(set(budget.CODES)) == len(budget.CODES)
 
