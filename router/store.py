@@ -743,7 +743,9 @@ class ObjectStore:
             self._finish_production(session, object_id, data)
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
-        if obj is None and data is not None and self._wanted(object_id) and self._may_spawn():
+        if obj is None and data is not None and self._wanted(object_id):
+            if not self._may_spawn():
+                return  # refused with an object-limit error (not an object-destroy: someone does want it)
             obj = self._spawn(object_id)
         if obj is None:
             if data is not None:

@@ -280,6 +280,18 @@ def test_dependencies_spawned_by_uploads_count_against_the_uploader():
     assert h.store.objects == {} and not h.store.dependents
 
 
+def test_an_upload_refused_by_the_object_budget_gets_the_error_and_no_destroy():
+    h = Harness()
+    with_limits(h, max_objects=1)
+    c, w = h.client("c"), h.client("w")
+    h.send(w, "object-consumer-register", pattern="a", version_known=0)
+    h.send(w, "object-consumer-register", pattern="b", version_known=0)
+    h.send(c, "object-patch", id="a", version_new=1, value={})
+    h.send(c, "object-patch", id="b", version_new=1, value={})
+    assert [m.get("code", m["action"]) for m in h.take(c)] == [budget.OBJECT_LIMIT]
+    assert list(h.store.objects) == ["a"]
+
+
 def test_objects_in_all_are_budgeted():
     h = Harness()
     with_limits(h, max_objects=3)
