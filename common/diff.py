@@ -57,6 +57,12 @@ from the patch are inserted by reference (the patch is consumed; copy it to appl
 ``test`` follows RFC 6902: numbers compare by value (``1`` equals ``1.0``), booleans are not numbers.
 ``copy`` ops may copy at most ``MAX_COPIED_VALUES`` members per patch, so a patch that keeps
 copying the root into itself (doubling it each time) is refused instead of exhausting memory.
+Members are not bytes (one copied 500 kB string is one member), so a caller that stores the result
+passes ``max_size``: the result's encoded size is then bounded from above as ops apply (the document's
+size, plus the patch's own encoding, which bounds every value the patch brings, plus the encoding of
+each value a ``copy`` duplicates), and a patch whose bound passes ``max_size`` raises
+``PatchTooLarge`` before the copy that would pass it is made. The bound is on the result, not per op
+or per patch: a small subtree copied into itself once per patch stops growing at ``max_size``.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PatchError", "apply_patch", "json_equal", "make_patch", "patch_is_smaller"]
+__all__ = ["PatchError", "PatchTooLarge", "apply_patch", "json_equal", "make_patch", "patch_is_smaller"]
 
 JSON = Any
 Patch = list[dict[str, Any]]
@@ -424,6 +430,10 @@ class PatchError(ValueError):
     """A patch that is malformed or does not fit the document; the document is left unchanged."""
 
 
+class PatchTooLarge(PatchError):
+    """A patch whose result would encode larger than the ``max_size`` it was applied with."""
+
+
 MAX_COPIED_VALUES = 200_000  # per patch, summed over its copy ops (a copy bomb is refused)
 _BAD_ESCAPE = re.compile(r"~(?![01])")
 _MAX_INDEX_DIGITS = 18  # longer indices cannot address any list (and int() would balk)
@@ -432,15 +442,22 @@ _MAX_INDEX_DIGITS = 18  # longer indices cannot address any list (and int() woul
 _ROOT, _DICT_SET, _DICT_DEL, _LIST_INS, _LIST_DEL, _LIST_SET = range(6)
 
 
-def apply_patch(doc: JSON, patch: Patch) -> JSON:
+def apply_patch(doc: JSON, patch: Patch, max_size: int | None = None, size: int = 0) -> JSON:
     """Apply RFC 6902 ``patch`` to ``doc`` in place and return the result.
 
     Raises ``PatchError`` (and nothing else) on any bad op, leaving ``doc`` as it was.
+    ``max_size``: refuse (``PatchTooLarge``) a patch whose result could encode larger, before building
+    it; ``size`` is then the encoded size of ``doc`` (an upper bound will do), see the module doc.
     """
     if not isinstance(patch, list):
         raise PatchError(f"a patch must be a list of operations, not {type(patch).__name__}")
     undo: list[tuple] = []
-    copy_budget = [MAX_COPIED_VALUES]
+    # [members a copy may still duplicate, bytes the result may still grow by (None: unbounded), max_size]
+    copy_budget: list[Any] = [MAX_COPIED_VALUES, None, max_size]
+    if max_size is not None:
+        copy_budget[1] = max_size - size - _encoded_size(patch, "the patch")
+        if copy_budget[1] < 0:
+            raise PatchTooLarge(f"the result would encode to more than {max_size} bytes")
     root = doc
     n = 0
     try:
@@ -448,7 +465,7 @@ def apply_patch(doc: JSON, patch: Patch) -> JSON:
             root = _apply_op(root, op, undo, copy_budget)
     except PatchError as e:
         _rollback(undo)
-        raise PatchError(f"op {n}{_describe(patch[n])}: {e}") from None
+        raise type(e)(f"op {n}{_describe(patch[n])}: {e}") from None
     except RecursionError:
         _rollback(undo)
         raise PatchError(f"op {n}{_describe(patch[n])}: value nested too deeply") from None
@@ -526,7 +543,7 @@ def _walk(root: JSON, tokens: list[str], upto: int) -> JSON:
     return node
 
 
-def _apply_op(root: JSON, op: Any, undo: list[tuple], copy_budget: list[int]) -> JSON:
+def _apply_op(root: JSON, op: Any, undo: list[tuple], copy_budget: list[Any]) -> JSON:
     if not isinstance(op, dict):
         raise PatchError(f"an operation must be an object, not {type(op).__name__}")
     kind = op.get("op", _MISSING)
@@ -552,7 +569,12 @@ def _apply_op(root: JSON, op: Any, undo: list[tuple], copy_budget: list[int]) ->
         return _add(root, path, _remove(root, source, undo), undo)
     if kind == "copy":
         source, path = _pointer(op, "from", kind), _pointer(op, "path", kind)
-        return _add(root, path, _deep_copy(_walk(root, source, len(source)), copy_budget), undo)
+        value = _walk(root, source, len(source))
+        if copy_budget[1] is not None:
+            copy_budget[1] -= _encoded_size(value, "copy: the value") + len(op["path"])
+            if copy_budget[1] < 0:
+                raise PatchTooLarge(f"copy: the result would encode to more than {copy_budget[2]} bytes")
+        return _add(root, path, _deep_copy(value, copy_budget), undo)
     if kind == "test":
         path, value = _pointer(op, "path", kind), _member(op, "value", kind)
         if not _walk_equal(_walk(root, path, len(path)), value, numeric=True):
@@ -618,6 +640,14 @@ def _replace(root: JSON, path: list[str], value: JSON, undo: list[tuple]) -> JSO
     else:
         raise PatchError(f"cannot replace {_short(key)!r} in a {type(parent).__name__}")
     return root
+
+
+def _encoded_size(value: JSON, what: str) -> int:
+    """Bytes of ``value`` as encoded (C speed; the caller's budget bounds the total measured)."""
+    try:
+        return len(_dumps(value))
+    except TypeError:  # orjson.JSONEncodeError: nested deeper than orjson encodes
+        raise PatchError(f"{what} cannot be encoded (nested too deeply)") from None
 
 
 def _rollback(undo: list[tuple]) -> None:

@@ -7,8 +7,6 @@ the whole id must match: ``foo-*`` matches ``foo-1`` and ``foo-`` but never ``xf
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 MAX_ID_LENGTH = 1024
 
 
@@ -39,9 +37,23 @@ def check_id(value: object) -> str:
     return object_id
 
 
-@lru_cache(maxsize=65536)
+_PARTS: dict[str, tuple[str, ...]] = {}
+"""Cache of split patterns, bounded in entries and in bytes: only patterns up to _CACHED_LENGTH long are
+kept (a 1,024-character pattern of stars splits into 512 strings, 26 kB), at most _CACHED_ENTRIES of them,
+oldest dropped first. (An unbounded-size lru_cache of 65,536 entries held 775 MB for 3 sessions.)"""
+_CACHED_ENTRIES = 4096
+_CACHED_LENGTH = 256
+
+
 def _parts(pattern: str) -> tuple[str, ...]:
-    return tuple(pattern.split("*"))
+    parts = _PARTS.get(pattern)
+    if parts is None:
+        parts = tuple(pattern.split("*"))
+        if len(pattern) <= _CACHED_LENGTH:
+            if len(_PARTS) >= _CACHED_ENTRIES:
+                del _PARTS[next(iter(_PARTS))]
+            _PARTS[pattern] = parts
+    return parts
 
 
 def matches(pattern: str, object_id: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import codec
-from common.patterns import PatternError, check_id, check_pattern
+from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern
 from common.versioning import Version, VersionError, check_version
 
 CLIENT_ACTIONS = (
@@ -168,9 +168,29 @@ def destroy(object_id: str) -> bytes:
 HEARTBEAT = codec.dumps({"action": "heartbeat"})
 
 
+ECHO_MAX = 256
+"""Characters of an offending field echoed in an error frame (an id or pattern up to MAX_ID_LENGTH, a
+valid one, comes back whole so that a client can tell which of its objects the error is about)."""
+MESSAGE_MAX = 2048  # characters of an error frame's message
+
+
+def _echo(key: str, value: Any) -> Any:
+    """A context field cut to a few hundred characters: an error frame never echoes a huge input back."""
+    if not isinstance(value, str):
+        return value
+    limit = MAX_ID_LENGTH if key in ("id", "pattern") else ECHO_MAX
+    if len(value) <= limit:
+        return value
+    return f"{value[:ECHO_MAX]}...({len(value)} characters)"
+
+
 def error(message: str, **context: Any) -> bytes:
-    """The additive error frame: old clients ignore an action they do not know."""
+    """The additive error frame: old clients ignore an action they do not know.
+
+    Every echoed field is cut here, in one place (see _echo), and so is the message."""
+    if len(message) > MESSAGE_MAX:
+        message = f"{message[:MESSAGE_MAX]}...({len(message)} characters)"
     frame: dict[str, Any] = {"action": "error", "message": message}
-    frame.update({k: v for k, v in context.items() if v is not None})
+    frame.update({k: _echo(k, v) for k, v in context.items() if v is not None})
     frame.setdefault("request", None)
     return codec.dumps(frame)

@@ -8,6 +8,9 @@ import typer
 
 from common import logs, wire
 from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret, describe
+from router.limits import Limits
+
+_L = Limits()  # the defaults of the budget options below (router/limits.py documents each)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -25,8 +28,42 @@ def run(
         0.0, "--min-interval", envvar="SEASYNC_MIN_INTERVAL", min=0.0,
         help="Seconds between two productions of the same object. When set, an object has at most one "
              "production in flight and bumps arriving meanwhile are coalesced (protects against hot objects)."),
-    max_registrations: int = typer.Option(10_000, "--max-registrations", envvar="SEASYNC_MAX_REGISTRATIONS", min=1,
+    max_registrations: int = typer.Option(_L.max_registrations, "--max-registrations", envvar="SEASYNC_MAX_REGISTRATIONS", min=1,
                                           help="Patterns one session may register (consumers and producers)."),
+    max_object: int = typer.Option(_L.max_object, "--max-object", envvar="SEASYNC_MAX_OBJECT", min=2,
+                                   help="Bytes an object's value may encode to, uploaded whole or built by a patch "
+                                        "(a patch whose result would be larger is refused before it is built)."),
+    max_version: int = typer.Option(_L.max_version, "--max-version", envvar="SEASYNC_MAX_VERSION", min=16,
+                                    help="Bytes one version may encode to."),
+    max_dependencies: int = typer.Option(_L.max_dependencies, "--max-dependencies", envvar="SEASYNC_MAX_DEPENDENCIES",
+                                         min=1, help="Keys (dependencies) of one dependency-hash version."),
+    max_session_versions: int = typer.Option(
+        _L.max_session_versions, "--max-session-versions", envvar="SEASYNC_MAX_SESSION_VERSIONS", min=0,
+        help="Bytes of the list and hash versions one session registers with version-known, summed."),
+    max_session_pattern_chars: int = typer.Option(
+        _L.max_session_pattern_chars, "--max-session-pattern-chars", envvar="SEASYNC_MAX_SESSION_PATTERN_CHARS", min=1,
+        help="Total length of the patterns one session registers."),
+    max_stars: int = typer.Option(_L.max_stars, "--max-stars", envvar="SEASYNC_MAX_STARS", min=1,
+                                  help="'*' in one pattern."),
+    max_patterns: int = typer.Option(_L.max_patterns, "--max-patterns", envvar="SEASYNC_MAX_PATTERNS", min=1,
+                                     help="Distinct patterns registered by all sessions together."),
+    max_wildcards: int = typer.Option(_L.max_wildcards, "--max-wildcards", envvar="SEASYNC_MAX_WILDCARDS", min=1,
+                                      help="Distinct wildcard patterns registered by all sessions together."),
+    max_pattern_chars: int = typer.Option(_L.max_pattern_chars, "--max-pattern-chars",
+                                          envvar="SEASYNC_MAX_PATTERN_CHARS", min=1,
+                                          help="Total length of the distinct patterns of all sessions."),
+    max_session_objects: int = typer.Option(
+        _L.max_session_objects, "--max-session-objects", envvar="SEASYNC_MAX_SESSION_OBJECTS", min=1,
+        help="Objects one session's messages may cause to exist (registrations, uploads, dependencies)."),
+    max_objects: int = typer.Option(_L.max_objects, "--max-objects", envvar="SEASYNC_MAX_OBJECTS", min=1,
+                                    help="Objects alive in all."),
+    max_sessions_per_peer: int = typer.Option(
+        _L.max_sessions_per_peer, "--max-sessions-per-peer", envvar="SEASYNC_MAX_SESSIONS_PER_PEER", min=1,
+        help="Sessions one front or worker process may open; the ones past it are dropped (1008)."),
+    order_timeout: float = typer.Option(
+        _L.order_timeout, "--order-timeout", envvar="SEASYNC_ORDER_TIMEOUT", min=0.0,
+        help="Seconds a producer may hold a production order before it is taken back, counted as failed and "
+             "given to another producer (0: never)."),
     auth: str = typer.Option("", "--auth", envvar="SEASYNC_AUTH",
                              help="Access hook 'module:callable': called with a client's options (e.g. a 'token'), "
                                   "returns an object with may_consume(pattern) and may_produce(pattern), or None to "
@@ -51,8 +88,13 @@ def run(
         typer.echo(f"sync-router: {exc}", err=True)
         raise typer.Exit(2)
     logging.getLogger("seasync.router").info("cluster secret: %s", describe(secret))
-    store = ObjectStore(retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
-                        max_registrations=max_registrations)
+    limits = Limits(max_object=max_object, max_version=max_version, max_dependencies=max_dependencies,
+                    max_session_versions=max_session_versions, max_registrations=max_registrations,
+                    max_session_pattern_chars=max_session_pattern_chars, max_stars=max_stars,
+                    max_patterns=max_patterns, max_wildcards=max_wildcards, max_pattern_chars=max_pattern_chars,
+                    max_session_objects=max_session_objects, max_objects=max_objects,
+                    max_sessions_per_peer=max_sessions_per_peer, order_timeout=order_timeout)
+    store = ObjectStore(retain=retain, retain_bytes=retain_bytes, min_interval=min_interval, limits=limits)
     if auth:
         try:
             store.authenticate = load_hook(auth)

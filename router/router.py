@@ -80,6 +80,7 @@ class Peer:
     name: str
     last_seen: float
     sessions: dict[bytes, Session] = field(default_factory=dict)
+    refused: int = 0  # sessions refused past limits.max_sessions_per_peer
 
 
 class Router:
@@ -136,6 +137,7 @@ class Router:
                 self.store.tick()
             if now >= next_refresh:
                 self.store.now = time.time()
+                self.store.expire_orders()  # orders held past --order-timeout go to another producer
                 self.introspection.refresh(self.store.now)
                 next_refresh = now + 1.0
             self._flush()
@@ -222,6 +224,9 @@ class Router:
                 self._refuse("open", now, "ignoring OPEN of session id %s from %s: ids cannot contain ','",
                              _show(frames[2]), _show(identity))
             elif frames[2] not in peer.sessions:
+                if len(peer.sessions) >= self.store.limits.max_sessions_per_peer:
+                    self._refuse_session(identity, peer, frames[2])
+                    return
                 # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
                 peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
         elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
@@ -235,6 +240,16 @@ class Router:
         else:
             self._refuse("envelope", now, "ignoring a malformed envelope %s (%d parts) from %s", _show(kind),
                          len(frames) - 1, _show(identity))
+
+    def _refuse_session(self, identity: bytes, peer: Peer, sid: bytes) -> None:
+        """Sessions per peer are a budget (router/limits.py): the one past it is dropped at once (a front
+        closes its websocket with 1008 and this reason), and logged once per 1,000 refusals."""
+        limit = self.store.limits.max_sessions_per_peer
+        if peer.refused % 1000 == 0:
+            log.warning("%s %s opened more than %d sessions: dropping the new ones (%d so far)", peer.role,
+                        identity.decode(errors="replace"), limit, peer.refused + 1)
+        peer.refused += 1
+        self.sock.send_multipart([identity, wire.DROP, sid, f"session-limit: {limit} sessions per peer".encode()])
 
     def _messages(self, identity: bytes, peer: Peer, frames: list[bytes]) -> None:
         """A MSG: one or more (sid, raw) pairs, in order."""

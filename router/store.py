@@ -19,14 +19,17 @@ Vocabulary:
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from common import codec, protocol
-from common.diff import apply_patch, make_patch
+from common.diff import PatchTooLarge, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import (MIXED, OLDER, Version, below_floor, compare, is_newer, is_null, newest,
                                raise_floor, same, version_key)
+from router import limits as budget
 from router.auth import DENY_ALL
+from router.limits import Limits
 
 
 MAX_PREFETCH = 1000
@@ -38,13 +41,15 @@ QUICK_CANCELS = 1
 """Consecutive uploads that cannot apply (answering an order) requeued at once; later ones back off."""
 MAX_DECISIONS = 4096
 """Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
+_EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
-                 "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions")
+                 "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
+                 "objects", "pattern_chars", "version_bytes", "known_sizes")
 
     def __init__(self, handle: Any, index: int) -> None:
         self.handle = handle  # opaque to the store: the router shell's address for this session
@@ -63,6 +68,11 @@ class Session:
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.sent: dict[str, Version] = {}  # object id -> version this client holds
+        # budgets (router/limits.py): what this session costs the router
+        self.objects = 0  # objects its messages caused to exist, still alive
+        self.pattern_chars = 0  # total length of its registered patterns
+        self.version_bytes = 0  # encoded size of the list/hash versions it registered with version-known
+        self.known_sizes: dict[str, int] = {}  # pattern -> encoded size of that version-known
 
     @property
     def has_slot(self) -> bool:
@@ -93,7 +103,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at", "behind", "broken", "floor", "cancels")
+                 "failures", "started_at", "behind", "broken", "floor", "cancels", "cause")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -123,6 +133,7 @@ class SyncObject:
         # a hash version naming one of them older is refused, so no sequence of key sets goes backwards
         self.floor: dict[str, Version] = {}
         self.cancels = 0  # consecutive orders answered by an upload that cannot apply (see _upload_cancelled)
+        self.cause: int | None = None  # Session.index of the session whose message spawned it (its budget)
 
     @property
     def latest(self) -> tuple[Version, dict] | None:
@@ -156,21 +167,30 @@ class ObjectStore:
     """All objects and sessions. Not thread-safe; one router loop drives it."""
 
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
-                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int = 10_000,
-                 max_behind: int = MAX_BEHIND) -> None:
+                 retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int | None = None,
+                 max_behind: int = MAX_BEHIND, limits: Limits | None = None) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
         productions of one object; when set, an object also has at most one production in flight, and
         bumps arriving meanwhile are coalesced into the next one. ``retry_base``/``retry_max``: the
-        backoff after a failed production (doubling per consecutive failure). ``max_registrations``:
-        patterns one session may register (consumer and producer together). ``max_behind``: consecutive
-        productions answered with a version older than ordered before the object is marked in error."""
+        backoff after a failed production (doubling per consecutive failure). ``max_behind``: consecutive
+        productions answered with a version older than ordered before the object is marked in error.
+        ``limits``: every budget (router/limits.py); ``max_registrations`` overrides its field of that
+        name (the older keyword)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
         self.retain_bytes = retain_bytes
-        self.max_registrations = max_registrations
+        self.limits = limits or Limits()
+        if max_registrations is not None:
+            self.limits = replace(self.limits, max_registrations=max_registrations)
+        self.pattern_chars = 0  # total length of the distinct patterns in consumer_patterns and producer_patterns
+        self.wildcards = 0  # distinct wildcard patterns in them
+        self._actor: Session | None = None  # the session whose message is being handled (spawns are charged to it)
+        self._by_index: dict[int, Session] = {}  # open sessions by index: an object names its cause by index,
+        # so that a closed session is not kept alive by the objects it spawned
+        self._refused_spawn = False  # an object-limit error was sent for the current message
         # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
         self.authenticate: Callable[[dict], Any] | None = None
         self.min_interval = min_interval
@@ -205,6 +225,15 @@ class ObjectStore:
         # built from the store's own state (introspection) may upload a fresh one that counts it
         self.on_consumer_added: Callable[[SyncObject], None] | None = None
 
+    @property
+    def max_registrations(self) -> int:
+        """The older name of ``limits.max_registrations`` (kept: it was a public attribute)."""
+        return self.limits.max_registrations
+
+    @max_registrations.setter
+    def max_registrations(self, value: int) -> None:
+        self.limits = replace(self.limits, max_registrations=value)
+
     # ---- sessions -----------------------------------------------------------------------------
 
     def open(self, handle: Any, guarded: bool = False) -> Session:
@@ -215,6 +244,7 @@ class ObjectStore:
             session.guarded = True
             session.access = DENY_ALL
         self.sessions[session] = None
+        self._by_index[session.index] = session
         return session
 
     def close(self, session: Session) -> None:
@@ -228,6 +258,7 @@ class ObjectStore:
         for object_id in list(session.producing):
             self._cancel_production(session, object_id)
         del self.sessions[session]
+        self._by_index.pop(session.index, None)
         self._assign()
 
     def pause(self, session: Session) -> None:
@@ -276,8 +307,9 @@ class ObjectStore:
             self._due.update(self._freed)
             self._freed = {}
         action = message["action"]
-        if not self._allowed(session, message):
+        if not self._allowed(session, message) or not self._within_budgets(session, message):
             return
+        self._actor, self._refused_spawn = session, False  # spawns below are charged to this session
         if action == "object-patch":
             self._patch(session, message)
         elif action == "object-consumer-register":
@@ -295,6 +327,7 @@ class ObjectStore:
             prefetch = session.options.get("prefetch", 1)
             session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
             self._freed[session] = None  # it may have more room now
+        self._actor = None
         # Producers freed by this message get their next orders when the outbox is taken (once per batch
         # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
 
@@ -308,12 +341,6 @@ class ObjectStore:
             owner = self._reserved_owner(pattern)
             if owner is not None and owner is not session:
                 self._refuse(session, message, f"{pattern!r} is produced by the router itself")
-                return False
-        if action in ("object-consumer-register", "object-producer-register"):
-            registered = session.consumes if action == "object-consumer-register" else session.produces
-            if pattern not in registered and len(session.consumes) + len(session.produces) >= self.max_registrations:
-                self._refuse(session, message, f"registration limit reached ({self.max_registrations} patterns "
-                                               f"per session); unregister something first")
                 return False
         if session.access is None or action.endswith("unregister"):
             return True
@@ -424,6 +451,142 @@ class ObjectStore:
         if message["action"] == "object-patch":  # a refused answer still ends the order it answered
             self._answer_refused(session, message.get("id"), f"answer refused: {text}")
 
+    # ---- budgets (router/limits.py) -----------------------------------------------------------
+
+    def _within_budgets(self, session: Session, message: dict) -> bool:
+        """Sizes and counts a message would grow: refused whole, with an error frame, before anything
+        changes. Also keeps the session's version-known account (the message is applied right after)."""
+        limits = self.limits
+        action = message["action"]
+        for field in ("version-known", "version-new", "version-old"):
+            version = message.get(field)
+            if not isinstance(version, (dict, list)):
+                continue
+            if isinstance(version, dict) and len(version) > limits.max_dependencies:
+                self._refuse(session, message, f"'{field}' names {len(version)} dependencies; at most "
+                                               f"{limits.max_dependencies} are allowed", budget.TOO_MANY_DEPENDENCIES)
+                return False
+            if len(codec.dumps(version)) > limits.max_version:
+                self._refuse(session, message, f"'{field}' encodes to more than {limits.max_version} bytes",
+                             budget.VERSION_TOO_LARGE)
+                return False
+        if action == "object-consumer-unregister":
+            session.version_bytes -= session.known_sizes.pop(message["pattern"], 0)
+            return True
+        if action not in ("object-consumer-register", "object-producer-register"):
+            return True
+        pattern = message["pattern"]
+        consumer = action == "object-consumer-register"
+        if pattern.count("*") > limits.max_stars:
+            self._refuse(session, message, f"a pattern may hold at most {limits.max_stars} '*'", budget.PATTERN_LIMIT)
+            return False
+        registered, table = (session.consumes, self.consumer_patterns) if consumer else \
+            (session.produces, self.producer_patterns)
+        if pattern not in registered:
+            if len(session.consumes) + len(session.produces) >= limits.max_registrations:
+                self._refuse(session, message, f"registration limit reached ({limits.max_registrations} patterns "
+                                               f"per session); unregister something first", budget.REGISTRATION_LIMIT)
+                return False
+            if session.pattern_chars + len(pattern) > limits.max_session_pattern_chars:
+                self._refuse(session, message, f"this session's patterns would total more than "
+                                               f"{limits.max_session_pattern_chars} characters", budget.PATTERN_LIMIT)
+                return False
+        if pattern not in table:
+            full = None
+            if len(self.consumer_patterns) + len(self.producer_patterns) >= limits.max_patterns:
+                full = f"{limits.max_patterns} distinct patterns"
+            elif is_wildcard(pattern) and self.wildcards >= limits.max_wildcards:
+                full = f"{limits.max_wildcards} distinct wildcard patterns"
+            elif self.pattern_chars + len(pattern) > limits.max_pattern_chars:
+                full = f"{limits.max_pattern_chars} characters of patterns"
+            if full is not None:
+                self._refuse(session, message, f"the router holds {full} already (in all sessions)",
+                             budget.PATTERN_LIMIT)
+                return False
+        known = message["version-known"]
+        if consumer and not is_wildcard(pattern):
+            size = len(codec.dumps(known)) if type(known) is dict or type(known) is list else 0
+            total = session.version_bytes - session.known_sizes.get(pattern, 0) + size
+            if total > limits.max_session_versions:
+                self._refuse(session, message, f"the versions this session registered with would total more "
+                                               f"than {limits.max_session_versions} bytes", budget.SESSION_VERSIONS)
+                return False
+            session.version_bytes = total
+            if size:
+                session.known_sizes[pattern] = size
+            else:
+                session.known_sizes.pop(pattern, None)
+        return True
+
+    def _index_pattern(self, table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:
+        """Register ``session`` under ``pattern`` in a pattern table, keeping the pattern budgets' counts."""
+        sessions = table.get(pattern)
+        if sessions is None:
+            sessions = table[pattern] = {}
+            self.pattern_chars += len(pattern)
+            self.wildcards += is_wildcard(pattern)
+        if session not in sessions:
+            sessions[session] = None
+            session.pattern_chars += len(pattern)
+
+    def _unindex_pattern(self, table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:
+        sessions = table.get(pattern)
+        if sessions is None or session not in sessions:
+            return
+        session.pattern_chars -= len(pattern)
+        _forget(table, pattern, session)
+        if pattern not in table:
+            self.pattern_chars -= len(pattern)
+            self.wildcards -= is_wildcard(pattern)
+
+    def _may_spawn(self) -> bool:
+        """True if one more object may exist: in all, and for the session whose message is handled."""
+        actor = self._actor
+        limits = self.limits
+        if len(self.objects) < limits.max_objects and (actor is None or actor.objects < limits.max_session_objects):
+            return True
+        if actor is not None and not self._refused_spawn:  # one error frame per message
+            self._refused_spawn = True
+            text = (f"object limit reached ({limits.max_objects} objects in all)" if len(self.objects) >= limits.max_objects
+                    else f"object limit reached ({limits.max_session_objects} objects caused by this session)")
+            self._send(protocol.error(text, code=budget.OBJECT_LIMIT), (actor,))
+        return False
+
+    def _refuse_upload(self, session: Session, object_id: str, code: str, text: str) -> None:
+        """An upload refused by a budget: an error frame to its sender and, when it answered an order,
+        a failed production (the order is freed by the caller, the retry backs off)."""
+        self._send(protocol.error(text, code=code, request="object-patch", id=object_id), (session,))
+        if object_id in session.producing:
+            self._report_production_error(session, object_id, text)
+
+    def expire_orders(self) -> None:
+        """Take back the orders held longer than ``limits.order_timeout`` (call about once a second, with
+        ``now`` set): each counts as a failed production (error to watchers, backoff), and is then given to
+        another producer. The silent producer's slot stays taken by the expired order until it answers or
+        leaves, so it is not given more work meanwhile; its late answer is taken like any upload."""
+        limit = self.limits.order_timeout
+        if limit <= 0:
+            return
+        expired: list[tuple[Session, str, Order]] = []
+        for session in self.sessions:
+            for object_id, order in session.producing.items():
+                if order.key is _EXPIRED:
+                    continue
+                if self.now - order.since < limit:
+                    break  # oldest first: the rest are younger (expired ones were moved to the end)
+                expired.append((session, object_id, order))
+        for session, object_id, order in expired:
+            del session.producing[object_id]
+            session.producing[object_id] = order._replace(key=_EXPIRED)
+            if order.obj.in_flight.get(order.key) is session:
+                del order.obj.in_flight[order.key]
+            text = f"production order not answered within {limit:g} s"
+            self._send(protocol.error(f"{text}: taken back", code=budget.ORDER_TIMEOUT, request="object-produce",
+                                      id=object_id), (session,))
+            if self.objects.get(object_id) is order.obj:
+                self._report_production_error(session, object_id, text)
+                self._enqueue(order.obj)  # (held back by the backoff; queued by tick() when it passes)
+
     def heartbeat(self) -> None:
         """Send the optional heartbeat frame to every session that asked for it."""
         targets = [s for s in self.sessions if s.options.get("heartbeat")]
@@ -459,7 +622,7 @@ class ObjectStore:
 
     def _consumer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.consumes[pattern] = None
-        self.consumer_patterns.setdefault(pattern, {})[session] = None
+        self._index_pattern(self.consumer_patterns, pattern, session)
         if is_wildcard(pattern):
             ids = self._covered_ids(pattern)
             ids += [p for p in self._exact_producer_ids() if matches(pattern, p) and p not in self.objects]
@@ -474,6 +637,8 @@ class ObjectStore:
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is None:
+                if not self._may_spawn():
+                    break
                 obj = self._spawn(oid)
                 self._enqueue(obj)
                 obj.consumers[session] = None
@@ -488,7 +653,7 @@ class ObjectStore:
             self._not_registered(session, "consumer", pattern)
             return
         del session.consumes[pattern]
-        _forget(self.consumer_patterns, pattern, session)
+        self._unindex_pattern(self.consumer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.consumes):
@@ -500,7 +665,7 @@ class ObjectStore:
 
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
-        self.producer_patterns.setdefault(pattern, {})[session] = None
+        self._index_pattern(self.producer_patterns, pattern, session)
         self._freed[session] = None  # the new producer may take queued work
         for oid in self._covered_ids(pattern):
             if self._may(session, "produce", oid):  # decided per id: no orders for ids the hook refuses
@@ -513,6 +678,8 @@ class ObjectStore:
             wanted = [pattern]
         for oid in wanted:
             if oid not in self.objects:
+                if not self._may_spawn():
+                    break
                 self._enqueue(self._spawn(oid))
 
     def _producer_unregister(self, session: Session, pattern: str) -> None:
@@ -520,7 +687,7 @@ class ObjectStore:
             self._not_registered(session, "producer", pattern)
             return
         del session.produces[pattern]
-        _forget(self.producer_patterns, pattern, session)
+        self._unindex_pattern(self.producer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.produces):
@@ -584,6 +751,9 @@ class ObjectStore:
         """Create an object and attach every session whose patterns cover it (not yet queued)."""
         obj = SyncObject(object_id)
         self.objects[object_id] = obj
+        if self._actor is not None:
+            obj.cause = self._actor.index
+            self._actor.objects += 1
         for table, attached, role in ((self.consumer_patterns, obj.consumers, "consume"),
                                       (self.producer_patterns, obj.producers, "produce")):
             for pattern, sessions in table.items():
@@ -614,12 +784,15 @@ class ObjectStore:
 
     def _despawn(self, obj: SyncObject) -> None:
         del self.objects[obj.id]
+        cause = self._by_index.get(obj.cause) if obj.cause is not None else None
+        if cause is not None:
+            cause.objects -= 1
         self.queue.pop(obj.id, None)
         self.delayed.pop(obj.id, None)
         targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
         for session in targets:
             session.sent.pop(obj.id, None)
-        for session in obj.in_flight.values():
+        for session in [*obj.in_flight.values(), *obj.producers]:  # producers: orders taken back (expire_orders)
             order = session.producing.get(obj.id)
             if order is not None and order.obj is obj:
                 del session.producing[obj.id]
@@ -661,8 +834,12 @@ class ObjectStore:
         if base is None:  # a race, not an error: seapig silently cancels, and the producer is asked again
             self._upload_cancelled(session, object_id, "patch base version not retained")
             return None
-        try:
-            result = apply_patch(codec.loads(codec.dumps(base)), message["patch"])
+        encoded = codec.dumps(base)
+        try:  # bounded by its result: a copy bomb is refused before it is built
+            result = apply_patch(codec.loads(encoded), message["patch"], self.limits.max_object, len(encoded))
+        except PatchTooLarge as exc:
+            self._refuse_upload(session, message["id"], budget.OBJECT_TOO_LARGE, f"patch refused: {exc}")
+            return None
         except ValueError as exc:
             self._send(protocol.error(f"patch does not apply: {exc}", request="object-patch",
                                       id=object_id, code="patch-failed"), (session,))
@@ -725,11 +902,17 @@ class ObjectStore:
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
+            if full is not None and self._too_large(object_id, version, full):
+                self._refuse_upload(session, object_id, budget.OBJECT_TOO_LARGE,
+                                    f"value encodes to more than {self.limits.max_object} bytes")
+                data = full = None
         order = session.producing.get(object_id)
         if order is not None:
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
         if obj is None and data is not None and self._wanted(object_id):
+            if not self._may_spawn():
+                return  # refused with an object-limit error (not an object-destroy: someone does want it)
             obj = self._spawn(object_id)
         # A hash naming a dependency older than one this object was already built from is refused: what
         # makes "versions never go backwards" hold over any sequence of key sets (docs/PROTOCOL.md §6).
@@ -769,6 +952,11 @@ class ObjectStore:
         if behind and order.obj is obj:
             self._result_behind(obj, order, version)
         self._enqueue(obj)
+
+    def _too_large(self, object_id: str, version: Version, full: bytes) -> bool:
+        """True if the value in ``full`` (its update frame) encodes larger than ``limits.max_object``."""
+        limit = self.limits.max_object
+        return len(full) > limit and len(full) - len(protocol.update_value(object_id, version, {})) + 2 > limit
 
     def _result_behind(self, obj: SyncObject, order: Order, version: Version) -> None:
         """A result older than its order (a producer reading stale inputs, or a version announced that it
@@ -829,7 +1017,7 @@ class ObjectStore:
             self.dependents.setdefault(dep, {})[obj.id] = None
         for dep in obj.dependencies:
             dep_obj = self.objects.get(dep)
-            if dep_obj is None and self._has_producer(dep):
+            if dep_obj is None and self._has_producer(dep) and self._may_spawn():
                 dep_obj = self._spawn(dep)
                 self._enqueue(dep_obj)
             if dep_obj is not None:

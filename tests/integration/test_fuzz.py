@@ -53,6 +53,7 @@ SEED = os.environ.get("SEASYNC_FUZZ_SEED")
 MAX_FRAME = 1 << 20  # sync-front's default --max-frame
 PROBE_TIMEOUT = 20.0  # the router must get through any batch within this (generous on a loaded 2-core box)
 CANARY_TIMEOUT = 30.0
+MAX_ERROR_FRAME = 8192  # an error frame echoes a few hundred characters of each field, never the input whole
 
 settings.register_profile(
     "seasync-fuzz",
@@ -263,7 +264,7 @@ def scenarios(draw: st.DrawFn) -> list[Frame]:
     object_id = draw(ids)
     register = {"action": "object-consumer-register", "pattern": object_id, "version-known": 0}
     base = draw(json_objects)
-    kind = draw(st.sampled_from(["patch", "deep", "bomb", "stars", "options", "producer"]))
+    kind = draw(st.sampled_from(["patch", "deep", "bomb", "stars", "options", "producer", "string-bomb", "deps"]))
     frames = [register, {"action": "object-patch", "id": object_id, "version-new": 1, "value": base}]
     if kind == "patch":
         frames.append({"action": "object-patch", "id": object_id, "version-old": draw(st.one_of(st.just(1), versions)),
@@ -274,6 +275,15 @@ def scenarios(draw: st.DrawFn) -> list[Frame]:
     elif kind == "bomb":
         frames.append({"action": "object-patch", "id": object_id, "version-old": 1, "version-new": 2,
                        "patch": draw(copy_bombs)})
+    elif kind == "string-bomb":  # issue 10 item 1: few members, many bytes (the member budget did not see it)
+        frames[1] = {"action": "object-patch", "id": object_id, "version-new": 1,
+                     "value": {"s": "x" * draw(st.sampled_from([50_000, 200_000]))}}
+        frames.append({"action": "object-patch", "id": object_id, "version-old": 1, "version-new": 2,
+                       "patch": [{"op": "copy", "from": "/s", "path": f"/c{i}"}
+                                 for i in range(draw(st.sampled_from([100, 1000])))]})
+    elif kind == "deps":  # issue 10 item 4: one version naming thousands of dependencies the workers produce
+        frames.append({"action": "object-patch", "id": object_id, "version-new": {
+            f"fz-w-dep-{i}": 1 for i in range(draw(st.sampled_from([1001, 5000])))}, "value": {}})
     elif kind == "stars":
         long_id = draw(st.sampled_from("ab")) * draw(st.sampled_from([300, 1000]))
         frames = [{"action": "object-consumer-register", "pattern": long_id, "version-known": 0},
@@ -383,6 +393,8 @@ class Figures:
     bytes: int = 0
     answers: int = 0
     errors: int = 0
+    codes: set = field(default_factory=set)  # the stable codes of the error frames received
+    largest_error: int = 0  # bytes of the largest error frame received: echoed fields are cut (issue 10 item 11)
     closed_by_front: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -398,6 +410,8 @@ async def throw(url: str, frames: list[Frame], probe: str, figures: Figures, pro
                 message = json.loads(raw)
                 if message.get("action") == "error":
                     figures.errors += 1
+                    figures.largest_error = max(figures.largest_error, len(raw))
+                    figures.codes.add(message.get("code"))
                     if message.get("request") == probe:
                         answered.set()
         except ConnectionClosed:
@@ -473,6 +487,7 @@ class Harness:
             raise
         for name, proc in self.procs.items():
             assert proc.alive(), f"the {name} died"
+        assert self.figures.largest_error <= MAX_ERROR_FRAME, f"an error frame of {self.figures.largest_error} bytes"
         self.runner.run(self.canary.bump(), timeout=CANARY_TIMEOUT * 2 + 10)
 
     def final_checks(self) -> None:
@@ -556,12 +571,34 @@ FOUND = {
     # router/store.py: a version announced beyond what the producer returns was ordered again at once, forever.
     "version announced beyond the producer": _frames(
         _register("fz-w-1"), {"action": "object-patch", "id": "fz-w-1", "version-new": 1e18, "value": True}),
+    # issue 10 item 1: a 500 kB string copied 1,000 times by one 47 kB patch took the router to 1.5 GB.
+    "string copy bomb": _frames(
+        _register("fz-sbomb"), {"action": "object-patch", "id": "fz-sbomb", "version-new": 1, "value": {"s": "x" * 500_000}},
+        {"action": "object-patch", "id": "fz-sbomb", "version-old": 1, "version-new": 2,
+         "patch": [{"op": "copy", "from": "/s", "path": f"/c{i}"} for i in range(1000)]}),
+    # issue 10 item 4: one frame naming 20,000 dependencies (produced by the workers) made 20,002 objects.
+    "version naming 20,000 dependencies": _frames(
+        _register("fz-many-deps"), {"action": "object-patch", "id": "fz-many-deps", "value": {},
+                                    "version-new": {f"fz-w-dep-{i}": 1 for i in range(20_000)}}),
+    # issue 10 item 4: a 0.9 MB version-known, held by the router at 7.8 times its size.
+    "version-known of 0.9 MB": _frames(
+        {"action": "object-consumer-register", "pattern": "fz-known", "version-known": list(range(130_000))}),
+    # issue 10 item 11: a 1 MB id came back whole in the error frame.
+    "1 MB id echoed": _frames({"action": "object-patch", "id": "i" * 1_000_000 + "*", "version-new": 1, "value": {}}),
     # the same through client options, encoded by the SeapigServer::Connections introspection object.
     "options nested 300 deep, then introspection": _frames(
         {"action": "client-options-set", "options": {"name": "fuzz", "x": Raw(nested(300))}},
         _register("SeapigServer::Connections")),
 }
 
+
+REFUSED_WITH = {
+    "string copy bomb": "object-too-large",
+    "version naming 20,000 dependencies": "too-many-dependencies",
+    "version-known of 0.9 MB": "version-too-large",
+}
+"""The budget (router/limits.py) that must refuse a FOUND sequence, by the code of its error frame: these
+inputs did not crash anything, they made the router hold far more than was sent."""
 
 OPEN: set[str] = set()
 """Names of FOUND whose bug is not fixed: strict xfails (a fix shows as XPASS: then drop the name here).
@@ -575,3 +612,5 @@ def test_frames_found_by_fuzzing(harness, name):
     """Each frame sequence found by the fuzzer (or by reading the code it points at) must be harmless."""
     harness.throw(FOUND[name], probe_timeout=5.0)
     harness.final_checks()
+    if name in REFUSED_WITH:
+        assert REFUSED_WITH[name] in harness.figures.codes, harness.figures.codes
