@@ -584,7 +584,7 @@ class ObjectStore:
             self._send(protocol.error(f"{text}: taken back", code=budget.ORDER_TIMEOUT, request="object-produce",
                                       id=object_id), (session,))
             if self.objects.get(object_id) is order.obj:
-                self._report_production_error(session, object_id, text)
+                self._report_production_error(session, object_id, text, free=False)
                 self._enqueue(order.obj)  # (held back by the backoff; queued by tick() when it passes)
 
     def heartbeat(self) -> None:
@@ -872,9 +872,10 @@ class ObjectStore:
                      "%.1f s): %.300s", object_id, session, obj.cancels, delay, reason)
         self._cancel_production(session, object_id)  # requeued at once, or behind the delay set above
 
-    def _report_production_error(self, session: Session, object_id: str, error: str) -> None:
+    def _report_production_error(self, session: Session, object_id: str, error: str, free: bool = True) -> None:
         """A failed production: counted, watchers told, retried after a backoff; the order it answered (if
-        this session holds one for the id) is freed here, whoever calls (see also _answer_refused)."""
+        this session holds one for the id) is freed here, whoever calls (see also _answer_refused), unless
+        ``free`` is False (an expired order keeps its silent holder's slot: expire_orders)."""
         session.errors += 1
         self.errors_total += 1
         obj = self.objects.get(object_id)
@@ -886,7 +887,7 @@ class ObjectStore:
         if obj is not None and obj.consumers:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
                        list(obj.consumers))
-        if object_id in session.producing:
+        if free and object_id in session.producing:
             self._cancel_production(session, object_id)  # requeued behind the backoff set above
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:

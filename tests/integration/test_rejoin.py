@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from common import bump
 from tests.blackhole import BlackHole
-from tests.cluster import Cluster, wait_port
+from tests.cluster import Cluster, repo_secret, wait_port
 from tests.integration.wsclient import RawClient, update_of
 
 PRODUCERS = textwrap.dedent('''
@@ -212,6 +212,7 @@ def test_a_peer_reconnecting_under_its_identity_is_heard_while_its_old_link_ling
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, identity)
             sock.setsockopt(zmq.LINGER, 0)
+            wire.secure_peer(sock, repo_secret())  # the router of a default install admits only the secret
             sock.connect(c.router_url)
             socks.append(sock)
             sock.send_multipart(hello)
@@ -243,6 +244,7 @@ def test_the_router_says_what_it_refused_within_a_budget():
         c.start_router()
         sock.setsockopt(zmq.IDENTITY, b"stranger")
         sock.setsockopt(zmq.LINGER, 0)
+        wire.secure_peer(sock, repo_secret())  # a stranger holding the secret: past CURVE, not yet known
         sock.connect(c.router_url)
         for _ in range(300):
             sock.send_multipart([wire.PING])
