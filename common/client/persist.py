@@ -71,8 +71,8 @@ class StateFile:
                 db.execute("INSERT INTO meta VALUES ('format', ?)", (_FORMAT,))
             elif row[0] != _FORMAT:
                 raise ValueError(f"unknown state format {row[0]!r}")
-            db.execute("SELECT count(*) FROM consumers").fetchone()
-            db.execute("SELECT count(*) FROM masters").fetchone()
+            db.execute("SELECT id, version, value FROM consumers LIMIT 1").fetchall()  # the columns we need
+            db.execute("SELECT id, version, value, pending FROM masters LIMIT 1").fetchall()
         except BaseException:
             db.close()
             raise

@@ -299,7 +299,7 @@ class ClientState:
             master.version, master.shadow, master.pending = version, _copy(value), pending
         self.masters[pattern] = master
         frames = [self._producer_registration(master)]
-        if pending and not produce:
+        if pending and not produce and self.connected:
             frames.append(self._upload_current(master))
         return frames
 
