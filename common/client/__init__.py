@@ -54,8 +54,16 @@ Object values are JSON objects (``dict``). A consumer's ``value`` is updated **i
 arrives, so a reference you kept changes with it; copy it if you need an old state.
 """
 
-from common.client.shell import (Change, ChangeStream, Client, ClosedError, Consumer, Master, WildcardConsumer,
-                                 next_version)
+from common.client.shell import (
+                                 Change,
+                                 ChangeStream,
+                                 Client,
+                                 ClosedError,
+                                 Consumer,
+                                 Master,
+                                 WildcardConsumer,
+                                 next_version,
+)
 from common.client.state import ClientState
 
 __all__ = ["Change", "ChangeStream", "Client", "ClientState", "ClosedError", "Consumer", "Master",

@@ -21,11 +21,12 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from common import codec
+from common.protocol import production_answer
 from common.client.persist import StateFile
 from common.client.state import ClientState, EntryState, Event, MasterState, backoff
 from common.client.state import next_version as _next_version
 from common.patterns import check_id, check_pattern, is_wildcard
-from common.versioning import Version, check_version, is_newer, is_null
+from common.versioning import Version, check_version, is_null
 
 __all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Consumer", "Master", "WildcardConsumer", "next_version"]
 
@@ -899,8 +900,8 @@ class Client:
 
         Keep-current (exact id only): ``version`` defaults to ``[now_ms, 0]``; the master registers with that
         version, so the server knows the object exists and asks for it when someone consumes it. With
-        ``state_dir``, a master of this id persisted before (and not given an explicit newer ``version``)
-        starts from its persisted value and version, with its offline changes still to upload.
+        ``state_dir``, a master of this id persisted before and given no explicit ``version`` starts from its
+        persisted value and version (the ``value`` given is then ignored), with its offline changes still to upload.
 
         Produce-on-demand (exact id or wildcard): ``produce(object_id, version_inferred)`` (sync or async)
         returns ``(data, version)``; see ``Master``. ``version_inferred`` is None, or the version the server
@@ -929,7 +930,7 @@ class Client:
                 raise TypeError(f"a master's value must be a dict, not {type(value).__name__}")
             pending = False
             saved = self._saved_masters.get(pattern)
-            if saved is not None and (version is None or not is_newer(saved[0], check_version(version))):
+            if saved is not None and version is None:  # an explicit version says which state the program means
                 version, value, pending = saved
             version = _default_version() if version is None else check_version(version)
             if is_null(version):
@@ -1230,15 +1231,5 @@ def _decode_batch(batch: dict[tuple[str, str], Any]) -> dict[tuple[str, str], An
 
 
 def _production_message(object_id: str, result: Any) -> dict:
-    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError/TypeError if bad."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"produce must return (data, version), not {type(result).__name__}")
-    data, version = result
-    if data is None:
-        return {"action": "object-patch", "id": object_id}  # declined: the router gives it to someone else
-    if not isinstance(data, (dict, bool)):
-        raise TypeError(f"produced data must be a dict, False (stall) or True, not {type(data).__name__}")
-    version = check_version(version)
-    if is_null(version):
-        raise ValueError("produced version must not be 0 or None")
-    return {"action": "object-patch", "id": object_id, "version-new": version, "value": data}
+    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError if bad."""
+    return production_answer(object_id, result)

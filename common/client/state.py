@@ -31,8 +31,17 @@ from common.diff import PatchError, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import Version, is_newer, is_null, same
 
-__all__ = ["ClientState", "EntryState", "Event", "MasterState", "RESYNC_VERSION", "SYNC_PREFIX", "backoff",
-           "next_version", "same_version"]
+__all__ = [
+    "RESYNC_VERSION",
+    "SYNC_PREFIX",
+    "ClientState",
+    "EntryState",
+    "Event",
+    "MasterState",
+    "backoff",
+    "next_version",
+    "same_version",
+]
 
 RESYNC_VERSION: list[int] = [-1, -1]
 """A version no server holds: registering an id with it makes the server send the full value."""

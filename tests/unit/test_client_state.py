@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from common import codec
-from common.client.state import RESYNC_VERSION, ClientState, Event, backoff, next_version
+from common.client.state import (
+    RESYNC_VERSION,
+    ClientState,
+    Event,
+    backoff,
+    next_version,
+)
 from router.store import ObjectStore
 
 
