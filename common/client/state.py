@@ -251,7 +251,7 @@ class ClientState:
         frames = []
         if not entry.temp_exact:
             frames.append(self._registration(entry))
-            if entry.value is not None and not entry.confirmed:
+            if self.connected and entry.value is not None and not entry.confirmed:
                 frames.append(self._probe_frame())
                 entry.probe = self._probes
         entry.temp_exact = False
