@@ -763,6 +763,11 @@ export class SeasyncClient {
     this._storage = opts.storage ?? globalThis.localStorage ?? null;
     this._saved = this._loadState();
     this._saveTimer = null;
+    if (this._persistKey !== null) {
+      // a reload within the batching delay must not lose the last update
+      this._onPageHide = () => { if (this._saveTimer !== null) this._saveNow(); };
+      globalThis.addEventListener?.("pagehide", this._onPageHide);
+    }
     if (opts.connect ?? true) this.connect();
   }
 
@@ -835,6 +840,7 @@ export class SeasyncClient {
     if (this.closed) return;
     this.closed = true;
     if (this._saveTimer !== null) this._saveNow();
+    if (this._onPageHide) globalThis.removeEventListener?.("pagehide", this._onPageHide);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const ws = this._ws;
