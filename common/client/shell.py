@@ -205,7 +205,7 @@ class Consumer:
         self._on_status = _Callbacks()
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
         self._wakers: set[Callable[[], None]] = set()
-        self._seen = (False, False, None, False)  # (valid, stale, error, destroyed) last reported
+        self._seen: tuple[bool, bool, str | None, bool] = (False, False, None, False)  # last reported
 
     def __repr__(self) -> str:
         state = "destroyed" if self.destroyed else "valid" if self.valid else "invalid"
@@ -243,13 +243,17 @@ class Consumer:
         return not self.destroyed and self._state.value is not None and \
             not (self._client._state.connected and self._state.confirmed)
 
-    def on_change(self, callback: Callback) -> Callable[[], None]:
+    def on_change(self, callback: Callback, *, initial: bool = False) -> Callable[[], None]:
         """Call ``callback(change: Change)`` on every new version (and on destroy). Returns an unsubscribe function.
 
         Sync callbacks run immediately, in order, as each frame is handled; async ones are started as tasks
         (by then ``change.value`` may already hold later data). Exceptions are logged, never raised.
+        With ``initial``, the callback first gets the data held now, if any (e.g. persisted, ``change.stale``).
         """
-        return self._on_change.add(callback)
+        remove = self._on_change.add(callback)
+        if initial and self.value is not None and not self.destroyed:
+            self._client._call(callback, Change(self.id, self.value, self.version, None, False, 1, self.stale))
+        return remove
 
     def on_status(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback(consumer)`` whenever ``valid``, ``stale``, ``error`` or ``destroyed`` changes.
@@ -709,7 +713,7 @@ class Client:
         self._writer: asyncio.Task | None = None
         self._dirty_event: asyncio.Event | None = None
         if state_dir is not None:
-            self._file = StateFile.open(state_dir, name)
+            self._file = StateFile.open(os.fspath(state_dir), name)
             if self._file is not None:
                 self._saved_consumers, self._saved_masters = self._file.load()
 
@@ -1145,23 +1149,23 @@ class Client:
                 handle._changed(event.patch)
                 self._persist_consumer(event.id)
             elif kind == "status":
-                handle = self._entries.get(event.id)  # type: ignore[arg-type]
-                if handle is not None:
-                    handle._status()
+                known = self._entries.get(event.id)  # type: ignore[arg-type]
+                if known is not None:
+                    known._status()
             elif kind == "destroyed":
-                handle = self._entries.get(event.id)  # type: ignore[arg-type]
-                if handle is not None and event.id not in self._state.entries:
+                gone = self._entries.get(event.id)  # type: ignore[arg-type]
+                if gone is not None and event.id not in self._state.entries:
                     del self._entries[event.id]  # type: ignore[arg-type]
-                    handle._destroy()
+                    gone._destroy()
             elif kind == "adopted":
                 wildcard = self._wildcards.get(event.pattern)  # type: ignore[arg-type]
                 if wildcard is not None:
                     wildcard._adopt(self._handle(event.id))  # type: ignore[arg-type]
             elif kind == "dropped":
-                wildcard = self._wildcards.get(event.pattern)  # type: ignore[arg-type]
-                handle = self._entries.get(event.id)  # type: ignore[arg-type]
-                if wildcard is not None and handle is not None:
-                    wildcard._drop(handle)
+                parent = self._wildcards.get(event.pattern)  # type: ignore[arg-type]
+                child = self._entries.get(event.id)  # type: ignore[arg-type]
+                if parent is not None and child is not None:
+                    parent._drop(child)
             elif kind == "produce":
                 self._start_production(event)
             elif kind == "error":

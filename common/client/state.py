@@ -87,7 +87,8 @@ def backoff(attempt: int, base: float, maximum: float) -> float:
     Both clients count attempts since the last connection that stayed open ``STABLE`` seconds, so a
     server that accepts and drops at once is not hammered.
     """
-    return min(base * (2 ** min(max(attempt, 0), 30)), max(maximum, base))
+    delay: float = base * 2.0 ** min(max(attempt, 0), 30)
+    return min(delay, max(maximum, base))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +103,8 @@ class Event:
     kind: str
     id: str | None = None
     pattern: str | None = None
-    patch: list | None = None
-    frame: dict | None = None
+    patch: list[Any] | None = None
+    frame: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -111,7 +112,7 @@ class EntryState:
     """One id held by this client: consumed directly, or a wildcard's child (or both)."""
 
     id: str
-    value: dict | None = None
+    value: dict[str, Any] | None = None
     version: Version = None
     exact: bool = False  # the user consumes this id directly
     temp_exact: bool = False  # registered directly only to resync a wildcard child
@@ -119,8 +120,8 @@ class EntryState:
     confirmed: bool = False  # the server confirmed or updated it since the link came up
     probe: int = 0  # the sync probe whose answer confirms it (0: none pending)
     error: str | None = None  # the last production error the server reported for it
-    last_patch: list | None = None
-    parents: list[str] = field(default_factory=list)  # wildcard patterns holding it as a child
+    last_patch: list[Any] | None = None
+    parents: list[str] = field(default_factory=list[Any])  # wildcard patterns holding it as a child
 
 
 @dataclass(slots=True)
@@ -130,8 +131,8 @@ class MasterState:
     pattern: str
     produce: bool
     version: Version = None
-    shadow: dict | None = None  # the data of ``version``, as bumped (uploaded, or to be uploaded)
-    versions: dict[str, Version] = field(default_factory=dict)  # produce mode: last version per id
+    shadow: dict[str, Any] | None = None  # the data of ``version``, as bumped (uploaded, or to be uploaded)
+    versions: dict[str, Version] = field(default_factory=dict[str, Any])  # produce mode: last version per id
     server_base: Version = None  # the version the server last got from us, as a patch base
     last_was_patch: bool = False
     last_upload: str | None = None
@@ -140,7 +141,7 @@ class MasterState:
     closed: bool = False
 
 
-Out = tuple[list[dict], list[Event]]
+Out = tuple[list[dict[str, Any]], list[Event]]
 
 
 class ClientState:
@@ -150,7 +151,7 @@ class ClientState:
     ``connect()``, and masters upload when the server asks.
     """
 
-    def __init__(self, name: str = "python", options: dict | None = None) -> None:
+    def __init__(self, name: str = "python", options: dict[str, Any] | None = None) -> None:
         self.name = name
         self.options = dict(options or {})
         self.connected = False
@@ -183,7 +184,7 @@ class ClientState:
         makes it push data.
         """
         self.connected = True
-        frames: list[dict] = [{"action": "client-options-set", "options": {"name": self.name, **self.options}}]
+        frames: list[dict[str, Any]] = [{"action": "client-options-set", "options": {"name": self.name, **self.options}}]
         events: list[Event] = []
         for entry in self.entries.values():
             entry.temp_exact = False  # the wildcard re-registration resyncs those
@@ -221,13 +222,13 @@ class ClientState:
             events.append(Event("status", entry.id))
         return events
 
-    def _probe_frame(self) -> dict:
+    def _probe_frame(self) -> dict[str, Any]:
         self._probes += 1
         return {"action": "object-consumer-unregister", "pattern": f"{SYNC_PREFIX}{self._probes}"}
 
     # ---- consumers -----------------------------------------------------------------------------
 
-    def consume(self, pattern: str, value: dict | None = None, version: Version = None) -> Out:
+    def consume(self, pattern: str, value: dict[str, Any] | None = None, version: Version = None) -> Out:
         """Consume an id (optionally seeded with data held from elsewhere) or a wildcard pattern."""
         if is_wildcard(pattern):
             if pattern in self.wildcards:
@@ -240,9 +241,8 @@ class ClientState:
                     entry.parents.append(pattern)
                     events.append(Event("adopted", entry.id, pattern))
             return [{"action": "object-consumer-register", "pattern": pattern, "version-known": 0}], events
-        entry = self.entries.get(pattern)
-        if entry is None:
-            entry = self.entries[pattern] = EntryState(pattern)
+        found = self.entries.get(pattern)
+        entry = self.entries[pattern] = EntryState(pattern) if found is None else found
         if entry.exact:
             return [], []
         if value is not None and entry.value is None:
@@ -259,7 +259,7 @@ class ClientState:
 
     def unconsume(self, pattern: str) -> Out:
         """Stop consuming ``pattern``; ids no longer covered are forgotten (``destroyed`` events)."""
-        frames: list[dict] = []
+        frames: list[dict[str, Any]] = []
         events: list[Event] = []
         if is_wildcard(pattern):
             children = self.wildcards.pop(pattern, None)
@@ -280,7 +280,7 @@ class ClientState:
         self._forget_if_orphan(entry, frames, events)
         return frames, events
 
-    def _forget_if_orphan(self, entry: EntryState, frames: list[dict], events: list[Event]) -> None:
+    def _forget_if_orphan(self, entry: EntryState, frames: list[dict[str, Any]], events: list[Event]) -> None:
         if entry.parents or entry.exact:
             return
         if entry.temp_exact:
@@ -291,14 +291,14 @@ class ClientState:
         events.append(Event("destroyed", entry.id))
 
     @staticmethod
-    def _registration(entry: EntryState) -> dict:
+    def _registration(entry: EntryState) -> dict[str, Any]:
         known = entry.version if entry.value is not None and not is_null(entry.version) else 0
         return {"action": "object-consumer-register", "pattern": entry.id, "version-known": known}
 
     # ---- masters -------------------------------------------------------------------------------
 
-    def master(self, pattern: str, value: dict | None = None, version: Version = None, *,
-               produce: bool = False, pending: bool = False) -> list[dict]:
+    def master(self, pattern: str, value: dict[str, Any] | None = None, version: Version = None, *,
+               produce: bool = False, pending: bool = False) -> list[dict[str, Any]]:
         """Provide ``pattern``: keep-current with ``value``/``version`` (``pending``: changed while offline,
         to upload on connect), or on demand (``produce``)."""
         if pattern in self.masters:
@@ -312,14 +312,14 @@ class ClientState:
             frames.append(self._upload_current(master))
         return frames
 
-    def unmaster(self, pattern: str) -> list[dict]:
+    def unmaster(self, pattern: str) -> list[dict[str, Any]]:
         master = self.masters.pop(pattern, None)
         if master is None:
             return []
         master.closed = True
         return [{"action": "object-producer-unregister", "pattern": pattern}]
 
-    def bump(self, pattern: str, value: dict, version: Version) -> list[dict]:
+    def bump(self, pattern: str, value: dict[str, Any], version: Version) -> list[dict[str, Any]]:
         """A keep-current master has a new version: a patch against what the server has, if smaller, else
         the value; nothing (``pending``) while offline or while nobody consumes it."""
         master = self.masters[pattern]
@@ -347,7 +347,7 @@ class ClientState:
         master.pending = False
         return [message]
 
-    def produced(self, pattern: str, object_id: str, message: dict) -> None:
+    def produced(self, pattern: str, object_id: str, message: dict[str, Any]) -> None:
         """A produce-on-demand master answered an order with ``message`` (recorded for the next handshake)."""
         master = self.masters.get(pattern)
         if master is not None and "version-new" in message:
@@ -360,7 +360,7 @@ class ClientState:
         return found
 
     @staticmethod
-    def _producer_registration(master: MasterState) -> dict:
+    def _producer_registration(master: MasterState) -> dict[str, Any]:
         if not master.produce:
             known = master.version
         elif is_wildcard(master.pattern):
@@ -370,7 +370,7 @@ class ClientState:
         return {"action": "object-producer-register", "pattern": master.pattern, "version-known": known}
 
     @staticmethod
-    def _upload_current(master: MasterState) -> dict:
+    def _upload_current(master: MasterState) -> dict[str, Any]:
         """The full last-bumped value (an order in keep-current mode, a refused patch, a pending change)."""
         master.wanted = True
         master.last_was_patch = False
@@ -398,7 +398,7 @@ class ClientState:
             return [], []
         return [], [Event("ignored", frame={"reason": f"unknown action {action!r}"})]
 
-    def _update(self, message: dict) -> Out:
+    def _update(self, message: dict[str, Any]) -> Out:
         object_id = message.get("id")
         if not isinstance(object_id, str):
             return [], [Event("ignored", frame={"reason": "object-update without a string id"})]
@@ -411,8 +411,8 @@ class ClientState:
             created = True
         version_new = message.get("version-new")
         version_old = message.get("version-old", 0)
-        patch: list | None = None
-        frames: list[dict] = []
+        patch: list[Any] | None = None
+        frames: list[dict[str, Any]] = []
         events: list[Event] = []
         if "value" in message:
             value = message["value"]
@@ -423,7 +423,7 @@ class ClientState:
             if not isinstance(patch, list):
                 return [], [Event("ignored", object_id, frame={"reason": "object-update patch is not a list"})]
             if is_null(version_old):
-                base: dict = {}
+                base: dict[str, Any] = {}
             elif entry.value is not None and same_version(version_old, entry.version):
                 base = entry.value
             else:
@@ -483,11 +483,11 @@ class ClientState:
         known = RESYNC_VERSION if full else entry.version
         return [{"action": "object-consumer-register", "pattern": entry.id, "version-known": known}], events
 
-    def _destroy(self, message: dict) -> Out:
+    def _destroy(self, message: dict[str, Any]) -> Out:
         object_id = message.get("id")
         if not isinstance(object_id, str):
             return [], [Event("ignored", frame={"reason": "object-destroy without a string id"})]
-        frames: list[dict] = []
+        frames: list[dict[str, Any]] = []
         events: list[Event] = []
         entry = self.entries.get(object_id)
         if entry is not None and entry.parents:
@@ -504,7 +504,7 @@ class ClientState:
                 master.server_base = None
         return frames, events
 
-    def _produce(self, message: dict) -> Out:
+    def _produce(self, message: dict[str, Any]) -> Out:
         object_id = message.get("id")
         if not isinstance(object_id, str):
             return [], [Event("ignored", frame={"reason": "object-produce without a string id"})]
@@ -521,8 +521,8 @@ class ClientState:
             return [self._upload_current(master)], events
         return [], [Event("produce", object_id, master.pattern, frame=message)]
 
-    def _error(self, message: dict) -> Out:
-        frames: list[dict] = []
+    def _error(self, message: dict[str, Any]) -> Out:
+        frames: list[dict[str, Any]] = []
         events: list[Event] = []
         pattern = message.get("pattern")
         if message.get("request") == "object-consumer-unregister" and isinstance(pattern, str) \
@@ -543,13 +543,13 @@ class ClientState:
                 and message.get("request") == "object-patch":
             frames.append(self._upload_current(master))  # the server refused our patch: the full value
         if isinstance(object_id, str) and message.get("request") in ("object-produce", None):
-            entry = self.entries.get(object_id)
-            if entry is not None:
-                entry.error = str(message.get("message", "error"))
+            held = self.entries.get(object_id)
+            if held is not None:
+                held.error = str(message.get("message", "error"))
                 events.append(Event("status", object_id))
         events.append(Event("error", object_id if isinstance(object_id, str) else None, frame=message))
         return frames, events
 
 
-def _copy(value: dict | None) -> dict | None:
+def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else codec.loads(codec.dumps(value))

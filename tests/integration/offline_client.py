@@ -24,6 +24,9 @@ async def main(url: str, state_dir: str, object_id: str) -> None:
                           "connected": client.connected, "last_patch": consumer.last_patch,
                           "first_change": {"stale": first.stale, "version": first.version}}), flush=True)
 
+    initial: list[object] = []
+    consumer.on_change(initial.append, initial=True)
+    assert len(initial) == 1 and initial[0].stale, initial  # callbacks can get the persisted state first too
     report()
     consumer.on_change(report)
     consumer.on_status(report)
