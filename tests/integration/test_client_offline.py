@@ -164,3 +164,15 @@ async def test_corrupt_or_unreadable_state_dir_warns_and_starts_empty(tmp_path, 
         await client.master("mine").bump()
     finally:
         await client.close()  # nothing crashes, and writing the state again works or warns
+
+
+async def test_an_offline_bump_of_an_old_timestamp_version_moves_to_now():
+    client = Client("ws://127.0.0.1:9", name="late")  # never connected: the bump stays pending
+    try:
+        master = client.master("doc", value={"a": 1}, version=[1_000_000_000_000, 5])  # 2001
+        version = await master.bump()
+        assert version[0] > 1_000_000_000_000 and version[1] == 0 and master.pending
+        counted = client.master("other", value={"a": 1}, version=[1, 5])
+        assert await counted.bump() == [1, 6]  # not a timestamp: counted up as before
+    finally:
+        await client.close()
