@@ -46,9 +46,10 @@ class StateFile:
     def open(cls, state_dir: str | Path, name: str) -> StateFile | None:
         """Open (or create) ``state_dir/<name>.sqlite3``; None, with a warning, if that cannot be done."""
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "client"
-        path = Path(state_dir) / f"{safe}.sqlite3"
+        state_dir = Path(state_dir).expanduser()
+        path = state_dir / f"{safe}.sqlite3"
         try:
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            state_dir.mkdir(parents=True, exist_ok=True)
             return cls(path, cls._connect(path))
         except (OSError, sqlite3.Error, ValueError) as exc:
             log.warning("client state %s is unusable (%s); moving it aside and starting empty", path, exc)
