@@ -86,6 +86,10 @@ async def test_restart_offline_sees_persisted_state_then_catches_up_with_a_patch
         await asyncio.to_thread(start_cluster, cluster)
         await owner.wait_connected(WAIT)
         await lines.until(lambda s: s["connected"] and not s["stale"])  # registered with [1, 0]: confirmed
+        # the restarted router has [1, 0] as data again (the owner's upload) before the change, so it can
+        # send a patch; a watcher of its own tells when
+        async with Client(cluster.ws_url, name="check") as check:
+            await check.consume("doc").wait(lambda v: v["n"] == 1, timeout=WAIT)
         doc.value["n"] = 2
         await doc.bump()
         caught_up = await lines.until(lambda s: s["version"] == [1, 1])
