@@ -213,8 +213,6 @@ class ClientState:
     def disconnect(self) -> list[Event]:
         """The link is down: everything held is stale, nothing is valid."""
         self.connected = False
-        for master in self.masters.values():
-            master.server_base = None
         events = []
         for entry in self.entries.values():
             entry.confirmed = False
@@ -428,7 +426,7 @@ class ClientState:
                 base = entry.value
             else:
                 if created:
-                    return [], []
+                    self.entries[object_id] = entry  # a wildcard's new child: resynced like the others
                 return self._resync(entry, full=entry.value is None)
             try:
                 value = apply_patch(base, patch)  # in place; left unchanged if it fails
@@ -436,7 +434,7 @@ class ClientState:
                     raise PatchError(f"the result is a {type(value).__name__}, not an object")
             except PatchError as exc:
                 if created:
-                    return [], []
+                    self.entries[object_id] = entry
                 frames, events = self._resync(entry, full=True)
                 events.append(Event("ignored", object_id, frame={"reason": f"patch does not apply: {exc}"}))
                 return frames, events

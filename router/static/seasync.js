@@ -921,7 +921,6 @@ export class SeasyncClient {
     this._watchdog = null;
     if (!this.connected) return;
     this.connected = false;
-    for (const master of this._masters.values()) master._serverBase = null;
     for (const entry of this._entries.values()) {
       entry._confirmed = false;
       entry._probe = 0;
