@@ -188,7 +188,8 @@ class ClientState:
         events: list[Event] = []
         for entry in self.entries.values():
             entry.temp_exact = False  # the wildcard re-registration resyncs those
-            entry.resyncing = False
+            if entry.exact:
+                entry.resyncing = False  # registered again with what it holds (children: by the wildcard's resend)
             entry.confirmed = False
             if entry.exact:
                 frames.append(self._registration(entry))
