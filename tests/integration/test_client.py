@@ -1,4 +1,4 @@
-"""The Python client (common/client.py) against a real router + front, and against a scripted server.
+"""The Python client (common/client/) against a real router + front, and against a scripted server.
 
 Cluster tests: every master and consumer is a ``Client`` of its own over real websockets, so no worker is
 needed. Scripted-server tests: a real websocket server run by the test sends frames a correct router
