@@ -387,7 +387,8 @@ function waitFor(subscribe, check, timeoutMs, describe) {
  * Read-only fields: `id`, `value` (the data, or null before any), `version`, `valid` (connected and holding
  * data the server considers current), `destroyed` (unlinked, or dropped by the server), `receivedAt`
  * (Date.now() of the last update), `lastPatch` (the patch of the last update, null for a full value),
- * `error` (the last production error the server reported for this id, cleared by the next update).
+ * `error` (the last production error the server reported for this id, cleared by the next update), `stale`
+ * (true while the data held, persisted or from before a drop, is not confirmed by the server since the link came up).
  * `value` is replaced by a new object on every update (unchanged parts are shared): do not modify it.
  */
 export class Consumer {
@@ -579,7 +580,9 @@ export class WildcardConsumer {
 // ============================================================================ masters
 
 /**
- * An object this client provides: made by `client.master(...)`. Two modes, not to be mixed:
+ * An object this client provides: made by `client.master(...)`. Two modes, not to be mixed. A keep-current
+ * master bumped while offline keeps its change (`pending`, persisted with `persist`) and uploads it on the next
+ * connect; the newer version wins at the server.
  *
  * - keep current (`value` given, exact id): modify `value`, then `bump()` (or `set(newValue)`); the new
  *   version is uploaded as a patch against the last upload when that is smaller, else as the full value.
