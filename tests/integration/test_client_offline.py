@@ -180,3 +180,56 @@ async def test_an_offline_bump_of_an_old_timestamp_version_moves_to_now():
         assert await counted.bump() == [1, 6]  # not a timestamp: counted up as before
     finally:
         await client.close()
+
+
+def start_second_front(cluster: Cluster, port: int):
+    from tests.cluster import wait_port
+
+    proc = cluster._start("front2", ["-m", "router.front_cli", "--router", cluster.router_url,
+                                     "--host", "127.0.0.1", "--port", str(port)])
+    wait_port(port)
+    return proc
+
+
+@pytest.mark.parametrize("offline_is_newer", [True, False], ids=["offline-change-newer", "offline-change-older"])
+async def test_two_masters_one_offline_end_at_the_newer_version_never_a_mix(cluster, tmp_path, offline_is_newer):
+    from tests.cluster import free_port
+
+    port = free_port()
+    front2 = start_second_front(cluster, port)
+    online = Client(cluster.ws_url, name="online", reconnect_delay=0.2, max_reconnect_delay=0.5)
+    offline = Client(f"ws://127.0.0.1:{port}", name="offline", state_dir=tmp_path, reconnect_delay=0.2,
+                     max_reconnect_delay=0.5)
+    watcher = Client(cluster.ws_url, name="watcher", reconnect_delay=0.2, max_reconnect_delay=0.5)
+    start = [1_000_000_000_000, 0]
+    a = online.master("pair", value={"by": "start", "n": 0}, version=start)
+    b = offline.master("pair", value={"by": "start", "n": 0}, version=start)
+    for client in (online, offline, watcher):
+        await client.connect()
+    seen = watcher.consume("pair")
+    try:
+        await seen.wait(lambda v: v["by"] == "start", timeout=WAIT)
+        front2.stop()
+        await wait_for(lambda: not offline.connected, "the offline master to lose its front")
+        first, second = (a, b) if offline_is_newer else (b, a)
+        first.value.update(by="first", n=1, pad="x" * 50)
+        await first.bump([1_000_000_001_000, 0])
+        second.value.update(by="second", n=2)
+        await second.bump([1_000_000_002_000, 0])
+        assert b.pending
+        if first is a:
+            await seen.wait(lambda v: v["by"] == "first", timeout=WAIT)
+        front2 = start_second_front(cluster, port)
+        await offline.wait_connected(WAIT)
+        await wait_for(lambda: not b.pending, "the offline change to be uploaded")
+        # the offline master's own connection consumes it too: the value it gets comes after the router
+        # handled its upload (one session's frames are handled in order), so this is the settled state
+        settled = offline.consume("pair")
+        value = await settled.wait(timeout=WAIT)
+        winner = {"by": "second", "n": 2}  # whole: the loser's "pad" (offline-change-older) never mixes in
+        assert value == winner and settled.version == [1_000_000_002_000, 0]
+        await seen.wait(lambda v: v == winner, timeout=WAIT)
+        assert seen.version == [1_000_000_002_000, 0]
+    finally:
+        for client in (online, offline, watcher):
+            await client.close()
