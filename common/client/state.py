@@ -69,7 +69,7 @@ def next_version(version: Version, now_ms: int | None = None) -> Version:
     Hash (dependency) versions and None have no successor: pass an explicit version to ``bump``.
     """
     if isinstance(version, bool):
-        raise ValueError("a version cannot be a boolean")
+        raise ValueError("a version cannot be a boolean")  # noqa: TRY004 (ValueError, as before the split)
     if isinstance(version, (int, float)):
         return version + 1
     if isinstance(version, list) and version and isinstance(version[-1], (int, float)) \
