@@ -194,3 +194,29 @@ def error(message: str, **context: Any) -> bytes:
     frame.update({k: _echo(k, v) for k, v in context.items() if v is not None})
     frame.setdefault("request", None)
     return codec.dumps(frame)
+
+
+def production_answer(object_id: str, result: Any) -> dict[str, Any]:
+    """The ``object-patch`` answering a production with a producer's ``(data, version)``.
+
+    One rule set for every producer (the Python client here; seasync.js ``productionMessage`` follows it,
+    both checked by tests/fixtures/client_scenarios.json): ``data`` None declines the order, else it is a
+    dict, False (a stall) or True (the version exists, data unknown); the version is a valid version
+    (a tuple counts as a list), never 0/None and never a negative number. Raises ``ValueError`` saying why.
+    """
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ValueError(f"produce must return (data, version), not {type(result).__name__}")
+    data, version = result
+    if data is None:
+        return {"action": "object-patch", "id": object_id}  # declined: the router gives it to someone else
+    if not isinstance(data, (dict, bool)):
+        raise ValueError(f"produced data must be a dict, False (stall) or True, not {type(data).__name__}")
+    if isinstance(version, tuple):
+        version = list(version)
+    try:
+        check_version(version)
+    except VersionError as exc:
+        raise ValueError(f"bad produced version {version!r}: {exc}") from None
+    if version is None or (isinstance(version, (int, float)) and version <= 0):
+        raise ValueError(f"produced version must be above 0 (0 means 'no data'), not {version!r}")
+    return {"action": "object-patch", "id": object_id, "version-new": version, "value": data}

@@ -14,7 +14,14 @@
  *     status.value.load = 0.3; status.bump();                       // ...uploads a patch (or the value)
  *     client.master("car-*", {produce: async (id, versionInferred) => [await load(id), [Date.now(), 0]]});
  *
- * What it does for you: reconnects (1 s, then backing off to 2 s), re-registers every consumer with the
+ * Offline: `new SeasyncClient(url, {persist: "dashboard"})` keeps the last value and version of every consumed
+ * id and every keep-current master in localStorage; a page reloaded while the server is down shows the last
+ * state at once (`consumer.stale` true until the server confirmed it), then catches up with a patch.
+ *
+ * The protocol rules are the same as the Python client's pure core (common/client/state.py), checked by one
+ * table of scenarios run against both (tests/fixtures/client_scenarios.json).
+ *
+ * What it does for you: reconnects (1 s, doubling up to 5 s), re-registers every consumer with the
  * version it holds and every master with its version, so the server sends only what changed; applies
  * RFC 6902 patches atomically (a patch that fails leaves the object untouched and asks for a resync); never
  * applies a patch whose base (`version-old`) is not the version it holds (it re-registers to resync).
@@ -259,14 +266,36 @@ export function sameVersion(a, b) {
   return deepEqual(a, b);
 }
 
-/** The version after `version` for `bump()`: [a, b] -> [a, b + 1], n -> n + 1; others need an explicit one. */
-export function nextVersion(version) {
+const TIMESTAMP_MS = 1e11; // a first version element this large is a time in ms, as the default [Date.now(), 0]
+
+/**
+ * The version after `version` for `bump()`: [a, b] -> [a, b + 1], n -> n + 1; others need an explicit one.
+ * With `nowMs`, a [timestamp_ms, n] version older than `nowMs` becomes [nowMs, 0], so a change made offline is
+ * newer than what other masters uploaded before it was made (the newer version wins on reconnect).
+ */
+export function nextVersion(version, nowMs = null) {
   if (typeof version === "number" && Number.isFinite(version)) return version + 1;
+  if (nowMs !== null && Array.isArray(version) && version.length === 2 && Number.isInteger(version[0]) &&
+      version[0] >= TIMESTAMP_MS && version[0] < nowMs) {
+    return [nowMs, 0];
+  }
   if (Array.isArray(version) && version.length && typeof version[version.length - 1] === "number") {
     return [...version.slice(0, -1), version[version.length - 1] + 1];
   }
   throw new TypeError(`cannot bump version ${JSON.stringify(version)} automatically; pass bump(version)`);
 }
+
+/** The wait before reconnect attempt `attempt` (0 = the first): doubling from `base` up to `maximum`. */
+export function backoff(attempt, base, maximum) {
+  return Math.min(base * 2 ** Math.min(Math.max(attempt, 0), 30), Math.max(maximum, base));
+}
+
+// A connection that stayed open this long (ms) resets the reconnect backoff; one dropped at once keeps growing it.
+const STABLE_CONNECTION = 10000;
+
+// After the handshake the client unregisters a pattern it never registered: the server's error answer comes
+// after everything it had to send for the registrations before it, which confirms the data held (`stale`).
+const SYNC_PREFIX = "seasync-sync-probe:";
 
 const patternCache = new Map();
 
@@ -358,7 +387,8 @@ function waitFor(subscribe, check, timeoutMs, describe) {
  * Read-only fields: `id`, `value` (the data, or null before any), `version`, `valid` (connected and holding
  * data the server considers current), `destroyed` (unlinked, or dropped by the server), `receivedAt`
  * (Date.now() of the last update), `lastPatch` (the patch of the last update, null for a full value),
- * `error` (the last production error the server reported for this id, cleared by the next update).
+ * `error` (the last production error the server reported for this id, cleared by the next update), `stale`
+ * (true while the data held, persisted or from before a drop, is not confirmed by the server since the link came up).
  * `value` is replaced by a new object on every update (unchanged parts are shared): do not modify it.
  */
 export class Consumer {
@@ -372,6 +402,8 @@ export class Consumer {
     this.receivedAt = null;
     this.lastPatch = null;
     this.error = null;
+    this._confirmed = false; // the server confirmed or updated it since the link came up
+    this._probe = 0; // the sync probe whose answer confirms it
     this._exact = false; // the user consumes this id directly
     this._tempExact = false; // registered directly only to resync a wildcard child
     this._resyncing = false;
@@ -384,6 +416,11 @@ export class Consumer {
   /** True once data arrived (or was pre-seeded). */
   get initialized() {
     return this.value !== null;
+  }
+
+  /** True while the data held (persisted, or from before a drop) is not confirmed by the server since the link came up. */
+  get stale() {
+    return !this.destroyed && this.value !== null && !(this.client.connected && this._confirmed);
   }
 
   /** `cb(consumer, {patch, version})` on every new version. Returns a function that removes the callback. */
@@ -416,8 +453,10 @@ export class Consumer {
   }
 
   _setValid(valid) {
-    if (valid !== this.valid) {
+    const stale = this.stale;
+    if (valid !== this.valid || stale !== this._lastStale) {
       this.valid = valid;
+      this._lastStale = stale;
       this._status.fire(this);
     }
   }
@@ -435,8 +474,11 @@ export class Consumer {
     this.lastPatch = patch;
     this.receivedAt = Date.now();
     this._resyncing = false;
+    this._confirmed = this.client.connected;
+    this._probe = 0;
     if (this.error !== null) this._setError(null);
     this._setValid(this.client.connected);
+    this.client._persistConsumer(this);
     const change = {id: this.id, version, patch, destroyed: false};
     this._change.fire(this, change);
     for (const parent of this._parents) parent._childChanged(this, change);
@@ -538,7 +580,9 @@ export class WildcardConsumer {
 // ============================================================================ masters
 
 /**
- * An object this client provides: made by `client.master(...)`. Two modes, not to be mixed:
+ * An object this client provides: made by `client.master(...)`. Two modes, not to be mixed. A keep-current
+ * master bumped while offline keeps its change (`pending`, persisted with `persist`) and uploads it on the next
+ * connect; the newer version wins at the server.
  *
  * - keep current (`value` given, exact id): modify `value`, then `bump()` (or `set(newValue)`); the new
  *   version is uploaded as a patch against the last upload when that is smaller, else as the full value.
@@ -562,6 +606,7 @@ export class Master {
     this._serverBase = null; // the version the server last got from us, as a patch base
     this._lastWasPatch = false;
     this._wanted = true; // false after object-destroy: nobody consumes it, bumps are not uploaded
+    this.pending = false; // bumped while offline: uploaded on the next connect (the newer version wins)
   }
 
   get id() {
@@ -571,7 +616,7 @@ export class Master {
   /** Make a new version of `value` and upload it (if connected and wanted); returns the new version. */
   bump(version = undefined) {
     this._checkKeepCurrent();
-    const newVersion = version === undefined ? nextVersion(this.version) : version;
+    const newVersion = version === undefined ? nextVersion(this.version, Date.now()) : version;
     if (isNullVersion(newVersion)) throw new TypeError("a master's version cannot be 0 or null");
     const raw = JSON.stringify(this.value);
     const snapshot = JSON.parse(raw);
@@ -579,7 +624,13 @@ export class Master {
     const oldVersion = this.version;
     this._shadow = snapshot;
     this.version = newVersion;
-    if (!this.client.connected || !this._wanted || this.closed) return newVersion;
+    if (!this.client.connected || this.closed) {
+      this.pending = true;
+      this.client._persistMaster(this);
+      return newVersion;
+    }
+    this.client._persistMaster(this);
+    if (!this._wanted) return newVersion;
     const message = {action: "object-patch", id: this.pattern, "version-new": newVersion};
     this._lastWasPatch = false;
     if (oldShadow !== null && this._serverBase !== null && sameVersion(this._serverBase, oldVersion)) {
@@ -593,6 +644,7 @@ export class Master {
     if (!this._lastWasPatch) message.value = snapshot;
     this.lastUpload = this._lastWasPatch ? "patch" : "value";
     this._serverBase = newVersion;
+    this.pending = false;
     this.client._send(message);
     return newVersion;
   }
@@ -617,11 +669,17 @@ export class Master {
   }
 
   _uploadCurrent() {
+    this.client._send(this._uploadValue());
+  }
+
+  /** The full last-bumped value (an order in keep-current mode, a refused patch, a change made offline). */
+  _uploadValue() {
     this._wanted = true;
+    this.pending = false;
     this._lastWasPatch = false;
     this.lastUpload = "value";
     this._serverBase = this.version;
-    this.client._send({action: "object-patch", id: this.pattern, "version-new": this.version, value: this._shadow});
+    return {action: "object-patch", id: this.pattern, "version-new": this.version, value: this._shadow};
   }
 
   _destroyedId(id) {
@@ -634,16 +692,29 @@ export class Master {
   }
 }
 
-/** The object-patch answering a production with `[data, version]`; throws TypeError if the result is bad. */
-function productionMessage(id, result) {
+/** True if `version` is a valid version: a finite number, a list of numbers (or lists), or a hash id -> version. */
+export function isVersion(version, depth = 0) {
+  if (depth > 32) return false;
+  if (typeof version === "number") return Number.isFinite(version);
+  if (Array.isArray(version)) return version.every((item) => item !== null && !isObject(item) && isVersion(item, depth + 1));
+  if (isObject(version)) return Object.entries(version).every(([key, item]) => key !== "" && isVersion(item, depth + 1));
+  return false;
+}
+
+/**
+ * The object-patch answering a production with `[data, version]` (the rules of common/protocol.py
+ * `production_answer`): data null declines; else an object, false (a stall) or true; the version is valid,
+ * not 0/null and not a negative number. Throws TypeError saying why.
+ */
+export function productionMessage(id, result) {
   if (!Array.isArray(result) || result.length !== 2) throw new TypeError("produce must return [data, version]");
   const [data, version] = result;
   if (data === null || data === undefined) return {action: "object-patch", id};
   if (typeof data !== "boolean" && !isObject(data)) {
     throw new TypeError("produced data must be an object, false (stall) or true");
   }
-  if (isNullVersion(version) || typeof version === "boolean" || typeof version === "string") {
-    throw new TypeError(`produced version must be a number, an array or a hash, not ${JSON.stringify(version)}`);
+  if (version === null || version === undefined || !isVersion(version) || (typeof version === "number" && version <= 0)) {
+    throw new TypeError(`produced version must be above 0: a number, an array or a hash, not ${JSON.stringify(version)}`);
   }
   return {action: "object-patch", id, "version-new": version, value: data};
 }
@@ -656,7 +727,9 @@ const OPEN = 1;
  * One connection to a seasync front (or a seapig server), with reconnection and resync built in.
  *
  * Options: `name` (shown in introspection as `name:N`), `options` (more client options sent to the server),
- * `reconnectDelay` (ms, default 1000; doubled after each failed attempt up to `maxReconnectDelay`, default 2000),
+ * `reconnectDelay` (ms, default 1000; doubled after each failed attempt up to `maxReconnectDelay`, default 5000;
+ * the count restarts after a connection that stayed open 10 s), `persist` (a name: keep the last state of every
+ * consumed id and keep-current master in `storage`, default localStorage, under `seasync:<name>`),
  * `heartbeat` (default true: ask for heartbeat frames and, once they flow, treat `deadAfter` ms of silence,
  * default 25000, as a dead connection), `WebSocket` (constructor, default the global one), `logger`
  * (default console), `connect` (default true: connect at once; else call `connect()`).
@@ -667,7 +740,7 @@ export class SeasyncClient {
     this.name = opts.name ?? "browser";
     this.options = {...(opts.options || {})};
     this.reconnectDelay = opts.reconnectDelay ?? 1000;
-    this.maxReconnectDelay = Math.max(opts.maxReconnectDelay ?? 2000, this.reconnectDelay);
+    this.maxReconnectDelay = Math.max(opts.maxReconnectDelay ?? 5000, this.reconnectDelay);
     this.heartbeat = opts.heartbeat ?? true;
     this.deadAfter = opts.deadAfter ?? 25000;
     this.logger = opts.logger ?? console;
@@ -680,14 +753,81 @@ export class SeasyncClient {
     this._masters = new Map(); // pattern -> Master
     this._ws = null;
     this._generation = 0; // bumped for every socket: events of an old socket are ignored
-    this._delay = this.reconnectDelay;
+    this._attempt = 0; // reconnect attempts since the last stable connection
+    this._openedAt = 0;
+    this._probes = 0;
     this._retryTimer = null;
     this._watchdog = null;
     this._lastFrameAt = 0;
     this._heartbeatSeen = false;
     this._error = new Callbacks(this.logger);
     this._connection = new Callbacks(this.logger);
+    this._persistKey = opts.persist ? `seasync:${opts.persist}` : null;
+    this._storage = opts.storage ?? globalThis.localStorage ?? null;
+    this._saved = this._loadState();
+    this._saveTimer = null;
+    if (this._persistKey !== null) {
+      // a reload within the batching delay must not lose the last update
+      this._onPageHide = () => { if (this._saveTimer !== null) this._saveNow(); };
+      globalThis.addEventListener?.("pagehide", this._onPageHide);
+    }
     if (opts.connect ?? true) this.connect();
+  }
+
+  // ---------------------------------------------------------------- persisted state
+
+  /** `{consumers: {id: [version, value]}, masters: {id: [version, value, pending]}}` from storage, or empty. */
+  _loadState() {
+    const empty = {consumers: {}, masters: {}};
+    if (this._persistKey === null || !this._storage) return empty;
+    try {
+      const raw = this._storage.getItem(this._persistKey);
+      if (raw === null) return empty;
+      const state = JSON.parse(raw);
+      if (!isObject(state) || !isObject(state.consumers) || !isObject(state.masters)) throw new TypeError("not a client state");
+      return state;
+    } catch (error) {
+      this.logger.warn(`seasync: the persisted state ${this._persistKey} is unusable; starting empty`, error);
+      return empty;
+    }
+  }
+
+  _persistConsumer(entry) {
+    if (this._persistKey === null || !entry._exact || entry.value === null) return;
+    this._saved.consumers[entry.id] = [entry.version, entry.value];
+    this._scheduleSave();
+  }
+
+  _persistMaster(master) {
+    if (this._persistKey === null || master.produce || master.closed) return;
+    this._saved.masters[master.pattern] = [master.version, master._shadow, master.pending];
+    this._scheduleSave();
+  }
+
+  _forgetSaved(kind, id) {
+    if (this._persistKey === null || !(id in this._saved[kind])) return;
+    delete this._saved[kind][id];
+    this._scheduleSave();
+  }
+
+  /** Writes are batched: one write of the whole state at most every 100 ms. */
+  _scheduleSave() {
+    if (this._saveTimer !== null) return;
+    this._saveTimer = setTimeout(() => this._saveNow(), 100);
+  }
+
+  _saveNow() {
+    clearTimeout(this._saveTimer);
+    this._saveTimer = null;
+    if (this._persistKey === null || !this._storage) return;
+    for (const master of this._masters.values()) {
+      if (!master.produce && !master.closed) this._saved.masters[master.pattern] = [master.version, master._shadow, master.pending];
+    }
+    try {
+      this._storage.setItem(this._persistKey, JSON.stringify(this._saved));
+    } catch (error) {
+      this.logger.warn(`seasync: cannot persist ${this._persistKey} (kept in memory only)`, error);
+    }
   }
 
   // ---------------------------------------------------------------- connection
@@ -702,6 +842,8 @@ export class SeasyncClient {
   close() {
     if (this.closed) return;
     this.closed = true;
+    if (this._saveTimer !== null) this._saveNow();
+    if (this._onPageHide) globalThis.removeEventListener?.("pagehide", this._onPageHide);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const ws = this._ws;
@@ -757,16 +899,17 @@ export class SeasyncClient {
 
   _opened() {
     this.connections += 1;
-    this._delay = this.reconnectDelay;
+    this._openedAt = Date.now();
     this._lastFrameAt = Date.now();
     this._heartbeatSeen = false;
     this.connected = true; // before the handshake, so _send works
+    for (const entry of this._entries.values()) {
+      entry._confirmed = false;
+      entry._resyncing = false;
+    }
     for (const message of this._handshake()) this._send(message);
     for (const entry of this._entries.values()) {
-      if (entry._exact && entry.value !== null) {
-        entry._resyncing = false;
-        entry._setValid(true);
-      }
+      if (entry._exact && entry.value !== null) entry._setValid(true);
     }
     for (const wildcard of this._wildcards.values()) wildcard._status.fire(wildcard);
     if (this.heartbeat) this._watchdog = setInterval(() => this._checkAlive(), Math.min(5000, this.deadAfter));
@@ -781,15 +924,20 @@ export class SeasyncClient {
     this._watchdog = null;
     if (!this.connected) return;
     this.connected = false;
-    for (const entry of this._entries.values()) entry._setValid(false);
+    for (const entry of this._entries.values()) {
+      entry._confirmed = false;
+      entry._probe = 0;
+      entry._setValid(false);
+    }
     for (const wildcard of this._wildcards.values()) wildcard._status.fire(wildcard);
     this._connection.fire(false);
   }
 
   _retry(wasOpen) {
     if (this.closed || this._retryTimer !== null) return;
-    const delay = wasOpen ? this.reconnectDelay : this._delay;
-    if (!wasOpen) this._delay = Math.min(this._delay * 2, this.maxReconnectDelay);
+    if (wasOpen && Date.now() - this._openedAt > STABLE_CONNECTION) this._attempt = 0;
+    const delay = backoff(this._attempt, this.reconnectDelay, this.maxReconnectDelay);
+    this._attempt += 1;
     this._retryTimer = setTimeout(() => this._open(), delay);
   }
 
@@ -821,8 +969,27 @@ export class SeasyncClient {
     for (const master of this._masters.values()) {
       master._wanted = true;
       messages.push(master._registration());
+      if (master.produce && isWildcard(master.pattern)) {
+        // what this producer made before: the server may have lost it (a router restart)
+        for (const [id, version] of master.versions) {
+          messages.push({action: "object-patch", id, "version-new": version, value: true});
+        }
+      } else if (!master.produce && master.pending) {
+        messages.push(master._uploadValue()); // changed offline: the newer version wins
+        this._persistMaster(master);
+      }
+    }
+    const held = [...this._entries.values()].filter((entry) => entry._exact && entry.value !== null);
+    if (held.length) {
+      messages.push(this._probeFrame());
+      for (const entry of held) entry._probe = this._probes;
     }
     return messages;
+  }
+
+  _probeFrame() {
+    this._probes += 1;
+    return {action: "object-consumer-unregister", pattern: `${SYNC_PREFIX}${this._probes}`};
   }
 
   /** Send one message on the open connection; false (dropped) while disconnected: registrations are resent on connect. */
@@ -864,14 +1031,24 @@ export class SeasyncClient {
       this._entries.set(pattern, entry);
     }
     if (entry._exact) return entry;
+    if (value === null && entry.value === null && hasOwn(this._saved.consumers, pattern)) {
+      [version, value] = this._saved.consumers[pattern]; // the last state persisted: shown at once, stale
+    }
     if (value !== null && entry.value === null) {
       entry.value = value;
       entry.version = version;
     }
     entry._exact = true;
-    if (!entry._tempExact) this._send(this._consumerRegistration(entry));
+    if (!entry._tempExact) {
+      this._send(this._consumerRegistration(entry));
+      if (this.connected && entry.value !== null && !entry._confirmed) {
+        this._send(this._probeFrame());
+        entry._probe = this._probes;
+      }
+    }
     entry._tempExact = false;
-    if (this.connected && entry.value !== null && !entry._resyncing) entry._setValid(true);
+    if (entry.value !== null && !entry._resyncing) entry._setValid(this.connected);
+    this._persistConsumer(entry);
     return entry;
   }
 
@@ -880,7 +1057,30 @@ export class SeasyncClient {
     return {action: "object-consumer-register", pattern: entry.id, "version-known": known};
   }
 
-  /** Stop consuming and/or mastering `pattern` (sends the unregistrations). Returns true if there was anything. */
+  /** Stop consuming `pattern` (a consumer, wildcard consumer or pattern). Returns true if it was consumed. */
+  unconsume(pattern) {
+    const target = typeof pattern === "string" ? pattern : pattern?.pattern ?? pattern?.id;
+    if (this._masters.has(target) && !this._wildcards.has(target) && !this._entries.get(target)?._exact) return false;
+    const master = this._masters.get(target);
+    if (master) this._masters.delete(target);
+    const found = this.unlink(target);
+    if (master) this._masters.set(target, master);
+    return found;
+  }
+
+  /** Stop providing `pattern` (a master or its pattern). Returns true if it was mastered. */
+  unmaster(pattern) {
+    const target = typeof pattern === "string" ? pattern : pattern?.pattern;
+    const master = this._masters.get(target);
+    if (!master) return false;
+    this._masters.delete(target);
+    master.closed = true;
+    this._forgetSaved("masters", target);
+    this._send({action: "object-producer-unregister", pattern: target});
+    return true;
+  }
+
+  /** Stop consuming and mastering `pattern` (`unconsume` and `unmaster` together). Returns true if there was anything. */
   unlink(pattern) {
     const target = typeof pattern === "string" ? pattern : pattern?.pattern ?? pattern?.id;
     let found = false;
@@ -902,16 +1102,11 @@ export class SeasyncClient {
     if (entry && entry._exact) {
       found = true;
       entry._exact = false;
+      this._forgetSaved("consumers", target);
       this._send({action: "object-consumer-unregister", pattern: target});
       this._forgetIfOrphan(entry);
     }
-    const master = this._masters.get(target);
-    if (master) {
-      found = true;
-      this._masters.delete(target);
-      master.closed = true;
-      this._send({action: "object-producer-unregister", pattern: target});
-    }
+    if (this._masters.has(target)) found = this.unmaster(target) || found;
     return found;
   }
 
@@ -944,12 +1139,18 @@ export class SeasyncClient {
     } else {
       if (!isObject(value)) throw new TypeError("a master needs a value object (keep current) or produce (on demand)");
       if (isWildcard(pattern)) throw new TypeError("a keep-current master needs an exact id");
-      const v = version ?? [Date.now(), 0];
+      let v = version ?? [Date.now(), 0];
+      let pending = false;
+      const saved = this._saved.masters[pattern];
+      if (saved && version === null) [v, value, pending] = saved; // no explicit version: the persisted state, offline changes kept
       if (isNullVersion(v)) throw new TypeError("a master's version cannot be 0");
       master = new Master(this, pattern, value, v, null);
+      master.pending = Boolean(pending);
     }
     this._masters.set(pattern, master);
     this._send(master._registration());
+    if (master.pending && this.connected) this._send(master._uploadValue());
+    this._persistMaster(master);
     return master;
   }
 
@@ -1034,6 +1235,8 @@ export class SeasyncClient {
     }
     if (patch === null && entry.value !== null && sameVersion(versionNew, entry.version) && deepEqual(value, entry.value)) {
       entry._resyncing = false; // a resend of what we hold: confirmed, not a change
+      entry._confirmed = this.connected;
+      entry._probe = 0;
       entry._setValid(this.connected);
     } else {
       entry._update(value, versionNew, patch);
@@ -1062,6 +1265,7 @@ export class SeasyncClient {
 
   _resyncWith(entry, versionKnown) {
     entry._resyncing = true;
+    entry._confirmed = false;
     entry._setValid(false);
     if (!entry._exact) entry._tempExact = true; // a wildcard child: a direct registration, dropped once synced
     this._send({action: "object-consumer-register", pattern: entry.id, "version-known": versionKnown});
@@ -1109,6 +1313,18 @@ export class SeasyncClient {
   }
 
   _handleError(message) {
+    const probe = message.request === "object-consumer-unregister" && typeof message.pattern === "string" &&
+      message.pattern.startsWith(SYNC_PREFIX) ? Number(message.pattern.slice(SYNC_PREFIX.length)) : null;
+    if (probe !== null) { // our own sync probe: everything registered before it is confirmed
+      for (const entry of this._entries.values()) {
+        if (entry._probe && entry._probe <= probe && !entry._resyncing && entry.value !== null) {
+          entry._probe = 0;
+          entry._confirmed = this.connected;
+          entry._setValid(entry.valid);
+        }
+      }
+      return;
+    }
     this.logger.warn(`seasync: server error: ${message.message}`, message);
     const id = typeof message.id === "string" ? message.id : null;
     const master = id === null ? null : this._masters.get(id);

@@ -1,7 +1,7 @@
 """The browser client (router/static/seasync.js) in a real headless Chromium against a real cluster.
 
 Pages are served by the front itself over plain HTTP on its websocket port. Masters and producers
-are Python clients (common/client.py) on their own event-loop thread.
+are Python clients (common/client/) on their own event-loop thread.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("common", "router", "worker", "scripts")
 
 PURE = [
+    "common/client/state.py",
     "common/codec.py",
     "common/diff.py",
     "common/patterns.py",

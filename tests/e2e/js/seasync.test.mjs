@@ -253,8 +253,13 @@ test("handshake: options, consumers with held versions, wildcards, masters", () 
     {action: "object-consumer-register", pattern: "fresh", "version-known": 0},
     {action: "object-consumer-register", pattern: "car-*", "version-known": 0},
     {action: "object-producer-register", pattern: "mine", "version-known": [9, 0]},
+    {action: "object-consumer-unregister", pattern: "seasync-sync-probe:1"}, // confirms "held" (stale until then)
   ]);
   assert.ok(client.consume("held").valid, "pre-seeded data is valid once registered");
+  assert.ok(client.consume("held").stale, "... but stale until the server confirms it");
+  ws.receive({action: "error", message: "no such registration", request: "object-consumer-unregister",
+    pattern: "seasync-sync-probe:1"});
+  assert.ok(!client.consume("held").stale);
   assert.ok(!client.consume("fresh").valid);
   client.close();
 });

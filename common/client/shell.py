@@ -1,43 +1,8 @@
-"""The asyncio Python client for seasync (the seapig 0.2 websocket protocol).
+"""The asyncio shell of the Python client: the connection loop, the user-facing handles, persisted state.
 
-Use it to watch live objects, to keep an object of your own up to date on the server, or to produce
-objects on demand::
-
-    from common.client import Client
-
-    async with Client("ws://127.0.0.1:3001", name="dashboard") as client:
-        cars = client.consume("cars")                    # one object ("car-*" for a wildcard)
-        await cars.wait(timeout=10)                      # until it has data
-        print(cars.version, cars.value)
-
-        # keep an object current ("mode A"): mutate its value, then bump
-        status = client.master("status", value={"up": True})
-        status.value["load"] = 0.3
-        await status.bump()                              # uploads a patch, or the value if that is smaller
-
-        # produce objects on demand ("mode B"): the router asks when someone consumes one
-        async def make_car(object_id, version_inferred):
-            return {"id": object_id}, [int(time.time() * 1000), 0]
-        client.master("car-*", produce=make_car)
-
-        async for change in cars.changes():              # every new version (coalesced if you are slow)
-            print(change.version, change.value)
-
-What the client does for you:
-
-- it reconnects by itself (``reconnect_delay`` doubling up to ``max_reconnect_delay``) and, on every
-  connect, sends ``client-options-set`` then re-registers every consumer with the version it holds and every
-  master with its version, so the server sends only what changed while it was away;
-- it applies incoming RFC 6902 patches, and never applies one whose base (``version-old``) is not the version
-  it holds: it marks the object invalid and asks the server for a resync instead;
-- it never lets a bad server frame, a failing callback or a failing producer function stop it: they are logged
-  (logger ``seasync.client``) and, for producers, reported to the router.
-
-Everything runs on one asyncio event loop and nothing here is thread-safe. Sync callbacks and sync producer
-functions run *on* the loop: keep them short, or make them ``async`` and use ``asyncio.to_thread``.
-
-Object values are JSON objects (``dict``). A consumer's ``value`` is updated **in place** when a patch
-arrives, so a reference you kept changes with it; copy it if you need an old state.
+The protocol decisions are ``ClientState``'s (common/client/state.py); this module turns its frames into
+websocket writes and its events into callbacks, ``changes()`` items and ``wait()`` wake-ups. See the package
+docstring (common/client/__init__.py) for the tour.
 """
 
 from __future__ import annotations
@@ -45,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 import weakref
 from dataclasses import dataclass
@@ -55,9 +21,12 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from common import codec
-from common.diff import PatchError, apply_patch, make_patch
-from common.patterns import check_id, check_pattern, is_wildcard, matches
-from common.versioning import Version, check_version, is_newer, is_null, same
+from common.protocol import production_answer
+from common.client.persist import StateFile
+from common.client.state import ClientState, EntryState, Event, MasterState, backoff
+from common.client.state import next_version as _next_version
+from common.patterns import check_id, check_pattern, is_wildcard
+from common.versioning import Version, check_version, is_null
 
 __all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Consumer", "Master", "WildcardConsumer", "next_version"]
 
@@ -71,8 +40,10 @@ ProduceFn = Callable[[str, Version], Any]
 
 # Past this many frames waiting to be written, bump() waits for the socket to catch up.
 _SEND_HIGH_WATER = 256
-# A connection that stayed open this long (seconds) resets the reconnect backoff.
-_STABLE_CONNECTION = 10.0
+# A connection that stayed open this long (seconds) resets the reconnect backoff (the JS client too).
+STABLE_CONNECTION = 10.0
+# Persisted state is written at most this often (seconds): one transaction for every change meanwhile.
+_STATE_BATCH = 0.1
 
 
 class ClosedError(RuntimeError):
@@ -86,7 +57,8 @@ class Change:
     ``value`` is the consumer's live dict (it keeps changing with later patches); ``patch`` is the RFC 6902
     patch that produced this change, or ``None`` when a full value arrived or several changes were coalesced
     into one (``coalesced`` says how many). ``destroyed`` is True when the object went away (``value`` is then
-    None): a wildcard consumer lost this child, or an exact consumer was unconsumed.
+    None): a wildcard consumer lost this child, or an exact consumer was unconsumed. ``stale`` is True for
+    data the server has not confirmed since the link came up (persisted, or held from before a drop).
     """
 
     id: str
@@ -95,6 +67,7 @@ class Change:
     patch: list | None = None
     destroyed: bool = False
     coalesced: int = 1
+    stale: bool = False
 
 
 class _Callbacks:
@@ -210,6 +183,9 @@ class Consumer:
     - ``version``: the version of ``value`` (None before data);
     - ``valid``: True while connected and holding data the server considers current; False while
       disconnected, before the first data, or while resynchronising after a lost update;
+    - ``stale``: True while the data held (from before a disconnection, or from ``state_dir``) has not been
+      confirmed or updated by the server since the link came up; False without data;
+    - ``error``: the last production error the server reported for this id (None; cleared by the next update);
     - ``destroyed``: True once unconsumed, or dropped by the server (wildcard children);
     - ``received_at``: ``time.time()`` of the last update, or None;
     - ``last_patch``: the patch of the last update, or None if it was a full value.
@@ -218,52 +194,82 @@ class Consumer:
     the id, because the server sends each id to a connection once.
     """
 
-    def __init__(self, client: Client, object_id: str) -> None:
+    def __init__(self, client: Client, state: EntryState) -> None:
         self._client = client
-        self.id = object_id
-        self.value: dict | None = None
-        self.version: Version = None
+        self._state = state
+        self.id = state.id
         self.destroyed = False
         self.received_at: float | None = None
-        self.last_patch: list | None = None
-        self._valid = False
-        self._exact = False  # the user consumes this id directly
-        self._temp_exact = False  # registered directly only to resync a wildcard child
-        self._resyncing = False  # waiting for a full value, or a patch from the version we hold
         self._parents: list[WildcardConsumer] = []
         self._on_change = _Callbacks()
         self._on_status = _Callbacks()
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
         self._wakers: set[Callable[[], None]] = set()
+        self._seen: tuple[bool, bool, str | None, bool] = (False, False, None, False)  # last reported
 
     def __repr__(self) -> str:
-        state = "destroyed" if self.destroyed else "valid" if self._valid else "invalid"
-        return f"<Consumer {self.id!r} version={self.version!r} {state}>"
+        state = "destroyed" if self.destroyed else "valid" if self.valid else "invalid"
+        return f"<Consumer {self.id!r} version={self.version!r} {state}{' stale' if self.stale else ''}>"
+
+    @property
+    def value(self) -> dict | None:
+        """The latest data, updated in place by patches."""
+        return self._state.value
+
+    @property
+    def version(self) -> Version:
+        """The version of ``value``."""
+        return self._state.version
+
+    @property
+    def last_patch(self) -> list | None:
+        """The patch of the last update, or None if it was a full value."""
+        return self._state.last_patch
+
+    @property
+    def error(self) -> str | None:
+        """The last production error the server reported for this id; cleared by the next update."""
+        return self._state.error
 
     @property
     def valid(self) -> bool:
         """True while connected and holding data the server considers current."""
-        return self._valid
+        return not self.destroyed and self._client._state.valid(self.id) and \
+            self._client._state.entries.get(self.id) is self._state
 
-    def on_change(self, callback: Callback) -> Callable[[], None]:
+    @property
+    def stale(self) -> bool:
+        """True while the data held is not confirmed by the server since the link came up (see the class)."""
+        return not self.destroyed and self._state.value is not None and \
+            not (self._client._state.connected and self._state.confirmed)
+
+    def on_change(self, callback: Callback, *, initial: bool = False) -> Callable[[], None]:
         """Call ``callback(change: Change)`` on every new version (and on destroy). Returns an unsubscribe function.
 
         Sync callbacks run immediately, in order, as each frame is handled; async ones are started as tasks
         (by then ``change.value`` may already hold later data). Exceptions are logged, never raised.
+        With ``initial``, the callback first gets the data held now, if any (e.g. persisted, ``change.stale``).
         """
-        return self._on_change.add(callback)
+        remove = self._on_change.add(callback)
+        if initial and self.value is not None and not self.destroyed:
+            self._client._call(callback, Change(self.id, self.value, self.version, None, False, 1, self.stale))
+        return remove
 
     def on_status(self, callback: Callback) -> Callable[[], None]:
-        """Call ``callback(consumer)`` whenever ``valid`` or ``destroyed`` changes. Returns an unsubscribe function."""
+        """Call ``callback(consumer)`` whenever ``valid``, ``stale``, ``error`` or ``destroyed`` changes.
+
+        Returns an unsubscribe function.
+        """
         return self._on_status.add(callback)
 
     def changes(self, *, initial: bool = True) -> ChangeStream:
         """Iterate over changes: ``async for change in consumer.changes(): ...``.
 
         Changes are recorded from this call on. With ``initial`` (the default) the current state comes first
-        if there is data. A slow reader does not queue every version: when several changes happen before it
-        asks for the next one, it gets a single ``Change`` with the latest state (``coalesced`` > 1, ``patch``
-        None). Validity changes are not yielded (use ``on_status``). The iteration ends after a ``destroyed``
+        if there is data (``change.stale`` says if it is persisted or pre-disconnection data not confirmed
+        yet). A slow reader does not queue every version: when several changes happen before it asks for the
+        next one, it gets a single ``Change`` with the latest state (``coalesced`` > 1, ``patch`` None).
+        Validity changes are not yielded (use ``on_status``). The iteration ends after a ``destroyed``
         change, or when the client is closed.
         """
 
@@ -271,7 +277,7 @@ class Consumer:
             if destroyed:
                 stream.close()
                 return Change(self.id, None, self.version, None, True, count)
-            return Change(self.id, self.value, self.version, patch if count == 1 else None, False, count)
+            return Change(self.id, self.value, self.version, patch if count == 1 else None, False, count, self.stale)
 
         stream = ChangeStream(self._streams, make)
         if self.destroyed or self._client.closed:
@@ -292,13 +298,13 @@ class Consumer:
         def check() -> dict | None:
             if self.destroyed or self._client.closed:
                 raise ClosedError(f"consumer {self.id!r} was closed while waiting")
-            if self._valid and self.value is not None and (predicate is None or predicate(self.value)):
+            if self.valid and self.value is not None and (predicate is None or predicate(self.value)):
                 return self.value
             return None
 
         def describe() -> str:
             what = "valid data" if predicate is None else "the predicate"
-            return f"{what} on {self.id!r} (last: valid={self._valid}, version={self.version!r}, value={self.value!r:.200})"
+            return f"{what} on {self.id!r} (last: valid={self.valid}, version={self.version!r}, value={self.value!r:.200})"
 
         return await _wait_until(self._wakers, check, timeout, describe)
 
@@ -310,21 +316,19 @@ class Consumer:
         for parent in self._parents:
             parent._wake()
 
-    def _set_valid(self, valid: bool) -> None:
-        if valid != self._valid:
-            self._valid = valid
+    def _status(self) -> None:
+        """Fire ``on_status`` if anything it reports changed."""
+        seen = (self.valid, self.stale, self.error, self.destroyed)
+        if seen != self._seen:
+            self._seen = seen
             self._on_status.fire(self._client, self)
-            self._wake()
+        self._wake()
 
-    def _update(self, value: dict, version: Version, patch: list | None) -> None:
-        """New data arrived (already applied): record it and tell everyone."""
-        self.value = value
-        self.version = version
-        self.last_patch = patch
+    def _changed(self, patch: list | None) -> None:
+        """New data arrived (already applied in the state): tell everyone."""
         self.received_at = time.time()
-        self._resyncing = False
-        self._set_valid(self._client.connected)
-        change = Change(self.id, value, version, patch)
+        self._status()
+        change = Change(self.id, self.value, self.version, patch)
         self._on_change.fire(self._client, change)
         for stream in tuple(self._streams):
             stream.push(self.id, patch)
@@ -337,10 +341,9 @@ class Consumer:
         if self.destroyed:
             return
         self.destroyed = True
-        self._valid = False
         change = Change(self.id, None, self.version, None, True)
         self._on_change.fire(self._client, change)
-        self._on_status.fire(self._client, self)
+        self._status()
         for stream in tuple(self._streams):
             stream.push(self.id, None, destroyed=True)
             stream.close()
@@ -423,7 +426,7 @@ class WildcardConsumer:
             if child is None:
                 return Change(object_id, None, None, None, True, count)
             return Change(object_id, child.value, child.version,
-                          patch if count == 1 and not destroyed else None, False, count)
+                          patch if count == 1 and not destroyed else None, False, count, child.stale)
 
         stream = ChangeStream(self._streams, make)
         if self.destroyed or self._client.closed:
@@ -497,19 +500,14 @@ class WildcardConsumer:
 
 
 def next_version(version: Version) -> Version:
-    """The version after ``version`` for ``Master.bump``: ``[a, b]`` -> ``[a, b + 1]``, ``n`` -> ``n + 1``.
+    """The version after ``version`` for ``Master.bump``: ``[ms, n]`` -> ``[now_ms, 0]`` if the clock moved
+    past ``ms``, else ``[ms, n + 1]``; other lists get their last element incremented; ``n`` -> ``n + 1``.
 
-    A list's last element is incremented. Hash (dependency) versions and None have no successor: pass an
-    explicit version to ``bump`` for those.
+    The clock makes a change made offline newer than uploads other masters made before it (the newer
+    version wins on reconnect). Hash (dependency) versions and None have no successor: pass an explicit
+    version to ``bump`` for those.
     """
-    if isinstance(version, bool):
-        raise ValueError("a version cannot be a boolean")
-    if isinstance(version, (int, float)):
-        return version + 1
-    if isinstance(version, list) and version and isinstance(version[-1], (int, float)) \
-            and not isinstance(version[-1], bool):
-        return [*version[:-1], version[-1] + 1]
-    raise ValueError(f"cannot bump version {version!r} automatically; pass bump(version=...)")
+    return _next_version(version, int(time.time() * 1000))
 
 
 def _default_version() -> list[int]:
@@ -524,7 +522,9 @@ class Master:
     - **keep current** (``value=`` given, exact id only): ``value`` is yours to mutate; ``await bump()`` makes
       a new version and uploads it as a patch against the last uploaded value when that is smaller, else
       as the full value. When the server asks for the object (a consumer appeared, or after a reconnect) the
-      client uploads the last bumped value by itself. Edits not yet bumped are never sent.
+      client uploads the last bumped value by itself. Edits not yet bumped are never sent. A bump made while
+      disconnected is kept (and persisted with ``state_dir``) and uploaded on reconnect; if the server moved
+      on meanwhile, the newer version wins (state, not an operation log).
     - **produce on demand** (``produce=`` given, exact id or wildcard): the server sends a production order when
       someone wants an object; the client calls ``produce(object_id, version_inferred)`` and uploads the
       ``(data, version)`` it returns. ``data`` is a dict, ``False`` for a stall (the version exists but has
@@ -532,27 +532,19 @@ class Master:
       order to another producer). If the function raises, the router is told (an ``error`` field) and the
       client carries on.
 
-    Attributes: ``pattern``, ``value`` and ``version`` (keep-current mode), ``last_upload`` (``"patch"``,
-    ``"value"`` or None: how the last bump or answer went out), ``versions`` (produce mode: last version
-    produced per id, forgotten when the server destroys the object), ``closed``.
+    Attributes: ``pattern``, ``value`` and ``version`` (keep-current mode), ``pending`` (a bump not uploaded
+    yet), ``last_upload`` (``"patch"``, ``"value"`` or None: how the last bump or answer went out),
+    ``versions`` (produce mode: last version produced per id, forgotten when the server destroys the
+    object), ``closed``.
     """
 
-    def __init__(self, client: Client, pattern: str, value: dict | None, version: Version,
+    def __init__(self, client: Client, state: MasterState, value: dict | None,
                  produce: ProduceFn | None) -> None:
         self._client = client
-        self.pattern = pattern
+        self._state = state
+        self.pattern = state.pattern
         self.produce = produce
         self.value = value
-        self.version: Version = version
-        self.versions: dict[str, Version] = {}
-        self.closed = False
-        self._shadow: dict | None = None  # the data of self.version, as uploaded (or to be uploaded)
-        self._server_base: Version = None  # the version the server last got from us, as a patch base
-        self._last_was_patch = False
-        self.last_upload: str | None = None
-        self._wanted = True  # False after object-destroy: nobody consumes it, so bumps are not uploaded
-        if produce is None:
-            self._shadow = _snapshot(value)[0]
 
     def __repr__(self) -> str:
         mode = "produce" if self.produce else f"version={self.version!r}"
@@ -563,37 +555,52 @@ class Master:
         """The object id (same as ``pattern`` for an exact master)."""
         return self.pattern
 
+    @property
+    def version(self) -> Version:
+        """The version of the last bump (keep-current mode)."""
+        return self._state.version
+
+    @property
+    def versions(self) -> dict[str, Version]:
+        """Produce mode: the last version produced per id."""
+        return self._state.versions
+
+    @property
+    def last_upload(self) -> str | None:
+        """``"patch"`` or ``"value"``: how the last bump or answer went out; None before any."""
+        return self._state.last_upload
+
+    @property
+    def pending(self) -> bool:
+        """True while a bump made offline waits to be uploaded."""
+        return self._state.pending
+
+    @property
+    def closed(self) -> bool:
+        """True once unmastered."""
+        return self._state.closed
+
     async def bump(self, version: Version = None) -> Version:
         """Make a new version of ``value`` and upload it; returns the new version.
 
         The new version is ``version`` if given, else the next one after the current (see ``next_version``).
-        While disconnected, or while nobody consumes the object, nothing is sent: the server asks for the
-        value when it needs it. Raises ``TypeError`` if ``value`` is not JSON-serialisable.
+        While disconnected the change is kept (``pending``) and uploaded on reconnect; while nobody consumes
+        the object nothing is sent (the server asks for the value when it needs it). Raises ``TypeError`` if
+        ``value`` is not JSON-serialisable.
         """
         self._check_keep_current()
         new_version = check_version(version) if version is not None else next_version(self.version)
         if is_null(new_version):
             raise ValueError("a master's version cannot be 0 or None")
-        snapshot, raw = _snapshot(self.value)
-        old_shadow, old_version = self._shadow, self.version
-        self._shadow, self.version = snapshot, new_version
+        if not isinstance(self.value, dict):
+            raise TypeError(f"a master's value must be a dict, not {type(self.value).__name__}")
         client = self._client
-        if not client.connected or not self._wanted or self.closed:
-            return new_version
-        message: dict[str, Any] = {"action": "object-patch", "id": self.pattern, "version-new": new_version}
-        self._last_was_patch = False
-        if old_shadow is not None and self._server_base is not None and same(self._server_base, old_version):
-            patch = make_patch(old_shadow, snapshot)
-            if len(codec.dumps(patch)) < len(raw):
-                message["version-old"] = old_version
-                message["patch"] = patch
-                self._last_was_patch = True
-        if not self._last_was_patch:
-            message["value"] = snapshot
-        self.last_upload = "patch" if self._last_was_patch else "value"
-        self._server_base = new_version
-        client._send(message)
-        await client._backpressure()
+        frames = client._state.bump(self.pattern, self.value, new_version)
+        client._persist_master(self)
+        for frame in frames:
+            client._send(frame)
+        if frames:
+            await client._backpressure()
         return new_version
 
     async def set(self, value: dict, version: Version = None) -> Version:
@@ -607,39 +614,6 @@ class Master:
     def _check_keep_current(self) -> None:
         if self.produce is not None:
             raise RuntimeError(f"master {self.pattern!r} produces on demand; bump()/set() are for value= masters")
-
-    def _registration(self) -> dict:
-        if self.produce is None:
-            known = self.version
-        elif is_wildcard(self.pattern):
-            known = 0
-        else:
-            known = self.versions.get(self.pattern, 0)
-        return {"action": "object-producer-register", "pattern": self.pattern, "version-known": known}
-
-    def _upload_current(self) -> None:
-        """Answer a production order (or a refused patch) in keep-current mode: the full last-bumped value."""
-        self._wanted = True
-        self._last_was_patch = False
-        self.last_upload = "value"
-        self._server_base = self.version
-        self._client._send({"action": "object-patch", "id": self.pattern, "version-new": self.version,
-                            "value": self._shadow})
-
-    def _destroyed(self, object_id: str) -> None:
-        if self.produce is None:
-            self._wanted = False
-            self._server_base = None
-        else:
-            self.versions.pop(object_id, None)
-
-
-def _snapshot(value: Any) -> tuple[dict, bytes]:
-    """An independent copy of ``value`` (an orjson round trip, much cheaper than deepcopy) and its JSON."""
-    if not isinstance(value, dict):
-        raise TypeError(f"a master's value must be a dict, not {type(value).__name__}")
-    raw = codec.dumps(value)
-    return codec.loads(raw), raw
 
 
 class _Link:
@@ -688,9 +662,17 @@ class _Link:
 class Client:
     """One connection to a seasync front (or a seapig server), with reconnection and resync built in.
 
-    ``Client(url, name="python", options=None, reconnect_delay=1.0)``: ``name`` and ``options`` go to the
-    server in ``client-options-set`` (``name`` shows in introspection as ``name:N``); ``reconnect_delay`` is
-    the first wait before reconnecting, doubled after each failed attempt up to ``max_reconnect_delay``.
+    ``Client(url, name="python", options=None, reconnect_delay=1.0, *, state_dir=None)``: ``name`` and
+    ``options`` go to the server in ``client-options-set`` (``name`` shows in introspection as ``name:N``);
+    ``reconnect_delay`` is the first wait before reconnecting, doubled after each failed attempt up to
+    ``max_reconnect_delay``.
+
+    ``state_dir``: a directory where the client keeps, in ``<name>.sqlite3``, the last value and version of
+    every id it consumes and the latest value and version of every keep-current master (with its bumps not
+    uploaded yet). A client started while the server is down then has its consumers' data at once
+    (``stale`` True), registers with the versions held so the server sends only a patch, and uploads the
+    masters' offline changes on reconnect. Writes are batched in a thread; a corrupt or unreadable file is a
+    warning and an empty start.
 
     Create consumers and masters before or after ``connect()``; they are (re)registered on every connect.
     Use ``async with Client(url) as client:`` or ``await client.connect()`` ... ``await client.close()``.
@@ -698,7 +680,8 @@ class Client:
 
     def __init__(self, url: str, name: str = "python", options: dict | None = None,
                  reconnect_delay: float = 1.0, *, max_reconnect_delay: float = 5.0,
-                 open_timeout: float = 10.0, close_timeout: float = 5.0) -> None:
+                 open_timeout: float = 10.0, close_timeout: float = 5.0,
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
         if reconnect_delay <= 0:
             raise ValueError("reconnect_delay must be positive")
         self.url = url
@@ -709,6 +692,7 @@ class Client:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.connections = 0  # how many times a connection opened (1 after the first connect)
+        self._state = ClientState(name, self.options)
         self._entries: dict[str, Consumer] = {}
         self._wildcards: dict[str, WildcardConsumer] = {}
         self._masters: dict[str, Master] = {}
@@ -721,13 +705,17 @@ class Client:
         self._productions: set[asyncio.Task] = set()
         self._on_error = _Callbacks()
         self._on_connection = _Callbacks()
-        self._handlers: dict[str, Callable[[dict], None]] = {
-            "object-update": self._handle_update,
-            "object-destroy": self._handle_destroy,
-            "object-produce": self._handle_produce,
-            "error": self._handle_error,
-            "heartbeat": lambda message: None,
-        }
+        # persisted state: loaded once; changes are batched and written by a thread
+        self._file: StateFile | None = None
+        self._saved_consumers: dict[str, tuple[Version, dict]] = {}
+        self._saved_masters: dict[str, tuple[Version, dict, bool]] = {}
+        self._dirty: dict[tuple[str, str], Any] = {}
+        self._writer: asyncio.Task | None = None
+        self._dirty_event: asyncio.Event | None = None
+        if state_dir is not None:
+            self._file = StateFile.open(os.fspath(state_dir), name)
+            if self._file is not None:
+                self._saved_consumers, self._saved_masters = self._file.load()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self.connected else "disconnected"
@@ -750,8 +738,8 @@ class Client:
 
         With ``wait`` (the default), return once connected, or raise the first attempt's error (``OSError``,
         ``websockets.exceptions.InvalidHandshake``, ``TimeoutError``...) without retrying, so a wrong URL
-        fails fast. With ``wait=False``, return at once and keep trying in the background.
-        After the first successful connection the client always reconnects by itself.
+        fails fast. With ``wait=False``, return at once and keep trying in the background (the way to start
+        offline with ``state_dir``). After the first successful connection the client always reconnects.
         """
         if self._closed:
             raise ClosedError("this client was closed; make a new one")
@@ -781,7 +769,7 @@ class Client:
         """Flush what is queued, close the connection and stop reconnecting. Safe to call twice.
 
         Consumers become invalid, their ``changes()`` iterators end and pending ``wait()`` calls raise
-        ``ClosedError``.
+        ``ClosedError``. With ``state_dir``, the last state is written before this returns.
         """
         if self._closed:
             return
@@ -808,7 +796,7 @@ class Client:
         for production in tuple(self._productions):
             production.cancel()
         for entry in tuple(self._entries.values()):
-            entry._set_valid(False)
+            entry._status()
             entry._close_streams()
         for wildcard in tuple(self._wildcards.values()):
             wildcard._close()
@@ -817,6 +805,7 @@ class Client:
             self._first_open.exception()  # retrieved: no "never retrieved" warning
         for pending in tuple(self._tasks):
             pending.cancel()
+        await self._close_file()
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -845,6 +834,7 @@ class Client:
 
         Pre-seed an exact consumer with ``value`` and ``version`` (both or neither), e.g. the state a page was
         rendered with: the server then sends nothing if that version is still current, or just a patch.
+        With ``state_dir``, an id consumed before starts with the value persisted (``stale`` until confirmed).
         Consuming the same pattern twice returns the same object. Works before ``connect()`` too.
         """
         check_pattern(pattern)
@@ -855,38 +845,28 @@ class Client:
                 raise ValueError("a wildcard consumer cannot be pre-seeded")
             wildcard = self._wildcards.get(pattern)
             if wildcard is None:
-                wildcard = WildcardConsumer(self, pattern)
-                self._wildcards[pattern] = wildcard
-                for entry in self._entries.values():
-                    if entry.value is not None and matches(pattern, entry.id):
-                        wildcard._adopt(entry)
-                self._send({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
+                wildcard = self._wildcards[pattern] = WildcardConsumer(self, pattern)
+                self._apply(*self._state.consume(pattern))
             return wildcard
         if (value is None) != is_null(version):
             raise ValueError("pre-seed a consumer with both value= and version=, or neither")
         if value is not None and not isinstance(value, dict):
             raise TypeError(f"value must be a dict, not {type(value).__name__}")
-        entry = self._entries.get(pattern)
-        if entry is None:
-            entry = Consumer(self, pattern)
-            self._entries[pattern] = entry
-        if entry._exact:
-            return entry
-        if value is not None and entry.value is None:
-            entry.value, entry.version = value, check_version(version)
-        entry._exact = True
-        if not entry._temp_exact:
-            self._send(self._consumer_registration(entry))
-        entry._temp_exact = False
-        if self.connected and entry.value is not None and not entry._resyncing:
-            entry._set_valid(True)
+        if value is not None:
+            version = check_version(version)
+        elif pattern in self._saved_consumers and pattern not in self._state.entries:
+            version, value = self._saved_consumers[pattern]
+        frames, events = self._state.consume(pattern, value, version)
+        entry = self._handle(pattern)
+        self._apply(frames, events)
+        self._persist_consumer(pattern)
         return entry
 
     async def unconsume(self, consumer: Consumer | WildcardConsumer | str) -> None:
         """Stop consuming (sends ``object-consumer-unregister``); accepts the consumer or its pattern.
 
-        The consumer becomes ``destroyed``, its iterators end. If a wildcard of this client still covers an
-        unconsumed id, that ``Consumer`` lives on as the wildcard's child.
+        The consumer becomes ``destroyed``, its iterators end (and its persisted state is dropped). If a
+        wildcard of this client still covers an unconsumed id, that ``Consumer`` lives on as the wildcard's child.
         """
         pattern = consumer if isinstance(consumer, str) else \
             consumer.pattern if isinstance(consumer, WildcardConsumer) else consumer.id
@@ -894,36 +874,27 @@ class Client:
             wildcard = self._wildcards.pop(pattern, None)
             if wildcard is None:
                 return
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
+            frames, events = self._state.unconsume(pattern)
             for child in tuple(wildcard.children.values()):
                 wildcard.children.pop(child.id, None)
                 if wildcard in child._parents:
                     child._parents.remove(wildcard)
-                self._forget_if_orphan(child)
+            self._apply(frames, events)
             wildcard._close()
         else:
-            entry = self._entries.get(pattern)
-            if entry is None or not entry._exact:
-                return
-            entry._exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
-            self._forget_if_orphan(entry)
+            was_exact = pattern in self._state.entries and self._state.entries[pattern].exact
+            self._apply(*self._state.unconsume(pattern))
+            if was_exact:
+                self._mark_dirty(("consumer", pattern), None)
         await self._flush()
 
-    def _forget_if_orphan(self, entry: Consumer) -> None:
-        if entry._parents or entry._exact:
-            return
-        if entry._temp_exact:
-            entry._temp_exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": entry.id})
-        if self._entries.get(entry.id) is entry:
-            del self._entries[entry.id]
-        entry._destroy()
-
-    @staticmethod
-    def _consumer_registration(entry: Consumer) -> dict:
-        known = entry.version if entry.value is not None and not is_null(entry.version) else 0
-        return {"action": "object-consumer-register", "pattern": entry.id, "version-known": known}
+    def _handle(self, object_id: str) -> Consumer:
+        """The handle of a held id (made on first sight)."""
+        entry = self._entries.get(object_id)
+        state = self._state.entries[object_id]
+        if entry is None or entry._state is not state:
+            entry = self._entries[object_id] = Consumer(self, state)
+        return entry
 
     # ---- masters ---------------------------------------------------------------------------------
 
@@ -932,7 +903,9 @@ class Client:
         """Offer to provide an object: keep-current mode with ``value=``, produce-on-demand with ``produce=``.
 
         Keep-current (exact id only): ``version`` defaults to ``[now_ms, 0]``; the master registers with that
-        version, so the server knows the object exists and asks for it when someone consumes it.
+        version, so the server knows the object exists and asks for it when someone consumes it. With
+        ``state_dir``, a master of this id persisted before and given no explicit ``version`` starts from its
+        persisted value and version (the ``value`` given is then ignored), with its offline changes still to upload.
 
         Produce-on-demand (exact id or wildcard): ``produce(object_id, version_inferred)`` (sync or async)
         returns ``(data, version)``; see ``Master``. ``version_inferred`` is None, or the version the server
@@ -951,17 +924,28 @@ class Client:
                 raise ValueError("give value=/version= (keep current) or produce= (on demand), not both")
             if not callable(produce):
                 raise TypeError("produce must be callable")
-            master = Master(self, pattern, None, None, produce)
+            frames = self._state.master(pattern, produce=True)
+            master = Master(self, self._state.masters[pattern], None, produce)
         else:
             if value is None:
                 raise ValueError("a master needs value= (keep it current with bump()) or produce= (on demand)")
             check_id(pattern)
+            if not isinstance(value, dict):
+                raise TypeError(f"a master's value must be a dict, not {type(value).__name__}")
+            pending = False
+            saved = self._saved_masters.get(pattern)
+            if saved is not None and version is None:  # an explicit version says which state the program means
+                version, value, pending = saved
             version = _default_version() if version is None else check_version(version)
             if is_null(version):
                 raise ValueError("a master's version cannot be 0")
-            master = Master(self, pattern, value, version, None)
+            frames = self._state.master(pattern, value, version, pending=pending)
+            master = Master(self, self._state.masters[pattern], value, None)
         self._masters[pattern] = master
-        self._send(master._registration())
+        for frame in frames:
+            self._send(frame)
+        if produce is None:
+            self._persist_master(master)
         return master
 
     async def unmaster(self, master: Master | str) -> None:
@@ -970,8 +954,9 @@ class Client:
         found = self._masters.pop(pattern, None)
         if found is None:
             return
-        found.closed = True
-        self._send({"action": "object-producer-unregister", "pattern": pattern})
+        for frame in self._state.unmaster(pattern):
+            self._send(frame)
+        self._mark_dirty(("master", pattern), None)
         await self._flush()
 
     # ---- sending ---------------------------------------------------------------------------------
@@ -980,7 +965,7 @@ class Client:
         """Queue one frame on the open connection; False (dropped) while disconnected.
 
         Nothing is lost by dropping: every registration is sent again on connect, and masters upload
-        again when the server asks.
+        again when the server asks (or on connect, for a change made offline).
         """
         link = self._link
         if link is None:
@@ -998,10 +983,68 @@ class Client:
         if link is not None and link.queue.qsize() > _SEND_HIGH_WATER:
             await link.flush(None)
 
+    # ---- persisted state -------------------------------------------------------------------------
+
+    def _persist_consumer(self, object_id: str) -> None:
+        state = self._state.entries.get(object_id)
+        if self._file is not None and state is not None and state.exact and state.value is not None:
+            self._mark_dirty(("consumer", object_id), (state.version, state.value))
+
+    def _persist_master(self, master: Master) -> None:
+        state = master._state
+        if self._file is not None and not state.produce and not state.closed and state.shadow is not None:
+            self._mark_dirty(("master", master.pattern), (state.version, state.shadow, state.pending))
+
+    def _mark_dirty(self, key: tuple[str, str], row: Any) -> None:
+        """Queue a row for the writer; values are encoded by the writer thread (the latest state wins)."""
+        if self._file is None:
+            return
+        if row is not None:
+            row = codec.dumps(list(row))  # a snapshot now: the live value keeps changing in place
+        self._dirty[key] = row
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # before the loop runs: written by the first writer run or by close()
+        if self._writer is None or self._writer.done():
+            self._dirty_event = asyncio.Event()
+            self._writer = loop.create_task(self._write_state(), name="seasync-client-state")
+        assert self._dirty_event is not None
+        self._dirty_event.set()
+
+    async def _write_state(self) -> None:
+        """Write what changed in batches: at most one write every ``_STATE_BATCH`` s, in a thread."""
+        assert self._dirty_event is not None
+        while not self._closed:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            await asyncio.sleep(_STATE_BATCH)
+            await self._write_dirty()
+
+    async def _write_dirty(self) -> None:
+        batch, self._dirty = self._dirty, {}
+        if batch and self._file is not None:
+            await asyncio.to_thread(self._file.write, _decode_batch(batch))
+
+    async def _close_file(self) -> None:
+        if self._file is None:
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        for master in self._masters.values():
+            self._persist_master(master)
+        await self._write_dirty()
+        file, self._file = self._file, None
+        file.close()
+
     # ---- the connection loop ---------------------------------------------------------------------
 
     async def _run(self, fail_fast: bool) -> None:
-        delay = self.reconnect_delay
+        attempt = 0
         first = True
         while not self._closed:
             try:
@@ -1014,9 +1057,10 @@ class Client:
                     if not self._first_open.done():
                         self._first_open.set_exception(exc)
                     return
+                delay = backoff(attempt, self.reconnect_delay, self.max_reconnect_delay)
+                attempt += 1
                 log.warning("cannot connect to %s (%s); retrying in %.1f s", self.url, str(exc) or type(exc).__name__, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_reconnect_delay)
                 continue
             first = False
             opened = time.monotonic()
@@ -1024,11 +1068,12 @@ class Client:
             if self._closed:
                 return
             # a connection that held for a while starts the backoff again; one dropped at once keeps growing it
-            if time.monotonic() - opened > _STABLE_CONNECTION:
-                delay = self.reconnect_delay
+            if time.monotonic() - opened > STABLE_CONNECTION:
+                attempt = 0
+            delay = backoff(attempt, self.reconnect_delay, self.max_reconnect_delay)
+            attempt += 1
             log.warning("connection to %s lost; reconnecting in %.1f s", self.url, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_reconnect_delay)
 
     async def _session(self, ws: ClientConnection) -> None:
         """One connection's life: registrations first, then read frames until it closes."""
@@ -1036,9 +1081,17 @@ class Client:
         self._link = link
         self.connections += 1
         try:
-            for message in self._handshake():
-                self._send(message)
-            self._mark_connected()
+            frames, events = self._state.connect()
+            for frame in frames:
+                self._send(frame)
+            if self._connected_event is not None:
+                self._connected_event.set()
+            self._apply([], events)
+            for master in self._masters.values():
+                self._persist_master(master)  # pending uploads went out
+            for wildcard in tuple(self._wildcards.values()):
+                wildcard._status_changed()
+            self._on_connection.fire(self, True)
             if not self._first_open.done():
                 self._first_open.set_result(None)
             async for raw in ws:
@@ -1061,45 +1114,10 @@ class Client:
                 except Exception:
                     pass
 
-    def _handshake(self) -> list[dict]:
-        """What a connection opens with: options, exact consumers (with held versions), wildcards, masters
-        (with their versions; a wildcard producer re-announces each id it produced with ``value: true``).
-
-        Exact consumers go before wildcards so the server knows what this client holds before a wildcard
-        makes it push data.
-        """
-        messages: list[dict] = [{"action": "client-options-set", "options": {"name": self.name, **self.options}}]
-        for entry in self._entries.values():
-            entry._temp_exact = False  # the wildcard re-registration resyncs those
-            if entry._exact:
-                messages.append(self._consumer_registration(entry))
-        for pattern in self._wildcards:
-            messages.append({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
-        for master in self._masters.values():
-            master._wanted = True
-            messages.append(master._registration())
-            if master.produce is not None and is_wildcard(master.pattern):
-                # what this producer made before: the server may have lost it (a router restart)
-                messages.extend({"action": "object-patch", "id": object_id, "version-new": version, "value": True}
-                                for object_id, version in master.versions.items())
-        return messages
-
-    def _mark_connected(self) -> None:
-        if self._connected_event is not None:
-            self._connected_event.set()
-        for entry in tuple(self._entries.values()):
-            if entry._exact and entry.value is not None:
-                entry._resyncing = False
-                entry._set_valid(True)
-        for wildcard in tuple(self._wildcards.values()):
-            wildcard._status_changed()
-        self._on_connection.fire(self, True)
-
     def _mark_disconnected(self) -> None:
         if self._connected_event is not None:
             self._connected_event.clear()
-        for entry in tuple(self._entries.values()):
-            entry._set_valid(False)
+        self._apply([], self._state.disconnect())
         for wildcard in tuple(self._wildcards.values()):
             wildcard._status_changed()
         self._on_connection.fire(self, False)
@@ -1113,150 +1131,59 @@ class Client:
         except (ValueError, TypeError) as exc:
             log.warning("ignoring a frame that is not JSON (%s): %.200r", exc, raw)
             return
-        if not isinstance(message, dict):
-            log.warning("ignoring a frame that is not a JSON object: %.200r", raw)
-            return
-        handler = self._handlers.get(message.get("action"))  # type: ignore[arg-type]
-        if handler is None:
-            log.warning("ignoring a frame with unknown action %.100r", message.get("action"))
-            return
         try:
-            handler(message)
+            frames, events = self._state.receive(message)
+            self._apply(frames, events)
         except Exception:
             log.exception("failed to handle frame %.300r", raw)
 
-    def _handle_update(self, message: dict) -> None:
-        object_id = message.get("id")
-        if not isinstance(object_id, str):
-            log.warning("object-update without a string id: %.300r", message)
-            return
-        entry = self._entries.get(object_id)
-        if entry is None:
-            if not any(matches(p, object_id) for p in self._wildcards):
-                log.debug("object-update for %r, which this client does not consume", object_id)
-                return
-            entry = Consumer(self, object_id)
-            self._entries[object_id] = entry
-        version_new = message.get("version-new")
-        version_old = message.get("version-old", 0)
-        patch: list | None = None
-        if "value" in message:
-            value = message["value"]
-            if not isinstance(value, dict):
-                log.warning("%s: object-update value is not an object: %.200r", object_id, value)
-                return
-        elif "patch" in message:
-            patch = message["patch"]
-            if not isinstance(patch, list):
-                log.warning("%s: object-update patch is not a list: %.200r", object_id, patch)
-                return
-            if is_null(version_old):
-                base: dict = {}
-            elif entry.value is not None and same(version_old, entry.version):
-                base = entry.value
-            else:
-                self._lost_update(entry, version_old, version_new)
-                return
-            try:
-                value = apply_patch(base, patch)  # in place; left unchanged if it fails
-                if not isinstance(value, dict):
-                    raise PatchError(f"the result is a {type(value).__name__}, not an object")
-            except PatchError as exc:
-                log.error("%s: patch %r -> %r does not apply (%s); asking for the full value",
-                          object_id, version_old, version_new, exc)
-                self._resync_full(entry)
-                return
-        else:
-            log.warning("%s: object-update with neither value nor patch: %.200r", object_id, message)
-            return
-        if self._wildcards:
-            for wildcard in self._wildcards.values():
-                if object_id not in wildcard.children and matches(wildcard.pattern, object_id):
-                    wildcard._adopt(entry)
-        if patch is None and entry.value is not None and same(version_new, entry.version) and value == entry.value:
-            entry._resyncing = False
-            entry._set_valid(self.connected)  # a resend of what we hold: confirmed, but not a change
-        else:
-            entry._update(value, version_new, patch)
-        if entry._temp_exact and not entry._exact:
-            entry._temp_exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": object_id})
+    def _apply(self, frames: list[dict], events: list[Event]) -> None:
+        """Send what the state said to send, then tell the handles what happened."""
+        for frame in frames:
+            self._send(frame)
+        for event in events:
+            kind = event.kind
+            if kind == "changed":
+                assert event.id is not None
+                handle = self._handle(event.id)
+                handle._changed(event.patch)
+                self._persist_consumer(event.id)
+            elif kind == "status":
+                known = self._entries.get(event.id)  # type: ignore[arg-type]
+                if known is not None:
+                    known._status()
+            elif kind == "destroyed":
+                gone = self._entries.get(event.id)  # type: ignore[arg-type]
+                if gone is not None and event.id not in self._state.entries:
+                    del self._entries[event.id]  # type: ignore[arg-type]
+                    gone._destroy()
+            elif kind == "adopted":
+                wildcard = self._wildcards.get(event.pattern)  # type: ignore[arg-type]
+                if wildcard is not None:
+                    wildcard._adopt(self._handle(event.id))  # type: ignore[arg-type]
+            elif kind == "dropped":
+                parent = self._wildcards.get(event.pattern)  # type: ignore[arg-type]
+                child = self._entries.get(event.id)  # type: ignore[arg-type]
+                if parent is not None and child is not None:
+                    parent._drop(child)
+            elif kind == "produce":
+                self._start_production(event)
+            elif kind == "error":
+                frame = event.frame or {}
+                log.warning("server error: %s (%s)", frame.get("message"),
+                            ", ".join(f"{k}={v!r}" for k, v in frame.items() if k not in ("action", "message")))
+                self._on_error.fire(self, frame)
+            elif kind == "ignored":
+                log.warning("ignoring a frame%s: %s", f" for {event.id!r}" if event.id else "",
+                            (event.frame or {}).get("reason"))
 
-    def _lost_update(self, entry: Consumer, version_old: Version, version_new: Version) -> None:
-        """A patch from a version we do not hold: never apply it; ask the server to resend from ours."""
-        if entry._resyncing:
-            log.debug("%s: skipping patch %r -> %r while resyncing", entry.id, version_old, version_new)
+    def _start_production(self, event: Event) -> None:
+        master = self._masters.get(event.pattern)  # type: ignore[arg-type]
+        if master is None or master.produce is None:
             return
-        log.warning("%s: patch from version %r but this client holds %r (an update was lost); resyncing",
-                    entry.id, version_old, entry.version)
-        self._resync(entry)
-
-    def _resync(self, entry: Consumer) -> None:
-        """Re-register the id directly with the version held, so the server sends a proper patch or the value."""
-        entry._resyncing = True
-        entry._set_valid(False)
-        if not entry._exact:
-            entry._temp_exact = True  # a wildcard child: a temporary direct subscription, dropped once synced
-        self._send(self._consumer_registration(entry))
-
-    def _resync_full(self, entry: Consumer) -> None:
-        """The data held does not match the server's: drop it and re-subscribe from scratch.
-
-        Re-registering with ``version-known: 0`` is not enough, since the server remembers what it sent while a
-        subscription covers the id; so every pattern of this client covering the id is unregistered and
-        registered again (a wildcard's other children then get full values, which are not reported as changes).
-        """
-        entry.value = entry.version = None
-        entry._resyncing = True
-        entry._set_valid(False)
-        patterns = [w.pattern for w in entry._parents]
-        if entry._exact or entry._temp_exact:
-            patterns.insert(0, entry.id)
-        for pattern in patterns:
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
-        if entry._temp_exact:
-            entry._temp_exact = False
-            patterns.remove(entry.id)
-        for pattern in patterns:
-            self._send({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
-
-    def _handle_destroy(self, message: dict) -> None:
-        object_id = message.get("id")
-        if not isinstance(object_id, str):
-            log.warning("object-destroy without a string id: %.300r", message)
-            return
-        entry = self._entries.get(object_id)
-        if entry is not None and entry._parents:
-            for wildcard in tuple(entry._parents):
-                wildcard._drop(entry)
-            self._forget_if_orphan(entry)
-        for master in self._masters_for(object_id):
-            master._destroyed(object_id)
-
-    def _masters_for(self, object_id: str) -> list[Master]:
-        """The masters covering an id: the exact one first, then wildcards in registration order."""
-        found = [self._masters[object_id]] if object_id in self._masters else []
-        found += [m for p, m in self._masters.items() if p != object_id and matches(p, object_id)]
-        return found
-
-    def _handle_produce(self, message: dict) -> None:
-        object_id = message.get("id")
-        if not isinstance(object_id, str):
-            log.warning("object-produce without a string id: %.300r", message)
-            return
-        inferred = message.get("version-inferred")
-        masters = self._masters_for(object_id)
-        if not masters:
-            log.warning("asked to produce %r, which this client does not master; declining", object_id)
-            self._send({"action": "object-patch", "id": object_id})
-            return
-        master = masters[0]
-        if master.produce is None:
-            if inferred is not None and is_newer(master.version, inferred):
-                log.warning("%s: the server wants version %r, newer than this master's %r; sending ours",
-                            object_id, inferred, master.version)
-            master._upload_current()
-            return
+        object_id = event.id
+        assert object_id is not None
+        inferred = (event.frame or {}).get("version-inferred")
         link = self._link
         task = asyncio.get_running_loop().create_task(self._produce(master, object_id, inferred, link),
                                                        name=f"seasync-produce {object_id}")
@@ -1280,21 +1207,9 @@ class Client:
             frame = codec.dumps(message)
         if link is None or self._link is not link:
             return  # the connection that asked is gone; the router requeued the order
-        if "version-new" in message:
-            master.versions[object_id] = message["version-new"]
+        self._state.produced(master.pattern, object_id, message)
         log.debug("produced %r in %.1f ms", object_id, (time.perf_counter() - started) * 1000)
         link.queue.put_nowait(frame)
-
-    def _handle_error(self, message: dict) -> None:
-        log.warning("server error: %s (%s)", message.get("message"),
-                    ", ".join(f"{k}={v!r}" for k, v in message.items() if k not in ("action", "message")))
-        object_id = message.get("id")
-        master = self._masters.get(object_id) if isinstance(object_id, str) else None
-        if master is not None and master.produce is None and master._last_was_patch \
-                and message.get("request") == "object-patch":
-            log.info("%s: the server refused our patch; uploading the full value", object_id)
-            master._upload_current()
-        self._on_error.fire(self, message)
 
     # ---- user callbacks --------------------------------------------------------------------------
 
@@ -1315,16 +1230,10 @@ class Client:
             log.error("async callback failed", exc_info=task.exception())
 
 
+def _decode_batch(batch: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+    return {key: None if row is None else tuple(codec.loads(row)) for key, row in batch.items()}
+
+
 def _production_message(object_id: str, result: Any) -> dict:
-    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError/TypeError if bad."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"produce must return (data, version), not {type(result).__name__}")
-    data, version = result
-    if data is None:
-        return {"action": "object-patch", "id": object_id}  # declined: the router gives it to someone else
-    if not isinstance(data, (dict, bool)):
-        raise TypeError(f"produced data must be a dict, False (stall) or True, not {type(data).__name__}")
-    version = check_version(version)
-    if is_null(version):
-        raise ValueError("produced version must not be 0 or None")
-    return {"action": "object-patch", "id": object_id, "version-new": version, "value": data}
+    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError if bad."""
+    return production_answer(object_id, result)
