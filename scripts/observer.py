@@ -123,7 +123,7 @@ class LiveTable(DataTable):
             try:
                 wanted[key] = [as_cell(col.render(entry, now), col) for col in self.cols]
             except Exception:  # a malformed entry must not take the observer down
-                log.exception("cannot render row %r", key)
+                log.exception("! cannot render row %r", key)
                 wanted[key] = [styled(key)] + [styled("?") for _ in self.cols[1:]]
             if wanted[key][0].plain != key:  # the order below relies on the first cell being the key
                 wanted[key][0] = styled(key, str(wanted[key][0].style))
@@ -390,7 +390,7 @@ class ObserverApp(App[int]):
                 async with asyncio.timeout(3):
                     await self.client.close()
             except TimeoutError:
-                log.warning("closing the client timed out")
+                log.warning("! closing the client timed out")
 
     def on_resize(self) -> None:
         self.query_one("#objects-body").set_class(self.size.width >= 140, "-wide")

@@ -87,16 +87,16 @@ def front(
     logs.setup(verbose)
     logging.getLogger("websockets").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     if resume_below >= pause_above:
-        log.error("--resume-below (%d) must be smaller than --pause-above (%d)", resume_below, pause_above)
+        log.error("! --resume-below (%d) must be smaller than --pause-above (%d)", resume_below, pause_above)
         raise typer.Exit(2)
     if not is_loopback(host) and not os.environ.get("SEASYNC_AUTH"):
-        log.warning("LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
+        log.warning("! LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
                     "connect, read and publish every object; set an --auth hook on the router "
                     "(SEASYNC_AUTH).", host)
     try:
         secret = cluster_secret(secret, insecure)
     except SecretError as exc:
-        log.error("%s", exc)
+        log.error("! %s", exc)
         raise typer.Exit(2)
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
@@ -108,18 +108,18 @@ def front(
     try:
         Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
     except ValueError as exc:
-        log.error("--allowed-origins: %s", exc)
+        log.error("! --allowed-origins: %s", exc)
         raise typer.Exit(2)
     _tune_gc()
     try:
         asyncio.run(_serve(config, metrics_port))
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        log.error("! cannot listen on %s:%d: %s", host, port, exc)
         raise typer.Exit(1)
     except zmq.ZMQError as exc:
-        log.error("cannot connect to router %s: %s", router, exc)
+        log.error("! cannot connect to router %s: %s", router, exc)
         raise typer.Exit(2)
-    log.info("stopped")
+    log.info("= stopped")
 
 
 def _split(values: str) -> tuple[str, ...]:
@@ -147,7 +147,7 @@ def _raise_fd_limit(wanted: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < wanted:
-        log.warning("only %d file descriptors allowed (ulimit -Hn): fewer than --max-connections", target)
+        log.warning("! only %d file descriptors allowed (ulimit -Hn): fewer than --max-connections", target)
 
 
 async def _serve(config: FrontConfig, metrics_port: int = 0) -> None:
@@ -157,7 +157,7 @@ async def _serve(config: FrontConfig, metrics_port: int = 0) -> None:
         from router.metrics import serve_front_metrics
 
         serve_front_metrics(front, metrics_port)
-        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics_port)
+        log.info("= Prometheus metrics on http://127.0.0.1:%d/metrics", metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, front.stop)

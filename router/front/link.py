@@ -125,7 +125,7 @@ class RouterLink:
                 for i in range(1, last + 1):
                     send(frames[i], _MORE if i < last else _LAST)
         except zmq.ZMQError as exc:  # the context is terminating, or a bug: never kill the loop
-            log.error("send to router failed: %s", exc)
+            log.error("! send to router failed: %s", exc)
             backlog.clear()
         if not backlog:
             self._release()
@@ -165,7 +165,7 @@ class RouterLink:
         except zmq.Again:  # EVENTS said a message waited; never seen, harmless
             pass
         except zmq.ZMQError as exc:
-            log.error("receive from router failed: %s", exc)
+            log.error("! receive from router failed: %s", exc)
         finally:
             self._on_drained()
         if self._backlog:

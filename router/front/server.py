@@ -146,7 +146,7 @@ class Front:
                 close_timeout=CLOSE_TIMEOUT,
                 backlog=listen_backlog(self.config.max_connections),
             )
-            log.info("listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
+            log.info("= listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
                      self.config.port, self.config.router, self.identity.decode(),
                      self.config.max_connections)
             self._on_peer(self._peer.start(time.monotonic()))
@@ -164,12 +164,12 @@ class Front:
 
     async def _shutdown(self, server: Server, loops: list[asyncio.Task[None]]) -> None:
         """Close websockets with 1001 (their handlers send CLOSE), then stop the router loops."""
-        log.info("stopping: closing %d websockets", len(self._sessions))
+        log.info("= stopping: closing %d websockets", len(self._sessions))
         server.close(code=CLOSE_GOING_AWAY, reason="server stopping")
         try:
             await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT)
         except TimeoutError:
-            log.warning("some websocket handlers did not finish within %.0f s", STOP_TIMEOUT)
+            log.warning("! some websocket handlers did not finish within %.0f s", STOP_TIMEOUT)
         for sid in list(self._sessions):
             self._end_session(sid)
         for task in loops:
@@ -194,7 +194,7 @@ class Front:
             return forbidden_response(code, message)
         response = http_response(request)
         if response is None and self._connections >= self.config.max_connections:
-            log.warning("refused a connection: %d connections is the limit (--max-connections)",
+            log.warning("! refused a connection: %d connections is the limit (--max-connections)",
                         self.config.max_connections)
             return busy_response()
         return response
@@ -214,7 +214,7 @@ class Front:
         peer = ws.remote_address
         if not await self._wait_welcome(ws):
             if ws.state is State.OPEN:
-                log.info("refused %s: router not available", peer)
+                log.info("! refused %s: router not available", peer)
                 await ws.close(CLOSE_TRY_AGAIN, "router not available, try again")
             return
         if self.config.send_buffer:
@@ -222,7 +222,7 @@ class Front:
         sid = str(next(self._sids)).encode()
         conn = Conn(sid, ws)
         self._sessions[sid] = conn
-        log.debug("open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
+        log.debug("= open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
         try:
             self._send([OPEN, sid])
             while True:
@@ -238,7 +238,7 @@ class Front:
         finally:
             if self._sessions.get(sid) is conn:
                 self._end_session(sid)
-            log.debug("close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
+            log.debug("= close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
 
     async def _wait_welcome(self, ws: ServerConnection) -> bool:
         """True once the router is welcomed; False after WELCOME_WAIT or if the client left."""
@@ -271,13 +271,13 @@ class Front:
         if action is Congestion.PAUSE:
             conn.paused_since = time.monotonic()
             self._paused[conn.sid] = conn
-            log.info("pause %s: %d bytes waiting to be written", conn.sid.decode(),
+            log.info("> pause %s: %d bytes waiting to be written", conn.sid.decode(),
                      conn.transport.get_write_buffer_size())
             self._send([PAUSE, conn.sid])
         elif action is Congestion.RESUME:
             conn.paused_since = None
             self._paused.pop(conn.sid, None)
-            log.info("resume %s", conn.sid.decode())
+            log.info("> resume %s", conn.sid.decode())
             self._send([RESUME, conn.sid])
         elif action is Congestion.CLOSE and not conn.closing:
             self._close_slow(conn)
@@ -291,7 +291,7 @@ class Front:
         self._end_session(conn.sid)  # the router forgets it now, not after the (slow) handshake
         buffered = conn.transport.get_write_buffer_size()
         paused = time.monotonic() - conn.paused_since if conn.paused_since is not None else 0.0
-        log.warning("closing %s: %s (%d bytes buffered, paused %.1f s)", conn.sid.decode(), SLOW_REASON,
+        log.warning("! closing %s: %s (%d bytes buffered, paused %.1f s)", conn.sid.decode(), SLOW_REASON,
                     buffered, paused)
         self._close_ws(conn.ws, CLOSE_POLICY, SLOW_REASON)
         asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, _abort_if_open, conn)
@@ -335,7 +335,7 @@ class Front:
                     elif pinging:
                         self._keepalive(conn, now, timeout, loop)
                 except Exception:  # one broken connection must not stop the pings of the others
-                    log.exception("keepalive of %s failed", conn.sid.decode())
+                    log.exception("! keepalive of %s failed", conn.sid.decode())
 
     def _end_stuck_close(self, conn: Conn, loop: asyncio.AbstractEventLoop) -> None:
         """A closing handshake the client started (or websockets, on a protocol error) waits for the
@@ -352,7 +352,7 @@ class Front:
         if pending is not None:  # no pong yet
             if now - pending[1] > timeout:
                 conn.closing = True
-                log.info("closing %s: keepalive ping timeout (%.0f s)", conn.sid.decode(), timeout)
+                log.info("= closing %s: keepalive ping timeout (%.0f s)", conn.sid.decode(), timeout)
                 self._end_session(conn.sid)
                 self._close_ws(ws, CLOSE_INTERNAL, "keepalive ping timeout")
                 loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
@@ -383,7 +383,7 @@ class Front:
         try:
             self._fanout.flush()
         except Exception:  # a bug must not stop the loop
-            log.exception("failed to write a burst of frames")
+            log.exception("! failed to write a burst of frames")
 
     async def _heartbeat_loop(self) -> None:
         """Run the peer machine's timers: HELLO retries until welcomed, then PINGs and the silence check."""
@@ -393,7 +393,7 @@ class Front:
             try:
                 self._on_peer(self._peer.tick(time.monotonic()))
             except Exception:  # a bug must not stop the heartbeats
-                log.exception("peer tick failed")
+                log.exception("! peer tick failed")
 
     def _dispatch(self, frames: list[bytes]) -> None:
         """One router message. Malformed ones are logged and ignored (by the peer machine), never fatal."""
@@ -407,7 +407,7 @@ class Front:
             self._flush()
             self._on_peer(events)
         except Exception:  # a bug or a frame we did not foresee must not stop the loop
-            log.exception("failed to handle router message: %.200r", frames)
+            log.exception("! failed to handle router message: %.200r", frames)
 
     def _on_peer(self, events: list[Event]) -> None:
         """Carry out what the peer machine decided, in order."""
@@ -428,7 +428,7 @@ class Front:
         conn = self._sessions.get(sid)
         if conn is None:
             return
-        log.info("router drops %s: %s", sid.decode(errors="replace"), reason)
+        log.info("< router drops %s: %s", sid.decode(errors="replace"), reason)
         self._end_session(sid)
         self._close_ws(conn.ws, CLOSE_POLICY, reason)
 
@@ -452,13 +452,13 @@ def _set_send_buffer(ws: ServerConnection, size: int) -> None:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     except OSError as exc:
-        log.warning("cannot set SO_SNDBUF to %d: %s", size, exc)
+        log.warning("! cannot set SO_SNDBUF to %d: %s", size, exc)
 
 
 def _abort_if_open(conn: Conn) -> None:
     """The end of a closing handshake's grace: drop the buffer with the TCP connection."""
     if conn.protocol.state is not State.CLOSED:
-        log.warning("aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
+        log.warning("! aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
         conn.transport.abort()
 
 

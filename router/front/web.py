@@ -75,9 +75,9 @@ def http_response(request: Request) -> Response | None:
     try:
         body = file.read_bytes() if file is not None else None
     except OSError as exc:
-        log.warning("cannot read %s: %s", file, exc)
+        log.warning("! cannot read %s: %s", file, exc)
         body = None
-    log.debug("http GET %s -> %d", request.path, 200 if body is not None else 404)
+    log.debug("< http GET %s -> %d", request.path, 200 if body is not None else 404)
     if file is None or body is None:
         return _plain_response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
     return _plain_response(200, "OK", body, CONTENT_TYPES[file.suffix])
