@@ -17,7 +17,7 @@ from common.wire import MSG
 
 log = logging.getLogger("seasync.front")
 
-DRAIN_BATCH = 256         # router messages handled per wake-up (ecosystem.md §4)
+DRAIN_BATCH = 256  # router messages handled per wake-up: bounds one wake-up, so the websockets get their turn
 
 # ---------------------------------------------------------------- the router link
 

@@ -44,7 +44,7 @@ from scripts.bench.bench_clients import ClientProcs, Stats, raise_fd_limit  # no
 from tests.cluster import Cluster, Proc, free_port, wait_port  # noqa: E402
 
 OID = "bench"
-PAD = "x" * 60  # makes the fan-out frame about 200 bytes, like the ecosystem.md reference
+PAD = "x" * 60  # makes the fan-out frame about 200 bytes, the size of the reference fan-out figures
 CLIENT_PROCS = 4
 
 
