@@ -1,4 +1,5 @@
-"""Client CPU per received frame: the benchmark's lean client (bench_wsclient.py) against picows.
+"""Client CPU per handshake and per received frame: the benchmark's lean client (bench_wsclient.py)
+against picows.
 
 Run: ``python scripts/bench/bench_wsclients.py [--clients N] [--frames M] [--runs R]`` (picows must be
 importable; it is not a dependency). Why: the benchmark's websocket clients share the 2 cores with the
@@ -6,10 +7,11 @@ servers they measure, so their CPU per frame is taken from the servers in every 
 kept library is preferable to a hand-written handshake and framing only if it costs no more.
 
 One ``bench_bare.py`` server broadcasts every frame its ``/master`` connection sends to every other
-connection. For each kind, one client process opens N connections and reports the user+system CPU
-it spent (getrusage) from the moment all are open to the moment it received all N x M frames; the
-sender, in this process, sends the same schedule each time (bursts of 20 frames, 5 ms apart). The
-kinds alternate, R runs each; the table gives the median and the range of µs per frame.
+connection. For each kind, one client process opens N connections (250 at a time), reporting the
+user+system CPU (getrusage) per connection opened, then the CPU it spent from the moment all are
+open to the moment it received all N x M frames; the sender, in this process, sends the same
+schedule each time (bursts of 20 frames, 5 ms apart). The kinds alternate, R runs each; the table
+gives the median and the range, in µs per connection and per frame.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ async def _lean(url: str, clients: int, expected: int) -> tuple[float, int]:
         if got[0] >= expected:
             done.set()
 
-    conns = [await open_connection(url, on_message, lambda code: None) for _ in range(clients)]
-    return await _measure(conns, got, done, lambda c: c.close())
+    async def one() -> object:
+        return await open_connection(url, on_message, lambda code: None)
+
+    return await _measure(await _open(one, clients), got, done, lambda c: c.close())
 
 
 async def _picows(url: str, clients: int, expected: int) -> tuple[float, int]:
@@ -65,11 +69,24 @@ async def _picows(url: str, clients: int, expected: int) -> tuple[float, int]:
                 if got[0] >= expected:
                     done.set()
 
-    conns = [(await ws_connect(Listener, url))[0] for _ in range(clients)]
-    return await _measure(conns, got, done, lambda t: t.disconnect())
+    async def one() -> object:
+        return (await ws_connect(Listener, url))[0]
+
+    return await _measure(await _open(one, clients), got, done, lambda t: t.disconnect())
 
 
-async def _measure(conns: list, got: list[int], done: asyncio.Event, close: object) -> tuple[float, int]:
+async def _open(one: object, clients: int) -> tuple[list, float]:
+    """Open ``clients`` connections, 250 at a time (as bench_clients.py); the CPU spent per connection."""
+    start = _cpu()
+    conns: list = []
+    for i in range(0, clients, 250):
+        conns += await asyncio.gather(*(one() for _ in range(min(250, clients - i))))  # type: ignore[operator]
+    return conns, (_cpu() - start) / clients
+
+
+async def _measure(opened: tuple[list, float], got: list[int], done: asyncio.Event,
+                   close: object) -> tuple[float, float, int]:
+    conns, handshake = opened
     start = _cpu()
     print("ready", flush=True)
     try:
@@ -79,13 +96,13 @@ async def _measure(conns: list, got: list[int], done: asyncio.Event, close: obje
     spent = _cpu() - start
     for conn in conns:
         close(conn)  # type: ignore[operator]
-    return spent, got[0]
+    return handshake, spent, got[0]
 
 
 def client_main(kind: str, url: str, clients: int, expected: int) -> None:
     run = _lean if kind == "lean" else _picows
-    spent, got = asyncio.run(run(url, clients, expected))
-    print(json.dumps({"cpu": spent, "frames": got}), flush=True)
+    handshake, spent, got = asyncio.run(run(url, clients, expected))
+    print(json.dumps({"handshake": handshake, "cpu": spent, "frames": got}), flush=True)
 
 
 async def _send(url: str, frames: int) -> None:
@@ -98,7 +115,7 @@ async def _send(url: str, frames: int) -> None:
                 await asyncio.sleep(GAP)
 
 
-def one_run(kind: str, url: str, clients: int, frames: int) -> float:
+def one_run(kind: str, url: str, clients: int, frames: int) -> tuple[float, float]:
     proc = subprocess.Popen([sys.executable, __file__, "--client", kind, "--url", url, "--clients", str(clients),
                              "--frames", str(frames)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -108,7 +125,7 @@ def one_run(kind: str, url: str, clients: int, frames: int) -> float:
     proc.wait(30)
     if result["frames"] != clients * frames:
         raise RuntimeError(f"{kind}: received {result['frames']} of {clients * frames} frames")
-    return result["cpu"] / result["frames"] * 1e6
+    return result["handshake"] * 1e6, result["cpu"] / result["frames"] * 1e6
 
 
 def main() -> None:
@@ -130,14 +147,16 @@ def main() -> None:
     try:
         wait_port(port)
         url = f"ws://127.0.0.1:{port}/"
-        results: dict[str, list[float]] = {"lean": [], "picows": []}
+        results: dict[str, list[tuple[float, float]]] = {"lean": [], "picows": []}
         for _ in range(args.runs):
             for kind in results:
                 results[kind].append(one_run(kind, url, args.clients, args.frames))
         print(f"{args.clients} clients x {args.frames} frames of {len(PAYLOAD)} bytes, {args.runs} runs each")
-        print(f"{'client':<8} {'median µs/frame':>16} {'range':>16}")
+        print(f"{'client':<8} {'µs/handshake':>13} {'range':>13} {'µs/frame':>9} {'range':>13}")
         for kind, values in results.items():
-            print(f"{kind:<8} {statistics.median(values):>16.2f} {min(values):>7.2f}–{max(values):.2f}")
+            hs, fr = [v[0] for v in values], [v[1] for v in values]
+            print(f"{kind:<8} {statistics.median(hs):>13.0f} {min(hs):>6.0f}–{max(hs):<6.0f} "
+                  f"{statistics.median(fr):>9.2f} {min(fr):>6.2f}–{max(fr):.2f}")
     finally:
         bare.stop()
 
