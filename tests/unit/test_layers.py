@@ -104,3 +104,18 @@ def test_the_installed_packages_do_not_import_tests() -> None:
                  for path in sorted((REPO / package.replace(".", "/")).glob("*.py"))
                  if "tests" in _roots(_imports(path))]
     assert offenders == []
+
+
+def test_websockets_is_pinned_to_the_major_whose_internals_the_front_uses() -> None:
+    """The front reaches into websockets (``pending_pings``, ``send_data``, ``protocol.send_ping``):
+    an upgrade to a new major must fail at install, so the requirement has an upper bound, and the
+    installed version is inside it (router/front/server.py, fanout.py)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (req,) = [Requirement(d) for d in deps if Requirement(d).name == "websockets"]
+    assert any(spec.operator == "<" for spec in req.specifier)
+    assert req.specifier.contains(version("websockets"))
