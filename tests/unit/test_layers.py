@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md's layers, read from the source (no module is imported).
+"""The import rules of the tree's layers (README.md "Layout"), read from the source (no module is imported).
 
 - ``common/`` is the shared library: it imports nothing of ``router``, ``worker``, ``scripts``, ``tests``.
 - The pure modules (the sans-I/O cores) import nothing that does I/O or reads a clock or chance:
