@@ -56,10 +56,11 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 
 import zmq
 from zmq.utils import z85
+
+from common.logs import LogLimit
 
 log = logging.getLogger("seasync.router")
 
@@ -117,26 +118,6 @@ NO_SECRET = "no cluster secret (it connects without CURVE: started with --insecu
 WRONG_SECRET = "wrong cluster secret (its keys come from another secret: another SEASYNC_SECRET or .seasync-secret file?)"
 
 
-class RefusalLog:
-    """Rate-limited log lines about peers the router refused, one per reason per interval (pure: the
-    time comes in), each saying how many were refused since the last line and the latest address."""
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._count: dict[str, int] = {}
-
-    def refused(self, reason: str, address: str, now: float) -> str | None:
-        """Count one refusal; the line to log now, or None while within the interval."""
-        self._count[reason] = self._count.get(reason, 0) + 1
-        if now - self._last.get(reason, float("-inf")) < self.interval:
-            return None
-        count, self._count[reason] = self._count[reason], 0
-        self._last[reason] = now
-        more = f" ({count} refusals since the last such line)" if count > 1 else ""
-        return f"refused a peer {address}: {reason}{more}"
-
-
 class RouterGuard:
     """The CURVE authenticator of a router socket and the monitor that logs refused peers.
 
@@ -151,7 +132,7 @@ class RouterGuard:
         from zmq.auth.thread import ThreadAuthenticator
 
         guard = self
-        self.refusals = RefusalLog()
+        self.refusals = LogLimit(burst=1, period=REFUSAL_LOG_INTERVAL)
         self._lock = threading.Lock()
         self._addresses: dict[int, str] = {}   # accepted descriptor -> peer address
         self._failed: str | None = None        # the reason of the last handshake failure, until its DISCONNECTED
@@ -184,7 +165,7 @@ class RouterGuard:
 
     def refuse(self, reason: str, address: str) -> None:
         with self._lock:
-            line = self.refusals.refused(reason, address, time.monotonic())
+            line = self.refusals.line(reason, f"! refused a peer {address}: {reason}", time.monotonic())
         if line is not None:
             log.warning("%s; every process of the cluster needs the same secret", line)
 

@@ -87,7 +87,7 @@ def run(
     except SecretError as exc:
         typer.echo(f"sync-router: {exc}", err=True)
         raise typer.Exit(2)
-    logging.getLogger("seasync.router").info("cluster secret: %s", describe(secret))
+    logging.getLogger("seasync.router").info("= cluster secret: %s", describe(secret))
     limits = Limits(max_object=max_object, max_version=max_version, max_dependencies=max_dependencies,
                     max_session_versions=max_session_versions, max_registrations=max_registrations,
                     max_session_pattern_chars=max_session_pattern_chars, max_stars=max_stars,

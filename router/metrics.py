@@ -67,7 +67,7 @@ class BoundedMetricsServer(socketserver.ThreadingMixIn, WSGIServer):
             self._refused += 1
             now = time.monotonic()
             if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
-                log.warning("metrics: %d connection(s) refused, %d scrapes already in progress (latest from %s)",
+                log.warning("! metrics: %d connection(s) refused, %d scrapes already in progress (latest from %s)",
                             self._refused, self.threads, client_address[0])
                 self._refused, self._refusal_logged = 0, now
             self.shutdown_request(request)
@@ -86,7 +86,7 @@ class BoundedMetricsServer(socketserver.ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A silent or vanished scraper is routine: one debug line, no traceback on stderr."""
-        log.debug("metrics: connection from %s ended: timed out or reset", client_address[0])
+        log.debug("= metrics: connection from %s ended: timed out or reset", client_address[0])
 
 
 def start_metrics_server(registry: CollectorRegistry, port: int, host: str = "127.0.0.1",

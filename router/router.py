@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from common import codec, wire
+from common.logs import LogLimit
 from router.introspection import Introspection
 from router.store import ObjectStore, Session
 
@@ -41,34 +42,6 @@ LOG_BURST, LOG_PERIOD = 10, 10.0
 ZMTP_HEARTBEAT_IVL, ZMTP_HEARTBEAT_TIMEOUT = 1.0, 10.0
 """The ROUTER's own ZMTP heartbeats close TCP links of peers that vanished (a host gone, a partition), so
 dead pipes do not pile up; the peers' sessions are closed by the envelope's timeout long before."""
-
-
-class LogLimit:
-    """A budget for log lines per kind, so a flood of bad envelopes cannot fill the log.
-
-    Pure (time passed in): ``allow`` says whether a line of ``kind`` may be written now, and how many
-    lines of that kind were left out since the last one written (reported on the next line)."""
-
-    def __init__(self, burst: int = LOG_BURST, period: float = LOG_PERIOD) -> None:
-        self.burst = burst
-        self.period = period
-        self._windows: dict[str, list[float | int]] = {}  # kind -> [window start, written, suppressed]
-
-    def allow(self, kind: str, now: float) -> int | None:
-        """None: leave this line out; otherwise the number of lines left out before it."""
-        window = self._windows.get(kind)
-        if window is None or now - window[0] >= self.period:
-            suppressed = int(window[2]) if window is not None else 0
-            self._windows[kind] = [now, 1, 0]
-            if len(self._windows) > 1000:  # kinds are a fixed set; never let the table grow anyway
-                self._windows = {kind: self._windows[kind]}
-            return suppressed
-        if window[1] < self.burst:
-            window[1] += 1
-            suppressed, window[2] = int(window[2]), 0
-            return suppressed
-        window[2] += 1
-        return None
 
 
 @dataclass
@@ -102,7 +75,7 @@ class Router:
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(ZMTP_HEARTBEAT_IVL * 1000))
         self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(ZMTP_HEARTBEAT_TIMEOUT * 1000))
-        self.refusals = LogLimit()
+        self.refusals = LogLimit(LOG_BURST, LOG_PERIOD)
         self.arrivals = LogLimit(burst=100)  # joins and departures: a pool starting is worth seeing whole
         self.auth = wire.secure_router(self.ctx, self.sock, secret) if secret else None
         self.sock.bind(bind)

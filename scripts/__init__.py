@@ -1,1 +1,2 @@
-"""Developer tools shipped with seasync (``sync-observer``) and maintenance scripts."""
+"""Developer tools: ``sync-observer`` (scripts/observer/, shipped) and the benchmarks (scripts/bench/,
+run from the repository, not shipped)."""

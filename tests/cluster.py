@@ -130,7 +130,7 @@ class Cluster:
         return self.router
 
     def start_front(self, *extra: str) -> Proc:
-        self.front = self._start("front", ["-m", "router.front_cli", "--router", self.router_url,
+        self.front = self._start("front", ["-m", "router.front.cli", "--router", self.router_url,
                                            "--host", "127.0.0.1", "--port", str(self.front_port),
                                            *extra])
         wait_port(self.front_port)

@@ -8,9 +8,8 @@ from pathlib import Path
 import typer
 import zmq
 
-from common import wire
+from common import logs, wire
 from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
-from worker.logs import setup_logging
 from worker.pool import Pool
 from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT
 
@@ -59,7 +58,7 @@ def sync_worker(
              "but an order may wait behind a slow production of the same worker."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
-    setup_logging(verbose)
+    logs.setup(verbose)
     try:
         secret = cluster_secret(secret, insecure)
     except SecretError as exc:

@@ -30,7 +30,7 @@ from worker.logs import user_traceback
 from worker.producer import Producer
 from worker.registry import ProducerTable
 
-log = logging.getLogger("worker.discovery")
+log = logging.getLogger("seasync.worker.discovery")
 
 _OWN_PACKAGES = {"worker", "common", "router"}
 
@@ -105,7 +105,7 @@ class Catalog:
         if self._signatures:
             changes = sorted(path.name for path in found.keys() | self._signatures.keys()
                              if found.get(path) != self._signatures.get(path))
-            log.info("producer files changed (%s): reloading them all", ", ".join(changes))
+            log.info("= producer files changed (%s): reloading them all", ", ".join(changes))
         self.close()
         self._forget_neighbours()
         self._signatures = dict(found)
@@ -116,7 +116,7 @@ class Catalog:
                     self._files.append(loaded)
         table = ProducerTable(producer for loaded in self._files for producer in loaded.producers)
         for conflict in table.conflicts:
-            log.warning("%s", conflict)
+            log.warning("! %s", conflict)
         return table
 
     def close(self) -> None:
@@ -161,8 +161,8 @@ class Catalog:
                 log.error("! cannot create producer %s from %s: skipped", cls.__qualname__, path.name,
                           exc_info=user_traceback(exc))
         if loaded.producers:
-            log.info("loaded %s: %s", path.name, "; ".join(
+            log.info("= loaded %s: %s", path.name, "; ".join(
                 f"{type(p).__qualname__} {list(p.patterns)}" for p in loaded.producers))
         else:
-            log.warning("%s defines no Producer subclass with patterns", path.name)
+            log.warning("! %s defines no Producer subclass with patterns", path.name)
         return loaded

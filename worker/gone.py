@@ -28,7 +28,7 @@ import zmq
 
 from common import codec, wire
 
-log = logging.getLogger("worker.gone")
+log = logging.getLogger("seasync.worker.gone")
 
 ATTEMPT_WAIT = 0.3
 """Seconds to wait for WELCOME before trying again on a new socket."""

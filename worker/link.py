@@ -30,7 +30,7 @@ from common.peer import Event, Frame, Lost, OneSession, Peer, Ready, Send
 
 __all__ = ["Event", "Frame", "Lost", "Ready", "RouterLink"]
 
-log = logging.getLogger("worker.link")
+log = logging.getLogger("seasync.worker.link")
 
 # Plain ints: pyzmq's send_multipart computes ``SNDMORE | flags`` per part with enum.Flag (slow).
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)

@@ -1,22 +1,9 @@
-"""Logging for the pool and its worker processes, and tracebacks that start at the user's code."""
+"""Tracebacks that start at the user's code (the log setup itself is common/logs.py's, for every process)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from types import TracebackType
-
-
-def setup_logging(verbose: bool) -> None:
-    """Log to stderr in the common seasync format (common/logs.py), plus the pid: the pool and
-    its workers share one output stream (one honcho process)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
-                                           datefmt="%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 _WORKER_DIR = os.path.dirname(os.path.abspath(__file__))

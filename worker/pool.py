@@ -37,7 +37,7 @@ import zmq
 from worker.gone import announce_gone_in_background
 from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT, EXIT_ABANDONED, SECRET_ENV
 
-log = logging.getLogger("worker.pool")
+log = logging.getLogger("seasync.worker.pool")
 
 STOP_TIMEOUT = 5.0
 QUICK_DEATH = 10.0

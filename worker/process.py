@@ -44,17 +44,16 @@ from typing import Any
 import psutil
 import zmq
 
-from common import codec, wire
+from common import codec, logs, wire
 from common.secret import cluster_secret
 from worker import production
 from worker.discovery import Catalog, scan
 from worker.link import Frame, Lost, Ready, RouterLink
-from worker.logs import setup_logging
 from worker.registry import ProducerTable
 from worker.runner import Call, ProducerThread
 from worker.wakeup import WakePipe
 
-log = logging.getLogger("worker.process")
+log = logging.getLogger("seasync.worker.process")
 
 RESCAN_INTERVAL = 1.0
 """Seconds between two scans of the producers directory."""
@@ -425,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="production orders the router may give this worker at once (>= 1)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    logs.setup(args.verbose)
     producers_dir = args.producers.resolve()
     sys.path.insert(0, str(producers_dir))  # producer files may import their neighbours
     # Neighbours are re-imported on reload; a .pyc (keyed on mtime in seconds and size) could

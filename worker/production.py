@@ -17,7 +17,7 @@ from common.versioning import VersionError, check_version, is_null
 from worker.logs import user_traceback
 from worker.producer import Producer
 
-log = logging.getLogger("worker.production")
+log = logging.getLogger("seasync.worker.production")
 
 MAX_ERROR_LENGTH = 1000
 

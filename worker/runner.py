@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("worker.runner")
+log = logging.getLogger("seasync.worker.runner")
 
 
 class Call:
@@ -77,4 +77,4 @@ class ProducerThread:
             try:
                 on_done()
             except Exception:
-                log.exception("wake-up callback failed")
+                log.exception("! wake-up callback failed")

@@ -30,8 +30,8 @@ FILES = [
     ("/test.html?id=cars&url=ws://x/", "test.html", "text/html"),
 ]
 NOT_FOUND = [
-    "/missing.js", "/../front.py", "/%2e%2e/front.py", "/..%2ffront.py", "/static/seasync.js",
-    "/.hidden", "//etc/passwd", "/%00", "/front.py", "/..\\front.py",
+    "/missing.js", "/../cli.py", "/%2e%2e/cli.py", "/..%2fcli.py", "/static/seasync.js",
+    "/.hidden", "//etc/passwd", "/%00", "/cli.py", "/..\\cli.py",
 ]
 
 

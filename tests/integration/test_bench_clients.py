@@ -1,8 +1,8 @@
-"""The benchmark's lean websocket client (scripts/bench_wsclient.py, scripts/bench_clients.py).
+"""The benchmark's lean websocket client (scripts/bench/bench_wsclient.py, scripts/bench/bench_clients.py).
 
 It replaced the ``websockets`` client in the measuring processes, so it must speak RFC 6455 to real
 servers (a ``websockets`` server, raw servers that split or break frames on purpose, the front) and
-account for what ``scripts/bench.py`` reads: versions held, skipped versions, patch bases,
+account for what ``scripts/bench/bench.py`` reads: versions held, skipped versions, patch bases,
 latencies and close codes.
 """
 
@@ -21,8 +21,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 from websockets.sync.client import connect as sync_connect
 
-from scripts.bench_clients import ClientProcs
-from scripts.bench_wsclient import GUID, HandshakeError, WsProtocol, open_connection
+from scripts.bench.bench_clients import ClientProcs
+from scripts.bench.bench_wsclient import GUID, HandshakeError, WsProtocol, open_connection
 
 Received = tuple[WsProtocol, list[bytes], list[int]]
 

@@ -94,7 +94,7 @@ class ScriptedRouter:
 
 
 class Front:
-    """A running `python -m router.front_cli` and its websocket URL."""
+    """A running `python -m router.front.cli` and its websocket URL."""
 
     def __init__(self, proc: Proc, port: int) -> None:
         self.proc = proc
@@ -120,7 +120,7 @@ async def start_front(request, router) -> AsyncIterator[Callable[..., Awaitable[
 
     async def start(*extra: str) -> Front:
         port = free_port()
-        proc = Proc("front", ["-m", "router.front_cli", "--router", router.url,
+        proc = Proc("front", ["-m", "router.front.cli", "--router", router.url,
                               "--host", "127.0.0.1", "--port", str(port), "-v", *extra])
         procs.append(proc)
         await asyncio.to_thread(wait_port, port)

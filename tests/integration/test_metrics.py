@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 from tests.cluster import Cluster, free_port, wait_port
@@ -15,6 +16,17 @@ def scrape(port: int) -> dict[str, float]:
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
+    return values
+
+
+def scrape_until(port: int, ready, timeout: float = 20.0) -> dict[str, float]:
+    """Scrape until ``ready(values)``: a counter is bumped just after the write it counts, so a client
+    can see a frame (and scrape, from another thread's point of view) a moment before it is counted."""
+    deadline = time.monotonic() + timeout
+    values = scrape(port)
+    while not ready(values) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        values = scrape(port)
     return values
 
 
@@ -41,7 +53,7 @@ async def test_router_and_front_metrics_follow_the_traffic():
             assert after["seasync_router_messages_in_total"] >= 5
             assert after["seasync_router_bytes_out_total"] > 0
             assert after["seasync_router_sessions"] >= 3  # two clients and the router's own
-            front = scrape(front_port)
+            front = scrape_until(front_port, lambda v: v["seasync_front_messages_out_total"] >= 2)
             assert front["seasync_front_connections"] == 2
             assert front["seasync_front_messages_in_total"] >= 5  # options, registrations, the upload
             assert front["seasync_front_messages_out_total"] >= 2  # the produce order and the update

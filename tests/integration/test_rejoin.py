@@ -90,7 +90,7 @@ def peers(request, producers, deps):
             # a client's FIN is "lost" for 5 s: the router still holds the old link when the new one comes
             proxy = BlackHole(c.router_port, lose_fin=5.0)
             url = proxy.url
-        c.front = c._start("front", ["-m", "router.front_cli", "--router", url, "--host", "127.0.0.1",
+        c.front = c._start("front", ["-m", "router.front.cli", "--router", url, "--host", "127.0.0.1",
                                      "--port", str(c.front_port)])
         wait_port(c.front_port)
         c.pool = c._start("worker", ["-m", "worker.cli", "--router", url, "--workers", str(WORKERS),

@@ -162,7 +162,7 @@ async def test_a_default_cluster_admits_only_processes_holding_its_secret(tmp_pa
         # one holding it is welcomed; so is a real front started from the same directory
         assert _hello(secret, url)[0] == wire.WELCOME
         port = free_port()
-        front = Proc("front", ["-m", "router.front_cli", "--router", url, "--port", str(port)], cwd=tmp_path)
+        front = Proc("front", ["-m", "router.front.cli", "--router", url, "--port", str(port)], cwd=tmp_path)
         wait_port(port)
         async with RawClient(f"ws://127.0.0.1:{port}", "viewer") as viewer:
             await viewer.send("object-consumer-register", pattern="SeapigServer::Statistics", version_known=0)

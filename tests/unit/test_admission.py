@@ -1,4 +1,4 @@
-"""The front's Origin and Host rules, table-driven (router/front.py ``Admission``, issue 10 item 10)."""
+"""The front's Origin and Host rules, table-driven (router/front/web.py ``Admission``, issue 10 item 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md's layers, read from the source (no module is imported).
+"""The import rules of the tree's layers (README.md "Layout"), read from the source (no module is imported).
 
 - ``common/`` is the shared library: it imports nothing of ``router``, ``worker``, ``scripts``, ``tests``.
 - The pure modules (the sans-I/O cores) import nothing that does I/O or reads a clock or chance:
@@ -26,7 +26,7 @@ PURE = [
     "common/versioning.py",
     "router/store.py",
     "worker/notifier/ticker.py",
-    "scripts/observer_format.py",
+    "scripts/observer/format.py",
 ]
 IMPURE = {"time", "socket", "zmq", "asyncio", "os", "random", "threading", "subprocess", "select",
           "selectors", "sqlite3", "psycopg", "websockets", "signal"}
@@ -84,3 +84,39 @@ def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom router.store import ObjectStore\nfrom . import sibling\n")
     assert _roots(_imports(bad)) == {"os", "router"}
+
+
+def _shipped_packages() -> list[str]:
+    """The packages ``pip install`` puts in site-packages, found as pyproject.toml tells setuptools to."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    return find_packages(str(REPO), include=find.get("include", ["*"]), exclude=find.get("exclude", ()))
+
+
+def test_the_installed_packages_do_not_import_tests() -> None:
+    """What is shipped must run without the (uninstalled) tests package: the benchmarks, which drive
+    clusters with tests/cluster.py, stay out of the distribution (scripts/bench/)."""
+    shipped = _shipped_packages()
+    assert "scripts.observer" in shipped and "router.front" in shipped
+    offenders = [str(path.relative_to(REPO)) for package in shipped
+                 for path in sorted((REPO / package.replace(".", "/")).glob("*.py"))
+                 if "tests" in _roots(_imports(path))]
+    assert offenders == []
+
+
+def test_websockets_is_pinned_to_the_major_whose_internals_the_front_uses() -> None:
+    """The front reaches into websockets (``pending_pings``, ``send_data``, ``protocol.send_ping``):
+    an upgrade to a new major must fail at install, so the requirement has an upper bound, and the
+    installed version is inside it (router/front/server.py, fanout.py)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (req,) = [Requirement(d) for d in deps if Requirement(d).name == "websockets"]
+    assert any(spec.operator == "<" for spec in req.specifier)
+    assert req.specifier.contains(version("websockets"))

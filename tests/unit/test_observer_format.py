@@ -1,8 +1,8 @@
-"""The pure rendering rules of sync-observer (scripts/observer_format.py)."""
+"""The pure rendering rules of sync-observer (scripts/observer/format.py)."""
 
 from __future__ import annotations
 
-from scripts.observer_format import (
+from scripts.observer.format import (
     OBJECT_NARROW, Sort, changed_paths, column_widths, connection_rows, fmt_bytes, fmt_duration, fmt_version,
     WORKER_COLUMNS, object_rows, problem_reason, render_json, state_name,
 )
@@ -104,5 +104,5 @@ def test_worker_cell_shows_orders_held_beyond_the_running_one():
 
 
 def test_an_object_in_error_shows_as_error():
-    from scripts.observer_format import state_name
+    from scripts.observer.format import state_name
     assert state_name({"current": False, "error": True}) == "error"

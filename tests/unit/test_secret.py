@@ -74,12 +74,3 @@ def test_a_file_of_another_user_is_refused(tmp_path):
     with pytest.raises(SecretError, match="another user"):
         cluster_secret(None, directory=tmp_path, env={})
 
-
-def test_refusals_are_logged_once_per_reason_and_interval():
-    from common.wire import RefusalLog
-
-    log = RefusalLog(interval=10.0)
-    assert log.refused("wrong", "from a", 0.0) == "refused a peer from a: wrong"
-    assert log.refused("wrong", "from b", 1.0) is None          # the same reason within 10 s: counted
-    assert log.refused("none", "from c", 2.0) is not None       # another reason has its own line
-    assert log.refused("wrong", "from d", 10.5) == "refused a peer from d: wrong (2 refusals since the last such line)"

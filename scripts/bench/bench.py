@@ -1,10 +1,10 @@
 """seasync benchmark suite: real clusters on loopback, one per scenario, and a table of figures.
 
-Run: ``.venv/bin/python scripts/bench.py [scenario...] [--profile DIR] [--quick]``. With no scenario
+Run: ``.venv/bin/python scripts/bench/bench.py [scenario...] [--profile DIR] [--quick]``. With no scenario
 every one runs (about 10 minutes on 2 cores). Each scenario starts its own router, front and workers
 (``tests/cluster.py``), and, where it compares, a bare ``websockets.broadcast`` server
-(``scripts/bench_bare.py``) driven the same way in the same run. Websocket clients live in separate
-processes (``scripts/bench_clients.py``), so the figures are not flattered by sharing an interpreter;
+(``scripts/bench/bench_bare.py``) driven the same way in the same run. Websocket clients live in separate
+processes (``scripts/bench/bench_clients.py``), so the figures are not flattered by sharing an interpreter;
 on a 2-core machine those clients compete with the servers for the CPU, which the table says where
 it bounds a figure. CPU figures come from psutil (user + system time of one process).
 
@@ -37,14 +37,14 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_clients import ClientProcs, Stats, raise_fd_limit  # noqa: E402
+from scripts.bench.bench_clients import ClientProcs, Stats, raise_fd_limit  # noqa: E402
 from tests.cluster import Cluster, Proc, free_port, wait_port  # noqa: E402
 
 OID = "bench"
-PAD = "x" * 60  # makes the fan-out frame about 200 bytes, like the ecosystem.md reference
+PAD = "x" * 60  # makes the fan-out frame about 200 bytes, the size of the reference fan-out figures
 CLIENT_PROCS = 4
 
 
@@ -111,7 +111,7 @@ class Server:
             self.master_url = self.url + "/"
         else:
             port = free_port()
-            self.bare = Proc("bare", [str(REPO / "scripts" / "bench_bare.py"), "--port", str(port)])
+            self.bare = Proc("bare", [str(REPO / "scripts" / "bench" / "bench_bare.py"), "--port", str(port)])
             wait_port(port)
             self.url = f"ws://127.0.0.1:{port}"
             self.master_url = self.url + "/master"
@@ -489,7 +489,7 @@ async def overload(args: argparse.Namespace) -> None:
 
 
 PRODUCERS = textwrap.dedent('''
-    """Producers for scripts/bench.py: versions come from files the benchmark writes."""
+    """Producers for scripts/bench/bench.py: versions come from files the benchmark writes."""
     import os
     import pathlib
     import time
@@ -876,10 +876,10 @@ async def resync_storm(args: argparse.Namespace) -> None:
 
 
 def diff(args: argparse.Namespace) -> None:
-    """The diff rows from scripts/bench_diff.py (its own table, parsed)."""
-    script = REPO / "scripts" / "bench_diff.py"
+    """The diff rows from scripts/bench/bench_diff.py (its own table, parsed)."""
+    script = REPO / "scripts" / "bench" / "bench_diff.py"
     if not script.exists():
-        row("diff", "scripts/bench_diff.py is missing", "", False)
+        row("diff", "scripts/bench/bench_diff.py is missing", "", False)
         return
     out = subprocess.run([sys.executable, str(script), "--runs", "31" if args.quick else "101"], capture_output=True,
                          text=True, cwd=REPO, timeout=600)

@@ -1,6 +1,6 @@
 """Benchmark common.diff.make_patch against jsonpatch.make_patch on realistic documents.
 
-Run: ``.venv/bin/python scripts/bench_diff.py [--runs N]``. Prints one row per case: median
+Run: ``.venv/bin/python scripts/bench/bench_diff.py [--runs N]``. Prints one row per case: median
 diff time, op count and encoded patch size for ours and for jsonpatch, and our target.
 The new document is always an independent object (an orjson round trip of the old one, then
 edited), as when the router diffs its stored snapshot against a freshly decoded upload.
@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jsonpatch
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.diff import json_equal, make_patch  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Benchmark bump -> websocket client latency on a real cluster, for SQLite and PostgreSQL.
 
-Run: ``.venv/bin/python scripts/bench_bump.py [--samples N] [--gap S] [--backend direct|sqlite|postgres|all]``.
+Run: ``.venv/bin/python scripts/bench/bench_bump.py [--samples N] [--gap S] [--backend direct|sqlite|postgres|all]``.
 
 For each backend it starts a router, a front, one worker, a notifier (and for PostgreSQL a throwaway
 server, tests/postgres.py), subscribes a websocket client to an object whose version is
@@ -26,7 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.deps import api  # noqa: E402
 from tests import postgres  # noqa: E402

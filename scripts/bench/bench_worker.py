@@ -1,10 +1,10 @@
 """The worker process alone: CPU per production against a scripted router that keeps it busy.
 
-Run: ``.venv/bin/python scripts/bench_worker.py [--prefetch N] [--seconds S] [--profile FILE]``.
+Run: ``.venv/bin/python scripts/bench/bench_worker.py [--prefetch N] [--seconds S] [--profile FILE]``.
 Before/after a change: ``git archive HEAD | tar -x -C /tmp/old`` and compare runs with ``--repo /tmp/old``
 (``--single --no-option`` for a worker that predates multi-pair SENDS and --prefetch), interleaved.
 
-A real ``sync-worker --workers 1`` pool runs a trivial producer (the one of ``scripts/bench.py``'s
+A real ``sync-worker --workers 1`` pool runs a trivial producer (the one of ``scripts/bench/bench.py``'s
 throughput scenario: it reads its version from a file) against a ROUTER socket played by this script,
 which keeps ``--prefetch`` orders outstanding on the worker's session (a new one for each answer, all the
 new ones of a wake-up in one SENDS message, as the router flushes). The router's own cost is out of
@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import zmq
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from common import codec, wire  # noqa: E402

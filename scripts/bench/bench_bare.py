@@ -1,6 +1,6 @@
 """The reference for the fan-out benchmarks: a bare ``websockets.broadcast`` server, nothing else.
 
-Run: ``python scripts/bench_bare.py --port P``. A connection on path ``/master`` is the sender:
+Run: ``python scripts/bench/bench_bare.py --port P``. A connection on path ``/master`` is the sender:
 every frame it sends is broadcast, unchanged, to every other connection (``text=True``, the bytes
 are not decoded). Other connections only receive (what they send is read and ignored). Same
 settings as the front: no compression, no per-connection queue limit on the sender.

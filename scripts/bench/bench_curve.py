@@ -2,7 +2,7 @@
 
 A DEALER sends N messages of a given size to a ROUTER over loopback TCP, pipelined (no wake-up per
 message, as on the router's busy paths); the figure is the process CPU (both ends and ZeroMQ's I/O
-threads) per message, the median of 3 runs. ``python scripts/bench_curve.py [--sizes 100,1000,10000]``.
+threads) per message, the median of 3 runs. ``python scripts/bench/bench_curve.py [--sizes 100,1000,10000]``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from common import wire  # noqa: E402

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 try:
-    from scripts.bench_wsclient import WsProtocol, open_connection
+    from scripts.bench.bench_wsclient import WsProtocol, open_connection
 except ImportError:  # run from the scripts directory
     from bench_wsclient import WsProtocol, open_connection  # type: ignore[no-redef]
 

@@ -1,0 +1,472 @@
+"""The front process: websocket sessions, keepalive, slow consumers, and the router's decisions.
+
+The package's overview is router/front/__init__.py; fan-out is router/front/fanout.py, the
+router link router/front/link.py, HTTP and admission router/front/web.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+import zmq
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from common.logs import LogLimit
+from common.peer import Dropped, Event, Lost, Peer, Send, Sends, Welcomed
+from common.wire import (
+    CLOSE,
+    DEFAULT_ROUTER,
+    HEARTBEAT_INTERVAL,
+    OPEN,
+    PAUSE,
+    REFUSAL_LOG_INTERVAL,
+    RESUME,
+    peer_identity,
+    secure_peer,
+    unpack_sids,
+)
+from router.front.fanout import Backpressure, Congestion, Conn, FanOut
+from router.front.link import RouterLink
+from router.front.web import Admission, busy_response, forbidden_response, http_response
+
+log = logging.getLogger("seasync.front")
+
+WELCOME_WAIT = 5.0        # a websocket opened while the router is away waits this long, then 1013
+CLOSE_TIMEOUT = 3.0       # closing handshake; keeps shutdown under honcho's 5 s SIGKILL
+STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
+CONGESTION_CHECK = 0.05   # how often paused connections are checked for drain or timeout
+SLOW_CLOSE_GRACE = 30.0   # a slow consumer's close frame waits behind its buffer this long, then abort
+
+CLOSE_POLICY = 1008       # the router dropped the session, or the client reads too slowly
+CLOSE_RESTART = 1012      # the router restarted: reconnect and resync
+CLOSE_TRY_AGAIN = 1013    # no router yet, or too many connections
+CLOSE_INTERNAL = 1011     # keepalive ping timeout (as websockets' own keepalive)
+CLOSE_GOING_AWAY = 1001   # the front stops
+SLOW_REASON = "consumer too slow"
+
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    """Where the front listens, which router it serves, and its limits."""
+
+    router: str = DEFAULT_ROUTER
+    host: str = "127.0.0.1"
+    port: int = 3001
+    max_frame: int = 1 << 20
+    secret: str = ""
+    max_connections: int = 10_000
+    pause_above: int = 256 << 10     # write buffer (bytes) above which the router is told to PAUSE
+    resume_below: int = 64 << 10     # ... and below which it is told to RESUME
+    slow_max_buffer: int = 16 << 20  # a write buffer above this closes the connection (1008)
+    slow_timeout: float = 30.0       # so does being paused for longer than this (seconds)
+    send_buffer: int = 0             # SO_SNDBUF of each websocket (0: the kernel's autotuning)
+    ping_interval: float = 10.0      # like seapig: ping every 10 s ...
+    ping_timeout: float = 50.0       # ... and close a client whose pong is this late (60 s after its ping)
+    allowed_origins: tuple[str, ...] = ()  # browser origins beyond the front's own and loopback ones ("*": any)
+    allowed_hosts: tuple[str, ...] = ()    # Host names beyond --host, loopback and this machine's ("*": any)
+
+
+def listen_backlog(max_connections: int) -> int:
+    """Room in the listen queue for every client reconnecting at once (the kernel caps it at
+    net.core.somaxconn). asyncio's default of 100 overflowed when 2,000 clients came back together:
+    each SYN dropped waited out TCP's 1 s retransmission timer (1 s, then 3 s, per client)."""
+    return max(100, min(max_connections, 65535))
+
+
+def close_reason(raw: bytes) -> str:
+    """A websocket close reason from router bytes: valid UTF-8, at most the 123 bytes allowed."""
+    return raw[:123].decode("utf-8", errors="ignore")
+
+
+# ---------------------------------------------------------------- the process
+
+
+class Front:
+    """The front process: ``await Front(config).run()`` serves until ``stop()`` is called."""
+
+    def __init__(self, config: FrontConfig) -> None:
+        self.config = config
+        self.identity = peer_identity("front")
+        self.policy = Backpressure(config.pause_above, config.resume_below, config.slow_max_buffer,
+                                   config.slow_timeout)
+        self._sessions: dict[bytes, Conn] = {}
+        self._paused: dict[bytes, Conn] = {}
+        self._fanout = FanOut(self._sessions, self.policy, self._on_congestion)
+        self._sids = itertools.count(1)
+        self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
+        self._connections = 0                     # websockets handled right now (for --max-connections)
+        self._peer = Peer({"role": "front", "name": f"front@{config.host}:{config.port}",
+                           "pid": os.getpid(), "host": socket.gethostname()},
+                          config.router, log, random.random)  # the envelope's protocol (common/peer.py)
+        self._welcomed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()  # websocket closes in flight
+        self._link: RouterLink | None = None
+        self.admission = Admission.for_front(config.host, config.allowed_hosts, config.allowed_origins,
+                                             _machine_names())
+        self._refusals = LogLimit(burst=1, period=REFUSAL_LOG_INTERVAL)  # one line per code and interval
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        """Ask ``run`` to shut down (safe to call from a signal handler, idempotent)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect to the router, serve websockets until stopped, then close everything."""
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, self.identity)
+        dealer.setsockopt(zmq.LINGER, 0)
+        # no receive limit: a ROUTER drops what does not fit in a peer's queue, silently, and a
+        # dropped SEND is a version gap at the clients; a busy front buffers instead
+        dealer.setsockopt(zmq.RCVHWM, 0)
+        if self.config.secret:
+            secure_peer(dealer, self.config.secret)
+        link = None
+        try:
+            dealer.connect(self.config.router)
+            link = self._link = RouterLink(dealer, self._dispatch, self._flush)
+            server = await serve(
+                self._handle, self.config.host, self.config.port,
+                process_request=self._process_request,
+                compression=None, max_size=self.config.max_frame,
+                ping_interval=None,  # one keepalive loop for all (see _keepalive_loop), no task each
+                close_timeout=CLOSE_TIMEOUT,
+                backlog=listen_backlog(self.config.max_connections),
+            )
+            log.info("= listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
+                     self.config.port, self.config.router, self.identity.decode(),
+                     self.config.max_connections)
+            self._on_peer(self._peer.start(time.monotonic()))
+            loops = [asyncio.create_task(self._heartbeat_loop()),
+                     asyncio.create_task(self._congestion_loop()),
+                     asyncio.create_task(self._keepalive_loop())]
+            await self._stopping.wait()
+            await self._shutdown(server, loops)
+        finally:
+            linger = 1000 if self._peer.welcomed else 0
+            if link is not None:
+                link.close(linger)
+            dealer.close(linger=linger)
+            ctx.term()
+
+    async def _shutdown(self, server: Server, loops: list[asyncio.Task[None]]) -> None:
+        """Close websockets with 1001 (their handlers send CLOSE), then stop the router loops."""
+        log.info("= stopping: closing %d websockets", len(self._sessions))
+        server.close(code=CLOSE_GOING_AWAY, reason="server stopping")
+        try:
+            await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("! some websocket handlers did not finish within %.0f s", STOP_TIMEOUT)
+        for sid in list(self._sessions):
+            self._end_session(sid)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+    # ---------------------------------------------------------------- websockets
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """403 for a Host the front does not serve or a page from a foreign Origin (``Admission``);
+        static files for plain GETs; 503 for an upgrade beyond --max-connections."""
+        refused = self.admission.refusal(request.headers)
+        if refused is not None:
+            code, message = refused
+            peer = connection.remote_address
+            line = self._refusals.line(code, f"! refused a request from {peer[0] if peer else '?'} (Host "
+                                             f"{request.headers.get('Host', '')[:100]!r}, Origin "
+                                             f"{request.headers.get('Origin', '')[:100]!r}): {code} (403)",
+                                       time.monotonic())
+            if line is not None:
+                log.warning("%s", line)
+            return forbidden_response(code, message)
+        response = http_response(request)
+        if response is None and self._connections >= self.config.max_connections:
+            log.warning("! refused a connection: %d connections is the limit (--max-connections)",
+                        self.config.max_connections)
+            return busy_response()
+        return response
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        """One websocket = one session: OPEN, a MSG per frame, CLOSE however it ends."""
+        self._connections += 1
+        try:
+            if self._connections > self.config.max_connections:  # handshakes raced past the check
+                await ws.close(CLOSE_TRY_AGAIN, "too many connections, try again later")
+                return
+            await self._session(ws)
+        finally:
+            self._connections -= 1
+
+    async def _session(self, ws: ServerConnection) -> None:
+        peer = ws.remote_address
+        if not await self._wait_welcome(ws):
+            if ws.state is State.OPEN:
+                log.info("! refused %s: router not available", peer)
+                await ws.close(CLOSE_TRY_AGAIN, "router not available, try again")
+            return
+        if self.config.send_buffer:
+            _set_send_buffer(ws, self.config.send_buffer)
+        sid = str(next(self._sids)).encode()
+        conn = Conn(sid, ws)
+        self._sessions[sid] = conn
+        log.debug("= open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
+        try:
+            self._send([OPEN, sid])
+            while True:
+                frame = await ws.recv(decode=False)  # text frames stay UTF-8 bytes, untouched
+                self.messages_in += 1
+                self.bytes_in += len(frame)
+                if self._sessions.get(sid) is conn:
+                    congested = self._post(sid, frame)
+                    if congested is not None:  # the router link is full: wait for room
+                        await congested
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._sessions.get(sid) is conn:
+                self._end_session(sid)
+            log.debug("= close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
+
+    async def _wait_welcome(self, ws: ServerConnection) -> bool:
+        """True once the router is welcomed; False after WELCOME_WAIT or if the client left."""
+        if self._welcomed.is_set():
+            return True
+        waiters = [asyncio.create_task(self._welcomed.wait()),
+                   asyncio.create_task(ws.wait_closed())]
+        await asyncio.wait(waiters, timeout=WELCOME_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiters:
+            task.cancel()
+        return self._welcomed.is_set() and ws.state is State.OPEN
+
+    def _end_session(self, sid: bytes) -> None:
+        """Forget a session and tell the router, exactly once per session."""
+        self._paused.pop(sid, None)
+        if self._sessions.pop(sid, None) is not None:
+            self._send([CLOSE, sid])
+
+    def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> asyncio.Task[None]:
+        """Start a closing handshake without waiting for it."""
+        task = asyncio.create_task(ws.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    # ---------------------------------------------------------------- slow consumers
+
+    def _on_congestion(self, conn: Conn, action: Congestion) -> None:
+        """Act on the policy's decision for one connection."""
+        if action is Congestion.PAUSE:
+            conn.paused_since = time.monotonic()
+            self._paused[conn.sid] = conn
+            log.info("> pause %s: %d bytes waiting to be written", conn.sid.decode(),
+                     conn.transport.get_write_buffer_size())
+            self._send([PAUSE, conn.sid])
+        elif action is Congestion.RESUME:
+            conn.paused_since = None
+            self._paused.pop(conn.sid, None)
+            log.info("> resume %s", conn.sid.decode())
+            self._send([RESUME, conn.sid])
+        elif action is Congestion.CLOSE and not conn.closing:
+            self._close_slow(conn)
+
+    def _close_slow(self, conn: Conn) -> None:
+        """Close with 1008: the close frame goes behind what is buffered; abort if it never drains.
+
+        From here no frame is written (the protocol is CLOSING), so the buffer cannot grow further.
+        """
+        conn.closing = True
+        self._end_session(conn.sid)  # the router forgets it now, not after the (slow) handshake
+        buffered = conn.transport.get_write_buffer_size()
+        paused = time.monotonic() - conn.paused_since if conn.paused_since is not None else 0.0
+        log.warning("! closing %s: %s (%d bytes buffered, paused %.1f s)", conn.sid.decode(), SLOW_REASON,
+                    buffered, paused)
+        self._close_ws(conn.ws, CLOSE_POLICY, SLOW_REASON)
+        asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, _abort_if_open, conn)
+
+    async def _congestion_loop(self) -> None:
+        """Resume paused connections that drained; close those paused too long."""
+        while True:
+            await asyncio.sleep(CONGESTION_CHECK)
+            if not self._paused:
+                continue
+            now = time.monotonic()
+            for conn in list(self._paused.values()):
+                if conn.protocol.state is not State.OPEN:
+                    self._paused.pop(conn.sid, None)
+                    continue
+                action = self.policy.decide(conn.transport.get_write_buffer_size(), conn.paused_since, now)
+                if action is not Congestion.NONE:
+                    self._on_congestion(conn, action)
+
+    # ---------------------------------------------------------------- keepalive
+
+    async def _keepalive_loop(self) -> None:
+        """Ping every session each ``ping_interval``; close one whose last ping is unanswered too long.
+
+        websockets' own keepalive runs one task per connection (about 2 KiB each); this loop does
+        the same for all of them. A ping is registered in ``pending_pings`` exactly as
+        ``Connection.ping`` does, so websockets' pong handling acknowledges it; the ping frame is
+        written by websockets itself (``protocol.send_ping`` + ``send_data``), whole. The same sweep
+        (every CLOSE_TIMEOUT when pings are off) aborts connections stuck in a closing handshake.
+        """
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        pinging = interval > 0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval if pinging else CLOSE_TIMEOUT)
+            now = loop.time()
+            for conn in list(self._sessions.values()):
+                try:
+                    if conn.protocol.state is not State.OPEN:
+                        self._end_stuck_close(conn, loop)
+                    elif pinging:
+                        self._keepalive(conn, now, timeout, loop)
+                except Exception:  # one broken connection must not stop the pings of the others
+                    log.exception("! keepalive of %s failed", conn.sid.decode())
+
+    def _end_stuck_close(self, conn: Conn, loop: asyncio.AbstractEventLoop) -> None:
+        """A closing handshake the client started (or websockets, on a protocol error) waits for the
+        client to close TCP, with no deadline while the handler only reads: give it CLOSE_TIMEOUT."""
+        if not conn.closing:
+            conn.closing = True
+            loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
+
+    def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        ws = conn.ws
+        if conn.closing:
+            return
+        pending = ws.pending_pings.get(conn.ping) if conn.ping is not None else None
+        if pending is not None:  # no pong yet
+            if now - pending[1] > timeout:
+                conn.closing = True
+                log.info("= closing %s: keepalive ping timeout (%.0f s)", conn.sid.decode(), timeout)
+                self._end_session(conn.sid)
+                self._close_ws(ws, CLOSE_INTERNAL, "keepalive ping timeout")
+                loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
+            return
+        data = random.getrandbits(32).to_bytes(4, "big")
+        while data in ws.pending_pings:
+            data = random.getrandbits(32).to_bytes(4, "big")
+        ws.pending_pings[data] = (loop.create_future(), now)
+        conn.ping = data
+        conn.protocol.send_ping(data)
+        ws.send_data()
+
+    # ---------------------------------------------------------------- router
+
+    def _post(self, sid: bytes, frame: bytes) -> asyncio.Future[None] | None:
+        """A client message for the router (see ``RouterLink.post``)."""
+        if self._link is None:
+            return None
+        return self._link.post(sid, frame)
+
+    def _send(self, frames: list[bytes]) -> None:
+        """An envelope for the router, sent after everything queued before it (order per session)."""
+        if self._link is not None:
+            self._link.send(frames)
+
+    def _flush(self) -> None:
+        """The end of a burst of router messages: write the SENDs it held (coalesced per connection)."""
+        try:
+            self._fanout.flush()
+        except Exception:  # a bug must not stop the loop
+            log.exception("! failed to write a burst of frames")
+
+    async def _heartbeat_loop(self) -> None:
+        """Run the peer machine's timers: HELLO retries until welcomed, then PINGs and the silence check."""
+        while True:
+            delay = self._peer.deadline() - time.monotonic()
+            await asyncio.sleep(min(HEARTBEAT_INTERVAL, max(0.01, delay)))
+            try:
+                self._on_peer(self._peer.tick(time.monotonic()))
+            except Exception:  # a bug must not stop the heartbeats
+                log.exception("! peer tick failed")
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        """One router message. Malformed ones are logged and ignored (by the peer machine), never fatal."""
+        try:
+            events = self._peer.on_message(frames, time.monotonic())
+            if len(events) == 1 and type(events[0]) is Sends:  # the hot path: frames for the burst
+                add = self._fanout.add
+                for frame, packed in events[0].pairs:
+                    add(frame, unpack_sids(packed))
+                return
+            self._flush()
+            self._on_peer(events)
+        except Exception:  # a bug or a frame we did not foresee must not stop the loop
+            log.exception("! failed to handle router message: %.200r", frames)
+
+    def _on_peer(self, events: list[Event]) -> None:
+        """Carry out what the peer machine decided, in order."""
+        for event in events:
+            if isinstance(event, Send):
+                self._send(event.frames)
+            elif isinstance(event, Sends):
+                for frame, packed in event.pairs:
+                    self._fanout.add(frame, unpack_sids(packed))
+            elif isinstance(event, Dropped):
+                self._drop(event.sid, close_reason(event.reason))
+            elif isinstance(event, Welcomed):
+                self._welcomed.set()
+            elif isinstance(event, Lost):
+                self._router_lost(event.reason)
+
+    def _drop(self, sid: bytes, reason: str) -> None:
+        conn = self._sessions.get(sid)
+        if conn is None:
+            return
+        log.info("< router drops %s: %s", sid.decode(errors="replace"), reason)
+        self._end_session(sid)
+        self._close_ws(conn.ws, CLOSE_POLICY, reason)
+
+    def _router_lost(self, why: str) -> None:
+        """The router restarted or vanished: close every websocket (1012); the machine's HELLO follows."""
+        sessions = dict(self._sessions)
+        self._sessions.clear()  # cleared in place: the fan-out shares this dict
+        self._paused.clear()
+        log.warning("! %s: closing %d websockets", why, len(sessions))
+        self._welcomed.clear()
+        if self._link is not None:
+            self._link.drop()  # envelopes of sessions the new router will not know: their clients resync
+        for conn in sessions.values():
+            self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
+
+
+def _set_send_buffer(ws: ServerConnection, size: int) -> None:
+    """A smaller kernel send buffer makes a slow reader show up sooner in the transport's buffer."""
+    sock = ws.transport.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as exc:
+        log.warning("! cannot set SO_SNDBUF to %d: %s", size, exc)
+
+
+def _abort_if_open(conn: Conn) -> None:
+    """The end of a closing handshake's grace: drop the buffer with the TCP connection."""
+    if conn.protocol.state is not State.CLOSED:
+        log.warning("! aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
+        conn.transport.abort()
+
+
+def _machine_names() -> list[str]:
+    """This machine's names, which a front listening on every interface answers to."""
+    names = [socket.gethostname()]
+    try:
+        names.append(socket.getfqdn())
+    except OSError:
+        pass
+    return names
