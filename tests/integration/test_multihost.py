@@ -333,9 +333,19 @@ def test_a_worker_host_cut_off_for_6_s_produces_again_no_order_lost_or_done_twic
 # ---- 3. the front host cut off for 6 s --------------------------------------------------------------
 
 def test_the_front_host_cut_off_for_6_s_closes_clearly_and_clients_resync_by_patch(net):
+    """A second front on the client host keeps one consumer of each doc meanwhile (as the other fronts
+    of a real deployment would): an object nobody consumes is let go, and a client coming back to it
+    then gets a full value (PROTOCOL §11), which is right but not the resync by patch under test."""
+    net.start("front2", "client", ["-m", "router.front_cli", "--router", net.router_url,
+                                   "--host", net.addr("client"), "--port", "7103"])
+    net.wait_port("client", net.addr("client"), 7103)
     v0 = bump("doc-src")["dep:doc-src"]
+    keepers = [Watcher(f"ws://{net.addr('client')}:7103", f"keep-{oid}", oid, "dep:doc-src")
+               for oid in ("doc-1", "doc-3")]
+    keep_futures = [net.client.submit(k.run()) for k in keepers]
     watchers = start_watchers(net, ["doc-1", "doc-1", "doc-3"], "dep:doc-src")
     try:
+        wait_until(lambda: all(k.n == v0 for k in keepers), "the keepers hold the docs")
         wait_until(lambda: all(w.n == v0 for w in watchers), "every watcher holds its doc before the cut")
         net.link_down("front")
         try:
@@ -354,8 +364,13 @@ def test_the_front_host_cut_off_for_6_s_closes_clearly_and_clients_resync_by_pat
             assert version_number(resync[0]["old"], "dep:doc-src") == v0
             assert w.value == {"n": last, "host": w.value["host"]}
             assert not w.backwards, w.backwards
+        assert all(not k.closes and not k.backwards for k in keepers)  # the other front was not involved
     finally:
         stop_watchers(net, watchers)
+        for k in keepers:
+            k.stop()
+        for future in keep_futures:
+            net.client.loop.call_soon_threadsafe(future.cancel)
     assert all(p.alive() for p in net.procs)
 
 
