@@ -187,9 +187,24 @@ class HostThread:
         return self.submit(coro).result(timeout)
 
     def close(self) -> None:
+        """Cancel what still runs on the loop (its websockets close), wait for it, then stop."""
+        asyncio = self._asyncio
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5) if tasks else None
+
         if self.loop.is_running():
+            try:
+                self.run(cancel_all(), timeout=10)
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class HostProc:
