@@ -483,3 +483,46 @@ def test_two_refused_peers_at_once_are_each_named_with_their_own_reason(tmp_path
         except AssertionError:
             print(net.logs())
             raise
+
+
+# ---- the tool's teardown ---------------------------------------------------------------------------
+
+_HOLDER = '''
+import sys, time
+sys.path.insert(0, {repo!r})
+from scripts.netns_cluster import NetnsCluster
+with NetnsCluster() as net:
+    net.start_router()
+    print(net.run, flush=True)
+    time.sleep(120)
+'''
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_the_tool_leaves_no_namespace_behind_when_interrupted_or_killed(sig):
+    """SIGTERM (handler) and SIGINT (KeyboardInterrupt through the with block) remove everything at once;
+    after SIGKILL nothing can run, and the next run's sweep removes what the dead one left."""
+    import signal
+    import subprocess
+    import sys
+
+    from scripts.netns_cluster import REPO, namespaces, sweep_stale
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(repo=str(REPO))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        run = holder.stdout.readline().strip()
+        assert run, "the holder did not build its hosts"
+        assert [n for n in namespaces() if n.startswith(run + "-")]
+        holder.send_signal(getattr(signal, sig))
+        holder.wait(30)
+        if sig == "SIGKILL":
+            assert [n for n in namespaces() if n.startswith(run + "-")]  # nothing could run in the holder
+            sweep_stale()
+        left = [n for n in namespaces() if n.startswith(run + "-")]
+        assert not left, f"left behind after {sig}: {left}"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        sweep_stale()
