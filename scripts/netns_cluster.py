@@ -53,7 +53,7 @@ FRONT_PORT = 7101
 CLONE_NEWNET = 0x40000000
 _NAME = re.compile(rf"^{PREFIX}(\d+)x\d+-\w+$")
 _runs = itertools.count()
-_live: list["NetnsCluster"] = []
+_live: list[NetnsCluster] = []
 _handlers_installed = False
 T = TypeVar("T")
 
@@ -67,15 +67,15 @@ def unavailable() -> str | None:
     if os.geteuid() != 0:
         return "creating network namespaces needs root"
     probe = f"{PREFIX}{os.getpid()}x999-probe"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if made.returncode != 0:
         return f"'ip netns add' failed: {made.stderr.strip() or made.returncode}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return None
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
@@ -130,7 +130,7 @@ def entered(namespace: str) -> Iterator[None]:
     """The calling THREAD in ``namespace`` for the block (Linux keeps a network namespace per thread):
     sockets created meanwhile belong to that host and stay there after the block."""
     setns = _libc_setns()
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
     try:
         if setns(target, CLONE_NEWNET) != 0:
@@ -290,7 +290,7 @@ class NetnsCluster:
         """The switch-side veth of a host (in the switch namespace)."""
         return f"p-{host}"[:15]
 
-    def __enter__(self) -> "NetnsCluster":
+    def __enter__(self) -> NetnsCluster:
         self.up()
         return self
 
@@ -452,7 +452,7 @@ class NetnsCluster:
 
 
 def _close_all() -> None:
-    for cluster in list(_live):
+    for cluster in list(_live):  # close() removes it from _live
         cluster.close()
 
 

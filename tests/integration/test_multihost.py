@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import textwrap
 import threading
 import time
@@ -148,7 +147,7 @@ class Watcher:
                     rcvd = ws.close_code, ws.close_reason or ""
                     if not self._stop:
                         self.closes.append(rcvd)
-            except (OSError, asyncio.TimeoutError, ConnectionClosed, Exception):  # noqa: BLE001 - retried
+            except (TimeoutError, OSError, ConnectionClosed, Exception):  # noqa: BLE001 - retried
                 pass
             if not self._stop:
                 await asyncio.sleep(1.0)  # PROTOCOL §13: reconnect after 1-2 s
