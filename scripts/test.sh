@@ -13,6 +13,16 @@ if ! command -v tmux >/dev/null 2>&1; then
         echo "tmux not found: the sync-observer terminal test will be skipped" >&2
     fi
 fi
+# iproute2 for the multi-host tests (hosts as network namespaces; Debian's package; nothing to do when present).
+if ! command -v ip >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing iproute2 (apt-get) for the multi-host tests" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+    else
+        echo "ip (iproute2) not found: the multi-host tests will be skipped" >&2
+    fi
+fi
 # PostgreSQL server binaries for the dependency tests (Debian's package; nothing to do when present).
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
