@@ -23,6 +23,9 @@ CLIENT_ACTIONS = (
 )
 
 
+INVALID_ID = "invalid-id"
+INVALID_PATTERN = "invalid-pattern"
+INVALID_VERSION = "invalid-version"
 PATCH_INVALID = "patch-invalid"
 """Error code of an ``object-patch`` whose ``patch`` is not a list: an upload that cannot apply."""
 
@@ -30,12 +33,14 @@ MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them smal
 
 
 class ProtocolError(ValueError):
-    """An invalid client message; ``context`` names the offending action and id/pattern when known."""
+    """An invalid client message; ``context`` names the offending action and id/pattern when known, and
+    always holds the stable ``code`` of the error frame that answers it."""
 
-    def __init__(self, message: str, **context: Any) -> None:
+    def __init__(self, message: str, code: str, **context: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.context = context
+        self.code = code
+        self.context = {"code": code, **context}
 
 
 def parse(raw: bytes | str) -> dict[str, Any]:
@@ -43,26 +48,27 @@ def parse(raw: bytes | str) -> dict[str, Any]:
     try:
         message = codec.loads(raw)
     except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+        raise ProtocolError(f"frame is not valid JSON: {exc}", "invalid-json") from None
     except RecursionError:
-        raise ProtocolError("frame is nested too deeply") from None
+        raise ProtocolError("frame is nested too deeply", "too-deep") from None
     if not isinstance(message, dict):
-        raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}")
+        raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}",
+                            "not-an-object")
     action = message.get("action")
     if action not in CLIENT_ACTIONS:
         shown = action[:64] if isinstance(action, str) else None  # never echo a huge string back
         raise ProtocolError(f"unknown action {shown if shown is not None else action!r:.80}; "
-                            f"expected one of: {', '.join(CLIENT_ACTIONS)}", request=shown)
+                            f"expected one of: {', '.join(CLIENT_ACTIONS)}", "unknown-action", request=shown)
     try:
         return _VALIDATORS[action](message)
     except (PatternError, VersionError) as exc:
+        code = getattr(exc, "code", None) or (INVALID_VERSION if isinstance(exc, VersionError)
+                                              else INVALID_ID if action == "object-patch" else INVALID_PATTERN)
         context = {"request": action}
-        if getattr(exc, "code", None):
-            context["code"] = exc.code
         for key in ("id", "pattern"):
             if isinstance(message.get(key), str):
                 context[key] = message[key]
-        raise ProtocolError(str(exc), **context) from None
+        raise ProtocolError(str(exc), code, **context) from None
 
 
 def _version(message: dict, key: str, default: Version = None) -> Version:
@@ -86,13 +92,15 @@ def _pattern_of(message: dict) -> str:
 def _options_set(message: dict) -> dict:
     options = message.get("options")
     if not isinstance(options, dict):
-        raise ProtocolError("'options' must be a JSON object", request="client-options-set")
+        raise ProtocolError("'options' must be a JSON object", "invalid-options", request="client-options-set")
     try:  # introspection encodes them again: refuse what is too big or nested too deep to encode
         too_big = len(codec.dumps(options)) > MAX_OPTIONS_BYTES
     except TypeError as exc:
-        raise ProtocolError(f"'options' cannot be encoded: {exc}", request="client-options-set") from None
+        raise ProtocolError(f"'options' cannot be encoded: {exc}", "invalid-options",
+                            request="client-options-set") from None
     if too_big:
-        raise ProtocolError(f"'options' must encode to at most {MAX_OPTIONS_BYTES} bytes", request="client-options-set")
+        raise ProtocolError(f"'options' must encode to at most {MAX_OPTIONS_BYTES} bytes", "options-too-large",
+                            request="client-options-set")
     return {"action": "client-options-set", "options": options}
 
 
@@ -112,25 +120,28 @@ def _patch(message: dict) -> dict:
     error = message.get("error")
     if error is not None:
         if not isinstance(error, str):
-            raise ProtocolError("'error' must be a string describing the failure", request="object-patch", id=object_id)
+            raise ProtocolError("'error' must be a string describing the failure", "invalid-error",
+                                request="object-patch", id=object_id)
         out["error"] = error[:2000]
     value = message.get("value")
     patch = message.get("patch")
     if value is not None:
         if not isinstance(value, (dict, bool)):
             raise ProtocolError("'value' must be a JSON object (the data), false (a stall) or true "
-                                "(the version exists, data unknown)", request="object-patch", id=object_id)
+                                "(the version exists, data unknown)", "invalid-value", request="object-patch",
+                                id=object_id)
         out["value"] = value
     elif patch is not None:
         if not isinstance(patch, list):
             # A stable code: the store treats this one as an upload that cannot apply (a cancel), not a refusal
-            raise ProtocolError("'patch' must be a list of RFC 6902 operations", request="object-patch", id=object_id,
-                                code=PATCH_INVALID)
+            raise ProtocolError("'patch' must be a list of RFC 6902 operations", PATCH_INVALID, request="object-patch",
+                                id=object_id)
         out["patch"] = patch
         out["version-old"] = _version(message, "version-old", 0)
     if out["value"] is not None or out["patch"] is not None:
         if message.get("version-new") is None:
-            raise ProtocolError("'version-new' is required with 'value' or 'patch'", request="object-patch", id=object_id)
+            raise ProtocolError("'version-new' is required with 'value' or 'patch'", "version-required",
+                                request="object-patch", id=object_id)
     out["version-new"] = _version(message, "version-new", None)
     return out
 
@@ -184,13 +195,15 @@ def _echo(key: str, value: Any) -> Any:
     return f"{value[:ECHO_MAX]}...({len(value)} characters)"
 
 
-def error(message: str, **context: Any) -> bytes:
+def error(message: str, *, code: str, **context: Any) -> bytes:
     """The additive error frame: old clients ignore an action they do not know.
 
-    Every echoed field is cut here, in one place (see _echo), and so is the message."""
+    ``code`` is required: every error frame carries a stable code a program can branch on (the message
+    is for humans and may change; docs/PROTOCOL.md §14 lists them all). Every echoed field is cut here,
+    in one place (see _echo), and so is the message."""
     if len(message) > MESSAGE_MAX:
         message = f"{message[:MESSAGE_MAX]}...({len(message)} characters)"
-    frame: dict[str, Any] = {"action": "error", "message": message}
+    frame: dict[str, Any] = {"action": "error", "code": code, "message": message}
     frame.update({k: _echo(k, v) for k, v in context.items() if v is not None})
     frame.setdefault("request", None)
     return codec.dumps(frame)

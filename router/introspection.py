@@ -124,7 +124,7 @@ class Introspection:
         for object_id in IDS:
             store.handle(self.session, {"action": "object-producer-register", "pattern": object_id,
                                         "version-known": None})
-        store.on_consumer_added = self.consumer_added
+        # the store calls consumer_added through the hook its owner gave it (router.Router wires it)
 
     # ---- driven by the router shell ---------------------------------------------------------
 
