@@ -259,6 +259,25 @@ class ObjectStore:
     def authenticate(self) -> Callable[[dict], Any] | None:
         """The --auth hook given to the constructor (introspection reads its declared secret options)."""
         return self._authenticate_hook
+
+    # Read-only on purpose: these were attributes the shell set from outside; an old caller assigning
+    # one now fails loudly (AttributeError) instead of being silently ignored.
+    @property
+    def log(self) -> Log | None:
+        return self._log
+
+    @property
+    def on_production(self) -> Callable[[float], None] | None:
+        return self._on_production
+
+    @property
+    def on_consumer_added(self) -> Callable[[SyncObject], None] | None:
+        return self._on_consumer_added
+
+    @property
+    def coalesce(self) -> bool:
+        """Batch mode of the message being handled (an argument of handle_raw, not a setting)."""
+        return self._coalesce
     @property
     def max_registrations(self) -> int:
         """The older name of ``limits.max_registrations`` (kept: it was a public attribute)."""
