@@ -54,7 +54,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from common import codec
+from common import codec, protocol
 from common.diff import PatchError, apply_patch, make_patch
 from common.patterns import check_id, check_pattern, is_wildcard, matches
 from common.versioning import Version, check_version, is_newer, is_null, same
@@ -580,7 +580,7 @@ class Master:
         client = self._client
         if not client.connected or not self._wanted or self.closed:
             return new_version
-        message: dict[str, Any] = {"action": "object-patch", "id": self.pattern, "version-new": new_version}
+        message: protocol.ObjectPatch = {"action": "object-patch", "id": self.pattern, "version-new": new_version}
         self._last_was_patch = False
         if old_shadow is not None and self._server_base is not None and same(self._server_base, old_version):
             patch = make_patch(old_shadow, snapshot)
@@ -615,7 +615,7 @@ class Master:
             known = 0
         else:
             known = self.versions.get(self.pattern, 0)
-        return {"action": "object-producer-register", "pattern": self.pattern, "version-known": known}
+        return protocol.producer_register(self.pattern, known)
 
     def _upload_current(self) -> None:
         """Answer a production order (or a refused patch) in keep-current mode: the full last-bumped value."""
@@ -623,8 +623,7 @@ class Master:
         self._last_was_patch = False
         self.last_upload = "value"
         self._server_base = self.version
-        self._client._send({"action": "object-patch", "id": self.pattern, "version-new": self.version,
-                            "value": self._shadow})
+        self._client._send(protocol.upload(self.pattern, self.version, self._shadow))
 
     def _destroyed(self, object_id: str) -> None:
         if self.produce is None:
@@ -828,7 +827,8 @@ class Client:
     def on_error(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback(frame: dict)`` for every ``error`` frame from the server (they are also logged).
 
-        An error frame looks like ``{"action": "error", "message": "...", "id"/"pattern"/"request": ...}``.
+        An error frame looks like ``{"action": "error", "code": "<stable code>", "message": "...",
+        "id"/"pattern"/"request": ...}`` (the codes: docs/PROTOCOL.md §14).
         Returns an unsubscribe function.
         """
         return self._on_error.add(callback)
@@ -860,7 +860,7 @@ class Client:
                 for entry in self._entries.values():
                     if entry.value is not None and matches(pattern, entry.id):
                         wildcard._adopt(entry)
-                self._send({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
+                self._send(protocol.consumer_register(pattern))
             return wildcard
         if (value is None) != is_null(version):
             raise ValueError("pre-seed a consumer with both value= and version=, or neither")
@@ -894,7 +894,7 @@ class Client:
             wildcard = self._wildcards.pop(pattern, None)
             if wildcard is None:
                 return
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
+            self._send(protocol.consumer_unregister(pattern))
             for child in tuple(wildcard.children.values()):
                 wildcard.children.pop(child.id, None)
                 if wildcard in child._parents:
@@ -906,7 +906,7 @@ class Client:
             if entry is None or not entry._exact:
                 return
             entry._exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
+            self._send(protocol.consumer_unregister(pattern))
             self._forget_if_orphan(entry)
         await self._flush()
 
@@ -915,7 +915,7 @@ class Client:
             return
         if entry._temp_exact:
             entry._temp_exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": entry.id})
+            self._send(protocol.consumer_unregister(entry.id))
         if self._entries.get(entry.id) is entry:
             del self._entries[entry.id]
         entry._destroy()
@@ -923,7 +923,7 @@ class Client:
     @staticmethod
     def _consumer_registration(entry: Consumer) -> dict:
         known = entry.version if entry.value is not None and not is_null(entry.version) else 0
-        return {"action": "object-consumer-register", "pattern": entry.id, "version-known": known}
+        return protocol.consumer_register(entry.id, known)
 
     # ---- masters ---------------------------------------------------------------------------------
 
@@ -971,12 +971,12 @@ class Client:
         if found is None:
             return
         found.closed = True
-        self._send({"action": "object-producer-unregister", "pattern": pattern})
+        self._send(protocol.producer_unregister(pattern))
         await self._flush()
 
     # ---- sending ---------------------------------------------------------------------------------
 
-    def _send(self, message: dict) -> bool:
+    def _send(self, message: protocol.ClientFrame) -> bool:
         """Queue one frame on the open connection; False (dropped) while disconnected.
 
         Nothing is lost by dropping: every registration is sent again on connect, and masters upload
@@ -1068,19 +1068,19 @@ class Client:
         Exact consumers go before wildcards so the server knows what this client holds before a wildcard
         makes it push data.
         """
-        messages: list[dict] = [{"action": "client-options-set", "options": {"name": self.name, **self.options}}]
+        messages: list[protocol.ClientFrame] = [protocol.options_set({"name": self.name, **self.options})]
         for entry in self._entries.values():
             entry._temp_exact = False  # the wildcard re-registration resyncs those
             if entry._exact:
                 messages.append(self._consumer_registration(entry))
         for pattern in self._wildcards:
-            messages.append({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
+            messages.append(protocol.consumer_register(pattern))
         for master in self._masters.values():
             master._wanted = True
             messages.append(master._registration())
             if master.produce is not None and is_wildcard(master.pattern):
                 # what this producer made before: the server may have lost it (a router restart)
-                messages.extend({"action": "object-patch", "id": object_id, "version-new": version, "value": True}
+                messages.extend(protocol.upload(object_id, version, True)
                                 for object_id, version in master.versions.items())
         return messages
 
@@ -1180,7 +1180,7 @@ class Client:
             entry._update(value, version_new, patch)
         if entry._temp_exact and not entry._exact:
             entry._temp_exact = False
-            self._send({"action": "object-consumer-unregister", "pattern": object_id})
+            self._send(protocol.consumer_unregister(object_id))
 
     def _lost_update(self, entry: Consumer, version_old: Version, version_new: Version) -> None:
         """A patch from a version we do not hold: never apply it; ask the server to resend from ours."""
@@ -1213,12 +1213,12 @@ class Client:
         if entry._exact or entry._temp_exact:
             patterns.insert(0, entry.id)
         for pattern in patterns:
-            self._send({"action": "object-consumer-unregister", "pattern": pattern})
+            self._send(protocol.consumer_unregister(pattern))
         if entry._temp_exact:
             entry._temp_exact = False
             patterns.remove(entry.id)
         for pattern in patterns:
-            self._send({"action": "object-consumer-register", "pattern": pattern, "version-known": 0})
+            self._send(protocol.consumer_register(pattern))
 
     def _handle_destroy(self, message: dict) -> None:
         object_id = message.get("id")
@@ -1248,7 +1248,7 @@ class Client:
         masters = self._masters_for(object_id)
         if not masters:
             log.warning("asked to produce %r, which this client does not master; declining", object_id)
-            self._send({"action": "object-patch", "id": object_id})
+            self._send(protocol.cancel(object_id))
             return
         master = masters[0]
         if master.produce is None:
@@ -1270,13 +1270,13 @@ class Client:
             result = master.produce(object_id, inferred)  # type: ignore[misc]
             if inspect.isawaitable(result):
                 result = await result
-            message = _production_message(object_id, result)
+            message = protocol.production_answer(object_id, result)  # the one set of rules (the worker's too)
             frame = codec.dumps(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("producing %r failed", object_id)
-            message = {"action": "object-patch", "id": object_id, "error": f"{type(exc).__name__}: {exc}"}
+            message = protocol.failure(object_id, f"{type(exc).__name__}: {exc}")
             frame = codec.dumps(message)
         if link is None or self._link is not link:
             return  # the connection that asked is gone; the router requeued the order
@@ -1314,17 +1314,3 @@ class Client:
         if not task.cancelled() and task.exception() is not None:
             log.error("async callback failed", exc_info=task.exception())
 
-
-def _production_message(object_id: str, result: Any) -> dict:
-    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError/TypeError if bad."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"produce must return (data, version), not {type(result).__name__}")
-    data, version = result
-    if data is None:
-        return {"action": "object-patch", "id": object_id}  # declined: the router gives it to someone else
-    if not isinstance(data, (dict, bool)):
-        raise TypeError(f"produced data must be a dict, False (stall) or True, not {type(data).__name__}")
-    version = check_version(version)
-    if is_null(version):
-        raise ValueError("produced version must not be 0 or None")
-    return {"action": "object-patch", "id": object_id, "version-new": version, "value": data}

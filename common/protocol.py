@@ -7,11 +7,11 @@ router sends it back to the client in an additive ``{"action": "error", ...}`` f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict, Union
 
 from common import codec
 from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern
-from common.versioning import Version, VersionError, check_version
+from common.versioning import Version, VersionError, check_version, is_null
 
 CLIENT_ACTIONS = (
     "client-options-set",
@@ -154,6 +154,139 @@ _VALIDATORS = {
     "object-producer-unregister": _unregister,
     "object-patch": _patch,
 }
+
+
+# ---- client frames: one typed definition each, and its builder ----------------------------------
+# Every process that talks to the router (the Python client, the worker, the notifier, introspection)
+# builds its frames here, so a field's name and presence are decided once. The keys with a dash need
+# TypedDict's functional form.
+
+class OptionsSet(TypedDict):
+    action: Literal["client-options-set"]
+    options: dict[str, Any]
+
+
+Register = TypedDict("Register", {
+    "action": Literal["object-consumer-register", "object-producer-register"],
+    "pattern": str,
+    "version-known": Version,
+}, total=False)  # (action and pattern always; version-known when the sender holds one)
+
+Unregister = TypedDict("Unregister", {
+    "action": Literal["object-consumer-unregister", "object-producer-unregister"],
+    "pattern": str,
+})
+
+ObjectPatch = TypedDict("ObjectPatch", {
+    "action": Literal["object-patch"],
+    "id": str,
+    "version-new": Version,
+    "version-old": Version,
+    "value": Union[dict[str, Any], bool],
+    "patch": list[Any],
+    "error": str,
+}, total=False)  # (action and id always: with nothing else it is a cancel, seapig's "decline")
+
+ClientFrame = Union[OptionsSet, Register, Unregister, ObjectPatch]
+
+
+def options_set(options: dict[str, Any]) -> OptionsSet:
+    return {"action": "client-options-set", "options": options}
+
+
+def consumer_register(pattern: str, known: Version = 0) -> Register:
+    """``known``: the version this client holds (0: nothing), so the router sends a patch from it."""
+    return {"action": "object-consumer-register", "pattern": pattern, "version-known": known}
+
+
+def consumer_unregister(pattern: str) -> Unregister:
+    return {"action": "object-consumer-unregister", "pattern": pattern}
+
+
+def producer_register(pattern: str, known: Version = None) -> Register:
+    """``known``: the version a master already has (an exact id), announced as seapig's masters do."""
+    message: Register = {"action": "object-producer-register", "pattern": pattern}
+    if known is not None:
+        message["version-known"] = known
+    return message
+
+
+def producer_unregister(pattern: str) -> Unregister:
+    return {"action": "object-producer-unregister", "pattern": pattern}
+
+
+def upload(object_id: str, version: Version, value: dict[str, Any] | bool) -> ObjectPatch:
+    """A whole value (a dict), a stall (False) or "this version exists" (True) at ``version``."""
+    return {"action": "object-patch", "id": object_id, "version-new": version, "value": value}
+
+
+def upload_patch(object_id: str, old: Version, new: Version, patch: list[Any]) -> ObjectPatch:
+    return {"action": "object-patch", "id": object_id, "version-old": old, "version-new": new, "patch": patch}
+
+
+def cancel(object_id: str) -> ObjectPatch:
+    """Decline an order: the router gives it to another producer (seapig's empty answer)."""
+    return {"action": "object-patch", "id": object_id}
+
+
+def failure(object_id: str, error: str) -> ObjectPatch:
+    """A failed production: a cancel that says why (seasync's additive ``error``, shown to watchers)."""
+    return {"action": "object-patch", "id": object_id, "error": error}
+
+
+class AnswerError(TypeError):
+    """A producer's result that cannot be sent; the message says what is wrong, for the producer's author."""
+
+
+def production_answer(object_id: str, result: Any) -> ObjectPatch:
+    """The ``object-patch`` answering an order with a producer's ``(data, version)``; raises AnswerError.
+
+    The one set of rules, used by the worker (worker/production.py) and the Python client, and
+    followed by seasync.js (all three tested from tests/unit/common/production_answers.json):
+    - ``result`` is a pair, a tuple or a list;
+    - ``data`` is a dict (the value), False (a stall: this version has no data) or True (the version
+      exists, data unknown); None declines the order (the router gives it to another producer);
+    - ``version`` is a version (common/versioning.py; a tuple counts as a list), not null (0 means
+      "no data") and, as a number, not below 0: versions only grow from 0, a negative one would never
+      be newer than what the router holds."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise AnswerError(f"produce() must return (data, version), not {_describe(result)}")
+    data, version = result
+    if data is None:
+        return cancel(object_id)
+    if not isinstance(data, (dict, bool)):
+        raise AnswerError(f"data must be a dict (a JSON object), False (a stall) or True, not {_describe(data)}")
+    if isinstance(version, tuple):
+        version = list(version)
+    try:
+        check_version(version)
+    except VersionError as exc:
+        raise AnswerError(f"bad version {_describe(version)}: {exc}") from None
+    if is_null(version) or (isinstance(version, (int, float)) and version < 0):
+        raise AnswerError(f"version must be above 0 (0 means 'no data'), not {version!r}")
+    return upload(object_id, version, data)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+# ---- introspection ids ----------------------------------------------------------------------------
+# The router's own objects (docs/INTROSPECTION.md): written here once, read by the router, the observer
+# and the tests (router/static/viewer.js, a no-build module, spells the ones it shows).
+
+OBJECTS = "SeapigServer::Objects"
+CONSUMERS = "SeapigServer::Consumers"
+PRODUCERS = "SeapigServer::Producers"
+CONNECTIONS = "SeapigServer::Connections"
+STATISTICS = "SeapigServer::Statistics"
+WORKERS = "SeasyncServer::Workers"
+SEASYNC_STATISTICS = "SeasyncServer::Statistics"
+INTROSPECTION_IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS, SEASYNC_STATISTICS)
+INTROSPECTION_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upload or produce these
 
 
 # ---- server frames -------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from textual.widgets import DataTable, Footer, Input, Sparkline, Static, TabbedC
 
 from common.client import Change, Client, Consumer
 from common.diff import make_patch
+from common.protocol import CONNECTIONS, OBJECTS, WORKERS  # the introspection ids, defined once
+from common.protocol import SEASYNC_STATISTICS as STATISTICS  # seasync's totals and rates (not seapig's slots)
 from scripts.observer_format import (
     CHANGED_GUTTER, CONNECTION_COLUMNS, OBJECT_NARROW, OBJECT_WIDE, RATES, SORTABLE, STATE_STYLES,
     WORKER_COLUMNS, Col, Sort, as_cell, as_list, as_number, changed_paths, column_widths, connection_rows,
@@ -36,10 +38,6 @@ from scripts.observer_format import (
     object_rows, problem_reason, render_json, same_cell, snapshot, state_name, styled, worker_rows,
 )
 
-OBJECTS = "SeapigServer::Objects"
-CONNECTIONS = "SeapigServer::Connections"
-STATISTICS = "SeasyncServer::Statistics"  # seasync's totals and rates (SeapigServer::Statistics is seapig's time slots)
-WORKERS = "SeasyncServer::Workers"
 WATCHED = (OBJECTS, CONNECTIONS, STATISTICS, WORKERS)
 DEFAULT_URL = "ws://127.0.0.1:3001"
 
