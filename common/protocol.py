@@ -246,7 +246,7 @@ def production_answer(object_id: str, result: Any) -> ObjectPatch:
     - ``result`` is a pair, a tuple or a list;
     - ``data`` is a dict (the value), False (a stall: this version has no data) or True (the version
       exists, data unknown); None declines the order (the router gives it to another producer);
-    - ``version`` is a version (common/versioning.py; a tuple counts as a list), not null (0 means
+    - ``version`` is a version (common/versioning.py; a tuple counts as a list, at any depth), not null (0 means
       "no data") and, as a number, not below 0: versions only grow from 0, a negative one would never
       be newer than what the router holds."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -256,8 +256,8 @@ def production_answer(object_id: str, result: Any) -> ObjectPatch:
         return cancel(object_id)
     if not isinstance(data, (dict, bool)):
         raise AnswerError(f"data must be a dict (a JSON object), False (a stall) or True, not {_describe(data)}")
-    if isinstance(version, tuple):
-        version = list(version)
+    if isinstance(version, (tuple, list, dict)):
+        version = _lists(version)
     try:
         check_version(version)
     except VersionError as exc:
@@ -267,8 +267,23 @@ def production_answer(object_id: str, result: Any) -> ObjectPatch:
     return upload(object_id, version, data)
 
 
+def _lists(version: Any, depth: int = 0) -> Any:
+    """``version`` with every tuple in it a list (a tuple counts as a list, at any depth). Past the depth
+    check_version allows it stops (that version is refused anyway): no recursion limit to hit."""
+    if depth > 17:
+        return version
+    if isinstance(version, (tuple, list)):
+        return [_lists(v, depth + 1) if isinstance(v, (tuple, list, dict)) else v for v in version]
+    if isinstance(version, dict):
+        return {k: _lists(v, depth + 1) if isinstance(v, (tuple, list, dict)) else v for k, v in version.items()}
+    return version
+
+
 def _describe(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a producer's result nested thousands deep: the answer must still go out
+        text = "(nested too deeply to show)"
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{type(value).__name__} {text}"
