@@ -580,16 +580,13 @@ class Master:
         client = self._client
         if not client.connected or not self._wanted or self.closed:
             return new_version
-        message: protocol.ObjectPatch = {"action": "object-patch", "id": self.pattern, "version-new": new_version}
+        message = protocol.upload(self.pattern, new_version, snapshot)
         self._last_was_patch = False
         if old_shadow is not None and self._server_base is not None and same(self._server_base, old_version):
             patch = make_patch(old_shadow, snapshot)
             if len(codec.dumps(patch)) < len(raw):
-                message["version-old"] = old_version
-                message["patch"] = patch
+                message = protocol.upload_patch(self.pattern, old_version, new_version, patch)
                 self._last_was_patch = True
-        if not self._last_was_patch:
-            message["value"] = snapshot
         self.last_upload = "patch" if self._last_was_patch else "value"
         self._server_base = new_version
         client._send(message)
