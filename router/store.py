@@ -374,6 +374,9 @@ class ObjectStore:
             if self._log is not None:
                 self._log("order of %.200s ended: %s refused the answer (%.300s)", object_id, session, error)
             self._report_production_error(session, object_id, error)
+            order = session.producing.get(object_id)
+            if order is not None and order.key is _EXPIRED:  # a late answer ends an expired order too
+                self._cancel_production(session, object_id, requeue=False)
 
     def handle(self, session: Session, message: dict, now: float | None = None) -> None:
         """Apply one validated message (see common.protocol.parse), at ``now`` if given (else the store
@@ -969,8 +972,10 @@ class ObjectStore:
             self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id,
                                       code="production-failed"),
                        list(obj.consumers))
-        if object_id in session.producing:
+        order = session.producing.get(object_id)
+        if order is not None and order.key is not _EXPIRED:
             self._cancel_production(session, object_id)  # requeued behind the backoff set above
+        # (an order taken back by expire_orders keeps the silent producer's slot until it answers)
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""

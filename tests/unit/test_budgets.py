@@ -396,3 +396,21 @@ def test_an_expired_order_is_dropped_when_its_object_goes():
     assert "o" in p.producing  # the silent producer's slot stays taken
     h.close(c)  # nobody needs o any more: the order it sits on is gone with it
     assert "o" not in h.store.objects and "o" not in p.producing
+
+
+@pytest.mark.parametrize("late", [
+    {"error": "ValueError: late"},  # a failed production
+    {"value": 5, "version_new": 1},  # an answer the parser refuses
+])
+def test_a_late_answer_to_an_expired_order_frees_the_slot(late):
+    """The slot an expired order keeps taken is freed by the producer's late answer, whatever it is
+    (a failure, or one refused): a producer is never left with a slot nobody can free."""
+    h = Harness()
+    with_limits(h, order_timeout=10.0)
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    h.store.expire_orders(11.0); h._route()
+    assert "o" in p.producing
+    h.send(p, "object-patch", id="o", **late)
+    assert "o" not in p.producing
