@@ -679,7 +679,7 @@ class ObjectStore:
     @property
     def has_output(self) -> bool:
         """True if take_outbox() may have something."""
-        return bool(self.outbox or self._freed or self._due)
+        return bool(self.outbox or self._changed or self._freed or self._due)
 
     def take_outbox(self) -> list[Delivery]:
         """The frames to send, each with its sessions; objects that changed in batch mode since the last

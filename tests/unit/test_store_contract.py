@@ -154,3 +154,17 @@ def test_the_outbox_holds_deliveries_only_even_in_batch_mode():
     out = h.store.take_outbox()
     assert out and all(isinstance(d, Delivery) and isinstance(d.frame, bytes) and d.sessions for d in out)
     assert [orjson.loads(d.frame)["version-new"] for d in out] == [2]  # one push of the newest
+
+
+def test_a_change_held_by_batch_mode_is_output():
+    """In batch mode a new version waits outside the outbox list: has_output still says so, or the shell
+    (which loops while has_output) would leave it unsent until the next message."""
+    h = Harness()
+    c, m = h.client("c"), h.client("m")
+    h.send(c, "object-consumer-register", pattern="x", version_known=0)
+    h.send(m, "object-producer-register", pattern="x")
+    h.take(m)
+    h.store.handle_raw(m, b'{"action": "object-patch", "id": "x", "version-new": 1, "value": {}}', 1.0, coalesce=True)
+    assert not h.store.outbox and h.store.has_output
+    assert [orjson.loads(d.frame)["version-new"] for d in h.store.take_outbox()] == [1]
+    assert not h.store.has_output
