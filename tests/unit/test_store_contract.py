@@ -164,7 +164,9 @@ def test_a_change_held_by_batch_mode_is_output():
     h.send(c, "object-consumer-register", pattern="x", version_known=0)
     h.send(m, "object-producer-register", pattern="x")
     h.take(m)
-    h.store.handle_raw(m, b'{"action": "object-patch", "id": "x", "version-new": 1, "value": {}}', 1.0, coalesce=True)
+    h.send(m, "object-patch", id="x", version_new=1, value={})  # answers the order
+    h.take(c)
+    h.store.handle_raw(m, b'{"action": "object-patch", "id": "x", "version-new": 2, "value": {}}', 1.0, coalesce=True)
     assert not h.store.outbox and h.store.has_output
-    assert [orjson.loads(d.frame)["version-new"] for d in h.store.take_outbox()] == [1]
+    assert [orjson.loads(d.frame)["version-new"] for d in h.store.take_outbox()] == [2]
     assert not h.store.has_output
