@@ -7,11 +7,11 @@ router sends it back to the client in an additive ``{"action": "error", ...}`` f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict, Union
 
 from common import codec
 from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern
-from common.versioning import Version, VersionError, check_version
+from common.versioning import Version, VersionError, check_version, is_null
 
 CLIENT_ACTIONS = (
     "client-options-set",
@@ -23,6 +23,9 @@ CLIENT_ACTIONS = (
 )
 
 
+INVALID_ID = "invalid-id"
+INVALID_PATTERN = "invalid-pattern"
+INVALID_VERSION = "invalid-version"
 PATCH_INVALID = "patch-invalid"
 """Error code of an ``object-patch`` whose ``patch`` is not a list: an upload that cannot apply."""
 
@@ -30,12 +33,14 @@ MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them smal
 
 
 class ProtocolError(ValueError):
-    """An invalid client message; ``context`` names the offending action and id/pattern when known."""
+    """An invalid client message; ``context`` names the offending action and id/pattern when known, and
+    always holds the stable ``code`` of the error frame that answers it."""
 
-    def __init__(self, message: str, **context: Any) -> None:
+    def __init__(self, message: str, code: str, **context: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.context = context
+        self.code = code
+        self.context = {"code": code, **context}
 
 
 def parse(raw: bytes | str) -> dict[str, Any]:
@@ -43,26 +48,27 @@ def parse(raw: bytes | str) -> dict[str, Any]:
     try:
         message = codec.loads(raw)
     except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+        raise ProtocolError(f"frame is not valid JSON: {exc}", "invalid-json") from None
     except RecursionError:
-        raise ProtocolError("frame is nested too deeply") from None
+        raise ProtocolError("frame is nested too deeply", "too-deep") from None
     if not isinstance(message, dict):
-        raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}")
+        raise ProtocolError(f"frame must be a JSON object with an 'action', not {type(message).__name__}",
+                            "not-an-object")
     action = message.get("action")
     if action not in CLIENT_ACTIONS:
         shown = action[:64] if isinstance(action, str) else None  # never echo a huge string back
         raise ProtocolError(f"unknown action {shown if shown is not None else action!r:.80}; "
-                            f"expected one of: {', '.join(CLIENT_ACTIONS)}", request=shown)
+                            f"expected one of: {', '.join(CLIENT_ACTIONS)}", "unknown-action", request=shown)
     try:
         return _VALIDATORS[action](message)
     except (PatternError, VersionError) as exc:
+        code = getattr(exc, "code", None) or (INVALID_VERSION if isinstance(exc, VersionError)
+                                              else INVALID_ID if action == "object-patch" else INVALID_PATTERN)
         context = {"request": action}
-        if getattr(exc, "code", None):
-            context["code"] = exc.code
         for key in ("id", "pattern"):
             if isinstance(message.get(key), str):
                 context[key] = message[key]
-        raise ProtocolError(str(exc), **context) from None
+        raise ProtocolError(str(exc), code, **context) from None
 
 
 def _version(message: dict, key: str, default: Version = None) -> Version:
@@ -86,13 +92,15 @@ def _pattern_of(message: dict) -> str:
 def _options_set(message: dict) -> dict:
     options = message.get("options")
     if not isinstance(options, dict):
-        raise ProtocolError("'options' must be a JSON object", request="client-options-set")
+        raise ProtocolError("'options' must be a JSON object", "invalid-options", request="client-options-set")
     try:  # introspection encodes them again: refuse what is too big or nested too deep to encode
         too_big = len(codec.dumps(options)) > MAX_OPTIONS_BYTES
     except TypeError as exc:
-        raise ProtocolError(f"'options' cannot be encoded: {exc}", request="client-options-set") from None
+        raise ProtocolError(f"'options' cannot be encoded: {exc}", "invalid-options",
+                            request="client-options-set") from None
     if too_big:
-        raise ProtocolError(f"'options' must encode to at most {MAX_OPTIONS_BYTES} bytes", request="client-options-set")
+        raise ProtocolError(f"'options' must encode to at most {MAX_OPTIONS_BYTES} bytes", "options-too-large",
+                            request="client-options-set")
     return {"action": "client-options-set", "options": options}
 
 
@@ -112,25 +120,28 @@ def _patch(message: dict) -> dict:
     error = message.get("error")
     if error is not None:
         if not isinstance(error, str):
-            raise ProtocolError("'error' must be a string describing the failure", request="object-patch", id=object_id)
+            raise ProtocolError("'error' must be a string describing the failure", "invalid-error",
+                                request="object-patch", id=object_id)
         out["error"] = error[:2000]
     value = message.get("value")
     patch = message.get("patch")
     if value is not None:
         if not isinstance(value, (dict, bool)):
             raise ProtocolError("'value' must be a JSON object (the data), false (a stall) or true "
-                                "(the version exists, data unknown)", request="object-patch", id=object_id)
+                                "(the version exists, data unknown)", "invalid-value", request="object-patch",
+                                id=object_id)
         out["value"] = value
     elif patch is not None:
         if not isinstance(patch, list):
             # A stable code: the store treats this one as an upload that cannot apply (a cancel), not a refusal
-            raise ProtocolError("'patch' must be a list of RFC 6902 operations", request="object-patch", id=object_id,
-                                code=PATCH_INVALID)
+            raise ProtocolError("'patch' must be a list of RFC 6902 operations", PATCH_INVALID, request="object-patch",
+                                id=object_id)
         out["patch"] = patch
         out["version-old"] = _version(message, "version-old", 0)
     if out["value"] is not None or out["patch"] is not None:
         if message.get("version-new") is None:
-            raise ProtocolError("'version-new' is required with 'value' or 'patch'", request="object-patch", id=object_id)
+            raise ProtocolError("'version-new' is required with 'value' or 'patch'", "version-required",
+                                request="object-patch", id=object_id)
     out["version-new"] = _version(message, "version-new", None)
     return out
 
@@ -143,6 +154,154 @@ _VALIDATORS = {
     "object-producer-unregister": _unregister,
     "object-patch": _patch,
 }
+
+
+# ---- client frames: one typed definition each, and its builder ----------------------------------
+# Every process that talks to the router (the Python client, the worker, the notifier, introspection)
+# builds its frames here, so a field's name and presence are decided once. The keys with a dash need
+# TypedDict's functional form.
+
+class OptionsSet(TypedDict):
+    action: Literal["client-options-set"]
+    options: dict[str, Any]
+
+
+Register = TypedDict("Register", {
+    "action": Literal["object-consumer-register", "object-producer-register"],
+    "pattern": str,
+    "version-known": Version,
+}, total=False)  # (action and pattern always; version-known when the sender holds one)
+
+Unregister = TypedDict("Unregister", {
+    "action": Literal["object-consumer-unregister", "object-producer-unregister"],
+    "pattern": str,
+})
+
+ObjectPatch = TypedDict("ObjectPatch", {
+    "action": Literal["object-patch"],
+    "id": str,
+    "version-new": Version,
+    "version-old": Version,
+    "value": Union[dict[str, Any], bool],
+    "patch": list[Any],
+    "error": str,
+}, total=False)  # (action and id always: with nothing else it is a cancel, seapig's "decline")
+
+ClientFrame = Union[OptionsSet, Register, Unregister, ObjectPatch]
+
+
+def options_set(options: dict[str, Any]) -> OptionsSet:
+    return {"action": "client-options-set", "options": options}
+
+
+def consumer_register(pattern: str, known: Version = 0) -> Register:
+    """``known``: the version this client holds (0: nothing), so the router sends a patch from it."""
+    return {"action": "object-consumer-register", "pattern": pattern, "version-known": known}
+
+
+def consumer_unregister(pattern: str) -> Unregister:
+    return {"action": "object-consumer-unregister", "pattern": pattern}
+
+
+def producer_register(pattern: str, known: Version = None) -> Register:
+    """``known``: the version a master already has (an exact id), announced as seapig's masters do."""
+    message: Register = {"action": "object-producer-register", "pattern": pattern}
+    if known is not None:
+        message["version-known"] = known
+    return message
+
+
+def producer_unregister(pattern: str) -> Unregister:
+    return {"action": "object-producer-unregister", "pattern": pattern}
+
+
+def upload(object_id: str, version: Version, value: dict[str, Any] | bool) -> ObjectPatch:
+    """A whole value (a dict), a stall (False) or "this version exists" (True) at ``version``."""
+    return {"action": "object-patch", "id": object_id, "version-new": version, "value": value}
+
+
+def upload_patch(object_id: str, old: Version, new: Version, patch: list[Any]) -> ObjectPatch:
+    return {"action": "object-patch", "id": object_id, "version-old": old, "version-new": new, "patch": patch}
+
+
+def cancel(object_id: str) -> ObjectPatch:
+    """Decline an order: the router gives it to another producer (seapig's empty answer)."""
+    return {"action": "object-patch", "id": object_id}
+
+
+def failure(object_id: str, error: str) -> ObjectPatch:
+    """A failed production: a cancel that says why (seasync's additive ``error``, shown to watchers)."""
+    return {"action": "object-patch", "id": object_id, "error": error}
+
+
+class AnswerError(TypeError, ValueError):
+    """A producer's result that cannot be sent; the message says what is wrong, for the producer's author."""
+
+
+def production_answer(object_id: str, result: Any) -> ObjectPatch:
+    """The ``object-patch`` answering an order with a producer's ``(data, version)``; raises AnswerError.
+
+    The one set of rules, used by the worker (worker/production.py) and the Python client, and
+    followed by seasync.js (all three tested from tests/unit/common/production_answers.json):
+    - ``result`` is a pair, a tuple or a list;
+    - ``data`` is a dict (the value), False (a stall: this version has no data) or True (the version
+      exists, data unknown); None declines the order (the router gives it to another producer);
+    - ``version`` is a version (common/versioning.py; a tuple counts as a list, at any depth), not null (0 means
+      "no data") and, as a number, not below 0: versions only grow from 0, a negative one would never
+      be newer than what the router holds."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise AnswerError(f"produce() must return (data, version), not {_describe(result)}")
+    data, version = result
+    if data is None:
+        return cancel(object_id)
+    if not isinstance(data, (dict, bool)):
+        raise AnswerError(f"data must be a dict (a JSON object), False (a stall) or True, not {_describe(data)}")
+    if isinstance(version, (tuple, list, dict)):
+        version = _lists(version)
+    try:
+        check_version(version)
+    except VersionError as exc:
+        raise AnswerError(f"bad version {_describe(version)}: {exc}") from None
+    if is_null(version) or (isinstance(version, (int, float)) and version < 0):
+        raise AnswerError(f"version must be above 0 (0 means 'no data'), not {version!r}")
+    return upload(object_id, version, data)
+
+
+def _lists(version: Any, depth: int = 0) -> Any:
+    """``version`` with every tuple in it a list (a tuple counts as a list, at any depth). Past the depth
+    check_version allows it stops (that version is refused anyway): no recursion limit to hit."""
+    if depth > 17:
+        return version
+    if isinstance(version, (tuple, list)):
+        return [_lists(v, depth + 1) if isinstance(v, (tuple, list, dict)) else v for v in version]
+    if isinstance(version, dict):
+        return {k: _lists(v, depth + 1) if isinstance(v, (tuple, list, dict)) else v for k, v in version.items()}
+    return version
+
+
+def _describe(value: Any) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:  # a producer's result nested thousands deep: the answer must still go out
+        text = "(nested too deeply to show)"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+# ---- introspection ids ----------------------------------------------------------------------------
+# The router's own objects (docs/INTROSPECTION.md): written here once, read by the router, the observer
+# and the tests (router/static/viewer.js, a no-build module, spells the ones it shows).
+
+OBJECTS = "SeapigServer::Objects"
+CONSUMERS = "SeapigServer::Consumers"
+PRODUCERS = "SeapigServer::Producers"
+CONNECTIONS = "SeapigServer::Connections"
+STATISTICS = "SeapigServer::Statistics"
+WORKERS = "SeasyncServer::Workers"
+SEASYNC_STATISTICS = "SeasyncServer::Statistics"
+INTROSPECTION_IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS, SEASYNC_STATISTICS)
+INTROSPECTION_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upload or produce these
 
 
 # ---- server frames -------------------------------------------------------------------------------
@@ -184,39 +343,16 @@ def _echo(key: str, value: Any) -> Any:
     return f"{value[:ECHO_MAX]}...({len(value)} characters)"
 
 
-def error(message: str, **context: Any) -> bytes:
+def error(message: str, *, code: str, **context: Any) -> bytes:
     """The additive error frame: old clients ignore an action they do not know.
 
-    Every echoed field is cut here, in one place (see _echo), and so is the message."""
+    ``code`` is required: every error frame carries a stable code a program can branch on (the message
+    is for humans and may change; docs/PROTOCOL.md §14 lists them all). Every echoed field is cut here,
+    in one place (see _echo), and so is the message."""
     if len(message) > MESSAGE_MAX:
         message = f"{message[:MESSAGE_MAX]}...({len(message)} characters)"
-    frame: dict[str, Any] = {"action": "error", "message": message}
+    frame: dict[str, Any] = {"action": "error", "code": code, "message": message}
     frame.update({k: _echo(k, v) for k, v in context.items() if v is not None})
     frame.setdefault("request", None)
     return codec.dumps(frame)
 
-
-def production_answer(object_id: str, result: Any) -> dict[str, Any]:
-    """The ``object-patch`` answering a production with a producer's ``(data, version)``.
-
-    One rule set for every producer (the Python client here; seasync.js ``productionMessage`` follows it,
-    both checked by tests/fixtures/client_scenarios.json): ``data`` None declines the order, else it is a
-    dict, False (a stall) or True (the version exists, data unknown); the version is a valid version
-    (a tuple counts as a list), never 0/None and never a negative number. Raises ``ValueError`` saying why.
-    """
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise ValueError(f"produce must return (data, version), not {type(result).__name__}")
-    data, version = result
-    if data is None:
-        return {"action": "object-patch", "id": object_id}  # declined: the router gives it to someone else
-    if not isinstance(data, (dict, bool)):
-        raise ValueError(f"produced data must be a dict, False (stall) or True, not {type(data).__name__}")
-    if isinstance(version, tuple):
-        version = list(version)
-    try:
-        check_version(version)
-    except VersionError as exc:
-        raise ValueError(f"bad produced version {version!r}: {exc}") from None
-    if version is None or (isinstance(version, (int, float)) and version <= 0):
-        raise ValueError(f"produced version must be above 0 (0 means 'no data'), not {version!r}")
-    return {"action": "object-patch", "id": object_id, "version-new": version, "value": data}

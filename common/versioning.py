@@ -32,6 +32,7 @@ from typing import Any, Union
 from common.patterns import PatternError, check_id
 
 Version = Union[None, int, float, list, dict]
+"""The one version alias (worker.producer re-exports it): null (None or 0), a number, a list or a hash."""
 
 _MAX_DEPTH = 16
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import typer
 
@@ -94,14 +95,16 @@ def run(
                     max_patterns=max_patterns, max_wildcards=max_wildcards, max_pattern_chars=max_pattern_chars,
                     max_session_objects=max_session_objects, max_objects=max_objects,
                     max_sessions_per_peer=max_sessions_per_peer, order_timeout=order_timeout)
-    store = ObjectStore(retain=retain, retain_bytes=retain_bytes, min_interval=min_interval, limits=limits)
+    hook = None
     if auth:
         try:
-            store.authenticate = load_hook(auth)
+            hook = load_hook(auth)
         except (ImportError, AttributeError, ValueError) as exc:
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
             raise typer.Exit(2)
-    serve(bind, store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)
+    make_store = partial(ObjectStore, retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
+                         limits=limits, authenticate=hook)
+    serve(bind, make_store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 def main() -> None:

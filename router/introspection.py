@@ -15,21 +15,16 @@ import re
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from common import codec
+from common import codec, protocol
+from common.protocol import (CONNECTIONS, CONSUMERS, INTROSPECTION_IDS, INTROSPECTION_PREFIXES, OBJECTS, PRODUCERS,
+                             SEASYNC_STATISTICS, STATISTICS, WORKERS)
 from router.store import ObjectStore, Session, SyncObject
 from router.timeslots import Statistics
 
-OBJECTS = "SeapigServer::Objects"
-CONSUMERS = "SeapigServer::Consumers"
-PRODUCERS = "SeapigServer::Producers"
-CONNECTIONS = "SeapigServer::Connections"
-STATISTICS = "SeapigServer::Statistics"
-WORKERS = "SeasyncServer::Workers"
-SEASYNC_STATISTICS = "SeasyncServer::Statistics"
-IDS = (OBJECTS, CONSUMERS, PRODUCERS, CONNECTIONS, STATISTICS, WORKERS, SEASYNC_STATISTICS)
+IDS = INTROSPECTION_IDS
 REGISTRATION_IDS = (OBJECTS, CONSUMERS, CONNECTIONS)
 """The objects that show consumer registrations: rebuilt when a consumer registers on them (see consumer_added)."""
-RESERVED_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else may upload or produce these
+RESERVED_PREFIXES = INTROSPECTION_PREFIXES  # nobody else may upload or produce these
 
 INTERNAL_NAME = "SeapigInternalClient"
 RATE_WINDOW = 60  # seconds of per-second rates kept in Statistics
@@ -118,13 +113,13 @@ class Introspection:
         self._sizes: dict[str, tuple[dict, int]] = {}
         self._public: dict[int, tuple[dict, dict]] = {}  # id(session) -> (its options, redacted copy)
         self.session = store.open(handle)
-        store.handle(self.session, {"action": "client-options-set", "options": {"name": INTERNAL_NAME}})
+        store.handle(self.session, dict(protocol.options_set({"name": INTERNAL_NAME})))
         for prefix in RESERVED_PREFIXES:
             store.reserve(prefix, self.session)
         for object_id in IDS:
-            store.handle(self.session, {"action": "object-producer-register", "pattern": object_id,
-                                        "version-known": None})
-        store.on_consumer_added = self.consumer_added
+            # handle() takes parse()'s shape: the builder's frame with every field the store reads
+            store.handle(self.session, {**protocol.producer_register(object_id), "version-known": None})
+        # the store calls consumer_added through the hook its owner gave it (router.Router wires it)
 
     # ---- driven by the router shell ---------------------------------------------------------
 
@@ -181,8 +176,7 @@ class Introspection:
             self._counter += 1
             self._uploaded[object_id] = encoded
         version = [self.session_version, self._counter]
-        self.store.handle(self.session, {"action": "object-patch", "id": object_id, "version-new": version,
-                                         "value": data, "patch": None})
+        self.store.handle(self.session, {**protocol.upload(object_id, version, data), "patch": None})
 
     def build(self, object_id: str, now: float) -> dict:
         builder = {

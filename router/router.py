@@ -14,6 +14,7 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import zmq
 
@@ -24,7 +25,7 @@ from router.store import ObjectStore, Session
 
 log = logging.getLogger("seasync.router")
 
-INTERNAL = (b"", b"introspection")  # the store handle of the router's own introspection session
+INTERNAL = (b"", b"introspection")  # the store address of the router's own introspection session
 BATCH = 512  # messages handled before the outbox is flushed
 MAX_PAIRS = 1024  # (frame, sessions) pairs in one SENDS message
 # plain ints: pyzmq's send_multipart computes ``SNDMORE | flags`` per part with enum.Flag, which cost
@@ -57,11 +58,15 @@ class Peer:
 
 
 class Router:
-    def __init__(self, bind: str, store: ObjectStore | None = None, peer_timeout: float = wire.PEER_TIMEOUT,
-                 secret: str = "") -> None:
+    def __init__(self, bind: str, make_store: Callable[..., ObjectStore] = ObjectStore,
+                 peer_timeout: float = wire.PEER_TIMEOUT, secret: str = "") -> None:
+        """``make_store(log=, on_production=, on_consumer_added=)`` builds the store (ObjectStore with the
+        options of the command line bound): the router gives it its hooks, the store has no setters."""
         self.bind = bind
-        self.store = store or ObjectStore()
-        self.store.log = log.warning  # what the store refused or gave up on (it does no I/O itself)
+        self.metrics: Any = None  # the production-time histogram, when --metrics-port serves one
+        # the log: what the store refused or gave up on (it does no I/O itself)
+        self.store = make_store(log=log.warning, on_production=self._production,
+                                on_consumer_added=self._consumer_added)
         self.peer_timeout = peer_timeout
         self.epoch = f"{int(time.time())}-{secrets.token_hex(4)}".encode()
         self.peers: dict[bytes, Peer] = {}
@@ -85,6 +90,15 @@ class Router:
         self.statistics = self.introspection.statistics
         self.counters = self.introspection.counters
         self._productions_seen = 0
+        self._now = time.time()  # the store time of the batch being handled
+        self._coalesce = False  # batch mode for the store: many messages waiting (see _drain)
+
+    def _production(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(seconds)
+
+    def _consumer_added(self, obj: Any) -> None:
+        self.introspection.consumer_added(obj)
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -106,11 +120,9 @@ class Router:
                 self.store.heartbeat()
                 next_heartbeat = now + HEARTBEAT_EVERY
             if self.store.delayed:
-                self.store.now = time.time()
-                self.store.tick()
+                self.store.tick(time.time())
             if now >= next_refresh:
-                self.store.now = time.time()
-                self.store.expire_orders()  # orders held past --order-timeout go to another producer
+                self.store.expire_orders(time.time())  # orders held past --order-timeout go to another producer
                 self.introspection.refresh(self.store.now)
                 next_refresh = now + 1.0
             self._flush()
@@ -123,15 +135,15 @@ class Router:
     # ---- input --------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        self.store.now = time.time()
-        self.introspection.roll(self.store.now)
+        self._now = time.time()  # the store time of this batch: passed with each message
+        self.introspection.roll(self._now)
         batch = self._receive_batch()
         batch = self._answer_pings(batch)
         # Many client messages waiting at once (a flood, or the router behind): versions of one object
         # that arrive together are coalesced into one push of the newest. A trickle: every version goes
         # out, as in seapig.
         waiting = sum(len(frames) // 2 - 1 if frames[1] == wire.MSG else 1 for frames in batch)
-        self.store.coalesce = waiting >= COALESCE_FROM
+        self._coalesce = waiting >= COALESCE_FROM
         for frames in batch:
             try:
                 # the clock is read per message: a batch can take seconds under load, and a peer whose
@@ -229,6 +241,7 @@ class Router:
         count = size = 0
         # seapig's per-frame statistics: two appends of raw values, counted once per batch (router/timeslots.py)
         sizes, times, clock = self.statistics.in_sizes.append, self.statistics.in_times.append, time.perf_counter_ns
+        handle_raw, now, coalesce = self.store.handle_raw, self._now, self._coalesce
         for sid, raw in wire.pairs(frames, 2):
             session = peer.sessions.get(sid)
             if session is None:
@@ -239,13 +252,13 @@ class Router:
             count += 1
             size += len(raw)
             started = clock()
-            try:
-                self.store.handle_raw(session, raw)
+            try:  # (the store answers and logs its own errors: this is a last line of defence)
+                handle_raw(session, raw, now, coalesce)
             except Exception:  # the store must never take the router down, nor lose the rest of the batch
                 log.exception("internal error while handling %.200r", raw)
             sizes(len(raw))
             times(clock() - started)  # ns
-        self.counters.traffic("in", count, size, self.store.now)
+        self.counters.traffic("in", count, size, now)
 
     def _hello(self, identity: bytes, raw: bytes, now: float) -> None:
         try:
@@ -293,10 +306,10 @@ class Router:
             for frame, sessions in self.store.take_outbox():
                 sids_of: dict[bytes, list[bytes]] = {}
                 for session in sessions:
-                    if session.handle is INTERNAL:
+                    if session.address is INTERNAL:
                         internal.append(frame)
                         continue
-                    identity, sid = session.handle
+                    identity, sid = session.address
                     sids_of.setdefault(identity, []).append(sid)
                 recipients = 0
                 for identity, sids in sids_of.items():
@@ -341,18 +354,20 @@ class Router:
         log.log(level, fmt, *args)
 
     def _peer_name(self, session: Session) -> str:
-        if session.handle is INTERNAL:
+        if session.address is INTERNAL:
             return "router"
-        return session.handle[0].decode(errors="replace")
+        return session.address[0].decode(errors="replace")
 
 
-def serve(bind: str, store: ObjectStore, secret: str = "", metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
-    """Run a router around ``store`` until SIGINT/SIGTERM (with Prometheus metrics if a port is given)."""
-    router = Router(bind, store, secret=secret)
+def serve(bind: str, make_store: Callable[..., ObjectStore] = ObjectStore, secret: str = "", metrics_port: int = 0,
+          metrics_host: str = "127.0.0.1") -> None:
+    """Run a router around the store ``make_store`` builds (see Router) until SIGINT/SIGTERM (with
+    Prometheus metrics if a port is given)."""
+    router = Router(bind, make_store, secret=secret)
     if metrics_port:
         from router.metrics import serve_metrics
 
-        store.on_production = serve_metrics(router, metrics_port, metrics_host).observe
+        router.metrics = serve_metrics(router, metrics_port, metrics_host)
         log.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if not secret and not _is_loopback(bind):
         log.warning("listening on %s with --insecure (no cluster secret): anyone who reaches this address can "

@@ -1,9 +1,11 @@
 """The object store: the pure core of the router (no I/O, no clock).
 
 It owns every object's lifetime, versions, dependencies and production queue, and every session's
-registrations and last-sent versions. It is driven by ``handle(session, message)`` with messages already
-validated by ``common.protocol.parse``, and answers by appending ``(frame, sessions)`` pairs to
-``self.outbox``: each frame is encoded once, whatever the number of sessions it goes to.
+registrations and last-sent versions. It is driven by ``handle_raw(session, raw, now)`` (or ``handle(session, message)`` with messages
+already validated by ``common.protocol.parse``), ``tick(now)`` and ``expire_orders(now)``: the time is an
+argument, the store reads no clock. It answers with ``take_outbox()``: ``Delivery(frame, sessions)``
+pairs, each frame encoded once whatever the number of sessions it goes to. Its hooks (the access hook,
+the log, the metrics and introspection callbacks) are constructor arguments.
 
 The semantics are seapig 0.2's (see docs/PROTOCOL.md and the reference), with its bugs fixed: anchored
 wildcards, the queue purged on despawn, and no exception escaping for any input.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, Protocol
 
 from common import codec, protocol
 from common.diff import PatchTooLarge, apply_patch, make_patch
@@ -41,18 +43,20 @@ QUICK_CANCELS = 1
 """Consecutive uploads that cannot apply (answering an order) requeued at once; later ones back off."""
 MAX_DECISIONS = 4096
 """Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
+INTERNAL = "internal"
+"""Error code of the frame answering a message whose handling raised inside the store (our own bug)."""
 _EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
 
 
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
-    __slots__ = ("handle", "name", "options", "consumes", "produces", "producing", "prefetch", "sent",
+    __slots__ = ("address", "name", "options", "consumes", "produces", "producing", "prefetch", "held",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
                  "objects", "pattern_chars", "version_bytes", "known_sizes")
 
-    def __init__(self, handle: Any, index: int) -> None:
-        self.handle = handle  # opaque to the store: the router shell's address for this session
+    def __init__(self, address: Any, index: int) -> None:
+        self.address = address  # opaque to the store: the router shell's address for this session
         self.index = index
         self.name = ""
         self.options: dict = {}
@@ -67,7 +71,7 @@ class Session:
         self.decisions: dict[tuple[str, str], bool] = {}  # (role, id or pattern) -> the hook's answer, bounded
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
-        self.sent: dict[str, Version] = {}  # object id -> version this client holds
+        self.held: dict[str, Version] = {}  # object id -> version this client holds (the last one sent to it)
         # budgets (router/limits.py): what this session costs the router
         self.objects = 0  # objects its messages caused to exist, still alive
         self.pattern_chars = 0  # total length of its registered patterns
@@ -86,6 +90,19 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.client_id}>"
+
+
+class Delivery(NamedTuple):
+    """One outbox entry: a frame encoded once, and the sessions it goes to (in the store's order)."""
+
+    frame: bytes
+    sessions: list[Session]
+
+
+class Log(Protocol):
+    """The shell's warning logger (``logging.Logger.warning``'s shape): the store does no I/O itself."""
+
+    def __call__(self, msg: str, *args: Any, exc_info: BaseException | None = None) -> None: ...
 
 
 class Order(NamedTuple):
@@ -168,7 +185,10 @@ class ObjectStore:
 
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
                  retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int | None = None,
-                 max_behind: int = MAX_BEHIND, limits: Limits | None = None) -> None:
+                 max_behind: int = MAX_BEHIND, limits: Limits | None = None, *,
+                 authenticate: Callable[[dict], Any] | None = None, log: Log | None = None,
+                 on_production: Callable[[float], None] | None = None,
+                 on_consumer_added: Callable[[SyncObject], None] | None = None) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
@@ -177,7 +197,14 @@ class ObjectStore:
         backoff after a failed production (doubling per consecutive failure). ``max_behind``: consecutive
         productions answered with a version older than ordered before the object is marked in error.
         ``limits``: every budget (router/limits.py); ``max_registrations`` overrides its field of that
-        name (the older keyword)."""
+        name (the older keyword).
+
+        Hooks, fixed for the store's life (given here, not set from outside, so what the store calls is
+        visible in one place): ``authenticate(options)`` -> access object (may_consume/may_produce) or
+        None, the --auth hook; ``log``, the shell's warning logger for what the store refused or gave up
+        on; ``on_production(seconds)`` per production (metrics); ``on_consumer_added(obj)`` when a
+        consumer registers on an existing object, before it is sent the value (an object built from the
+        store's own state, introspection, may upload a fresh one that counts it)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -191,8 +218,7 @@ class ObjectStore:
         self._by_index: dict[int, Session] = {}  # open sessions by index: an object names its cause by index,
         # so that a closed session is not kept alive by the objects it spawned
         self._refused_spawn = False  # an object-limit error was sent for the current message
-        # authenticate(options) -> access object (may_consume/may_produce) or None: the --auth hook
-        self.authenticate: Callable[[dict], Any] | None = None
+        self._authenticate_hook = authenticate
         self.min_interval = min_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -207,24 +233,51 @@ class ObjectStore:
         self.consumer_patterns: dict[str, dict[Session, None]] = {}
         self.producer_patterns: dict[str, dict[Session, None]] = {}
         self.queue: OrderedDict[str, None] = OrderedDict()
-        self.outbox: list[tuple[bytes, list[Session]]] = []
-        # Set by the shell while it is behind: new versions are then pushed when the outbox is taken,
-        # once per object however many arrived meanwhile (see _append). Off: every version is pushed.
-        self.coalesce = False
-        self._changed: dict[str, SyncObject] = {}  # objects with a new version not pushed yet (marked in outbox)
+        self.outbox: list[Delivery] = []
+        # Batch mode, per call (handle_raw's ``coalesce``): the shell asks for it while it is behind. New
+        # versions are then pushed when the outbox is taken, once per object however many arrived
+        # meanwhile (see _append). Off: every version is pushed.
+        self._coalesce = False
+        # objects with a new version not pushed yet -> the outbox position where their push goes
+        self._changed: dict[str, tuple[SyncObject, int]] = {}
         self._session_count = 0
         self._freed: dict[Session, None] = {}  # producers that became free in the current message
         self._due: dict[Session, None] = {}  # ... and in earlier messages, not yet offered the queue
-        self.now = 0.0  # set by the shell before each call: the store reads no clock itself
+        self._now = 0.0  # the time given with the last call that took one: the store reads no clock
         self.productions_total = 0
         self.errors_total = 0
-        self.on_production: Callable[[float], None] | None = None  # seconds per production (metrics)
-        # The shell's warning logger for what the store refused or gave up on (it does no I/O itself).
-        self.log: Callable[..., None] | None = None
-        # called when a consumer registers on an existing object, before it is sent the value: an object
-        # built from the store's own state (introspection) may upload a fresh one that counts it
-        self.on_consumer_added: Callable[[SyncObject], None] | None = None
+        self._on_production = on_production
+        self._log = log
+        self._on_consumer_added = on_consumer_added
 
+    @property
+    def now(self) -> float:
+        """The store time: the ``now`` of the last call that passed one (read-only; pass time as an argument)."""
+        return self._now
+
+    @property
+    def authenticate(self) -> Callable[[dict], Any] | None:
+        """The --auth hook given to the constructor (introspection reads its declared secret options)."""
+        return self._authenticate_hook
+
+    # Read-only on purpose: these were attributes the shell set from outside; an old caller assigning
+    # one now fails loudly (AttributeError) instead of being silently ignored.
+    @property
+    def log(self) -> Log | None:
+        return self._log
+
+    @property
+    def on_production(self) -> Callable[[float], None] | None:
+        return self._on_production
+
+    @property
+    def on_consumer_added(self) -> Callable[[SyncObject], None] | None:
+        return self._on_consumer_added
+
+    @property
+    def coalesce(self) -> bool:
+        """Batch mode of the message being handled (an argument of handle_raw, not a setting)."""
+        return self._coalesce
     @property
     def max_registrations(self) -> int:
         """The older name of ``limits.max_registrations`` (kept: it was a public attribute)."""
@@ -236,11 +289,11 @@ class ObjectStore:
 
     # ---- sessions -----------------------------------------------------------------------------
 
-    def open(self, handle: Any, guarded: bool = False) -> Session:
+    def open(self, address: Any, guarded: bool = False) -> Session:
         """A new session; a guarded one may do nothing until the --auth hook accepts its options."""
         self._session_count += 1
-        session = Session(handle, self._session_count)
-        if guarded and self.authenticate is not None:
+        session = Session(address, self._session_count)
+        if guarded and self._authenticate_hook is not None:
             session.guarded = True
             session.access = DENY_ALL
         self.sessions[session] = None
@@ -274,8 +327,12 @@ class ObjectStore:
             if obj is not None and session in obj.consumers:
                 self._push(obj, (session,))
 
-    def handle_raw(self, session: Session, raw: bytes) -> None:
-        """Parse and apply one client frame; an invalid one gets an error frame, nothing else changes."""
+    def handle_raw(self, session: Session, raw: bytes, now: float, coalesce: bool = False) -> None:
+        """Parse and apply one client frame at time ``now``; an invalid one gets an error frame, nothing
+        else changes. ``coalesce``: batch mode, asked by the shell while many messages wait (new versions
+        are pushed once per object when the outbox is taken, see _append)."""
+        self._now = now
+        self._coalesce = coalesce
         try:
             message = protocol.parse(raw)
         except protocol.ProtocolError as exc:
@@ -287,22 +344,45 @@ class ObjectStore:
             return
         try:
             self.handle(session, message)
-        except Exception as exc:  # our own bug: the order it answered must not stay held (the shell logs it)
-            if message.get("action") == "object-patch":
-                self._answer_refused(session, message.get("id"), f"answer refused: internal error {type(exc).__name__}")
-            raise
+        except Exception as exc:  # our own bug (DESIGN principle 3): answered and logged, never dropped
+            self._internal_error(session, message, exc)
+
+    def _internal_error(self, session: Session, message: dict, exc: Exception) -> None:
+        """A message whose handling raised: its sender gets an ``internal`` error frame (so a client is
+        not left waiting for an answer that never comes), the shell's log gets the traceback, and the
+        order it answered, if any, does not stay held. The rest of the batch goes on."""
+        self._actor = None
+        action, object_id = message.get("action"), message.get("id")
+        text = f"internal error while handling {action}: {type(exc).__name__}"
+        if self._log is not None:
+            self._log("%s from %s (%.200s %.200s)", text, session, action, object_id or message.get("pattern"),
+                      exc_info=exc)
+        self._send(protocol.error(f"{text}; the router logged it", code=INTERNAL, request=action,
+                                  id=object_id, pattern=message.get("pattern")), (session,))
+        if action == "object-patch":
+            try:
+                self._answer_refused(session, object_id, f"answer refused: internal error {type(exc).__name__}")
+            except Exception as again:  # the store stays up whatever its state
+                if self._log is not None:
+                    self._log("internal error again while ending the order of %.200s", object_id, exc_info=again)
 
     def _answer_refused(self, session: Session, object_id: Any, error: str) -> None:
         """The one path for an answer the store does not accept (unparsable, invalid, refused by a check or
         a budget): if the session holds an order for that id, the order is over and counts as a failed
         production (watchers told, retry backoff), so no answer can leave a producer slot held."""
         if isinstance(object_id, str) and object_id in session.producing:
-            if self.log is not None:
-                self.log("order of %.200s ended: %s refused the answer (%.300s)", object_id, session, error)
+            if self._log is not None:
+                self._log("order of %.200s ended: %s refused the answer (%.300s)", object_id, session, error)
             self._report_production_error(session, object_id, error)
+            order = session.producing.get(object_id)
+            if order is not None and order.key is _EXPIRED:  # a late answer ends an expired order too
+                self._cancel_production(session, object_id, requeue=False)
 
-    def handle(self, session: Session, message: dict) -> None:
-        """Apply one validated message (see common.protocol.parse)."""
+    def handle(self, session: Session, message: dict, now: float | None = None) -> None:
+        """Apply one validated message (see common.protocol.parse), at ``now`` if given (else the store
+        time of the last call). Exceptions propagate: handle_raw is the guarded entry point."""
+        if now is not None:
+            self._now = now
         if self._freed:  # freed by the previous message: offered the queue before this one queues anything
             self._due.update(self._freed)
             self._freed = {}
@@ -340,7 +420,7 @@ class ObjectStore:
         if action in ("object-patch", "object-producer-register") and not is_wildcard(pattern):
             owner = self._reserved_owner(pattern)
             if owner is not None and owner is not session:
-                self._refuse(session, message, f"{pattern!r} is produced by the router itself")
+                self._refuse(session, message, f"{pattern!r} is produced by the router itself", code="reserved-id")
                 return False
         if session.access is None or action.endswith("unregister"):
             return True
@@ -349,10 +429,11 @@ class ObjectStore:
             allowed = session.access.may_consume(pattern) if role == "consume" else session.access.may_produce(pattern)
         except Exception as exc:  # user code must not take the router down
             allowed = False
-            self._refuse(session, message, f"access check failed: {type(exc).__name__}: {exc}")
+            self._refuse(session, message, f"access check failed: {type(exc).__name__}: {exc}",
+                         code="access-check-failed")
             return False
         if not allowed:
-            self._refuse(session, message, f"not allowed to {role} {pattern!r}")
+            self._refuse(session, message, f"not allowed to {role} {pattern!r}", code="forbidden")
             return False
         return self._upload_allowed(session, message)
 
@@ -402,16 +483,17 @@ class ObjectStore:
         return decision
 
     def _authenticate(self, session: Session, options: dict) -> bool:
-        if self.authenticate is None or not session.guarded:
+        if self._authenticate_hook is None or not session.guarded:
             return True
         try:
-            session.access = self.authenticate(options) or DENY_ALL
+            session.access = self._authenticate_hook(options) or DENY_ALL
         except Exception as exc:
             session.access = DENY_ALL
-            self._refuse(session, {"action": "client-options-set"}, f"authentication failed: {type(exc).__name__}: {exc}")
+            self._refuse(session, {"action": "client-options-set"}, f"authentication failed: {type(exc).__name__}: {exc}",
+                         code="authentication-failed")
         else:
             if session.access is DENY_ALL:
-                self._refuse(session, {"action": "client-options-set"}, "authentication failed")
+                self._refuse(session, {"action": "client-options-set"}, "authentication failed", code="authentication-failed")
         session.decisions = {}
         self._revoke(session)
         return True
@@ -426,8 +508,8 @@ class ObjectStore:
                                              ("produce", session.produces, self._producer_unregister)):
             for pattern in [p for p in registered if not self._may(session, role, p)]:
                 unregister(session, pattern)
-                if self.log is not None:
-                    self.log("%s: registration %.200r dropped, no longer allowed to %s it", session, pattern, role)
+                if self._log is not None:
+                    self._log("%s: registration %.200r dropped, no longer allowed to %s it", session, pattern, role)
                 action = f"object-{role}r-register"
                 self._send(protocol.error(f"registration of {pattern!r:.200} dropped: no longer allowed to {role} it",
                                           request=action, pattern=pattern, code="access-revoked"), (session,))
@@ -439,13 +521,13 @@ class ObjectStore:
                 touched = True
             if session in obj.consumers and not self._may(session, "consume", obj.id):
                 del obj.consumers[session]
-                session.sent.pop(obj.id, None)
+                session.held.pop(obj.id, None)
                 self._send(protocol.destroy(obj.id), (session,))
                 touched = True
             if touched:
                 self._despawn_if_dead(obj)
 
-    def _refuse(self, session: Session, message: dict, text: str, code: str | None = None) -> None:
+    def _refuse(self, session: Session, message: dict, text: str, code: str) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
         self._send(protocol.error(text, request=message["action"], code=code, **context), (session,))
         if message["action"] == "object-patch":  # a refused answer still ends the order it answered
@@ -559,11 +641,12 @@ class ObjectStore:
         if object_id in session.producing:
             self._report_production_error(session, object_id, text)
 
-    def expire_orders(self) -> None:
-        """Take back the orders held longer than ``limits.order_timeout`` (call about once a second, with
-        ``now`` set): each counts as a failed production (error to watchers, backoff), and is then given to
+    def expire_orders(self, now: float) -> None:
+        """Take back the orders held longer than ``limits.order_timeout`` at time ``now`` (call about once a
+        second): each counts as a failed production (error to watchers, backoff), and is then given to
         another producer. The silent producer's slot stays taken by the expired order until it answers or
         leaves, so it is not given more work meanwhile; its late answer is taken like any upload."""
+        self._now = now
         limit = self.limits.order_timeout
         if limit <= 0:
             return
@@ -572,7 +655,7 @@ class ObjectStore:
             for object_id, order in session.producing.items():
                 if order.key is _EXPIRED:
                     continue
-                if self.now - order.since < limit:
+                if self._now - order.since < limit:
                     break  # oldest first: the rest are younger (expired ones were moved to the end)
                 expired.append((session, object_id, order))
         for session, object_id, order in expired:
@@ -596,26 +679,27 @@ class ObjectStore:
     @property
     def has_output(self) -> bool:
         """True if take_outbox() may have something."""
-        return bool(self.outbox or self._freed or self._due)
+        return bool(self.outbox or self._changed or self._freed or self._due)
 
-    def take_outbox(self) -> list[tuple[bytes, list[Session]]]:
-        """The frames to send, each with its sessions; objects that changed since the last call are
-        pushed to their consumers first, once each however many versions arrived meanwhile."""
+    def take_outbox(self) -> list[Delivery]:
+        """The frames to send, each with its sessions; objects that changed in batch mode since the last
+        call are pushed to their consumers now, at the place of their first change, once each however
+        many versions arrived meanwhile."""
         self._assign()
         pending, self.outbox = self.outbox, []
         if not self._changed:
             return pending
-        self._changed = {}
-        out: list[tuple[bytes, list[Session]]] = []
-        for frame, sessions in pending:
-            if sessions is not None:
-                out.append((frame, sessions))
-                continue
-            obj = frame  # a change marker (see _append): the push happens now, at its place in the order
+        changed, self._changed = self._changed, {}
+        out: list[Delivery] = []
+        done = 0
+        for obj, position in changed.values():  # positions ascend: entries are added as the outbox grows
+            out.extend(pending[done:position])
+            done = position
             if self.objects.get(obj.id) is obj:
                 self._push(obj, list(obj.consumers))
                 out.extend(self.outbox)
                 self.outbox = []
+        out.extend(pending[done:])
         return out
 
     # ---- registrations ------------------------------------------------------------------------
@@ -630,9 +714,9 @@ class ObjectStore:
                 ids = [oid for oid in ids if self._may(session, "consume", oid)]
         else:
             if is_null(version_known):  # holding nothing: the next push is the full value
-                session.sent.pop(pattern, None)
+                session.held.pop(pattern, None)
             else:
-                session.sent[pattern] = version_known
+                session.held[pattern] = version_known
             ids = [pattern] if pattern in self.objects or self._has_producer(pattern) else []
         for oid in ids:
             obj = self.objects.get(oid)
@@ -644,8 +728,8 @@ class ObjectStore:
                 obj.consumers[session] = None
             else:
                 obj.consumers[session] = None
-                if self.on_consumer_added is not None:
-                    self.on_consumer_added(obj)
+                if self._on_consumer_added is not None:
+                    self._on_consumer_added(obj)
             self._push(obj, (session,))
 
     def _consumer_unregister(self, session: Session, pattern: str) -> None:
@@ -658,10 +742,10 @@ class ObjectStore:
             obj = self.objects[oid]
             if not any(matches(p, oid) for p in session.consumes):
                 obj.consumers.pop(session, None)
-                session.sent.pop(oid, None)
+                session.held.pop(oid, None)
             self._despawn_if_dead(obj)
         if not is_wildcard(pattern) and not any(matches(p, pattern) for p in session.consumes):
-            session.sent.pop(pattern, None)
+            session.held.pop(pattern, None)
 
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
@@ -698,7 +782,8 @@ class ObjectStore:
 
     def _not_registered(self, session: Session, role: str, pattern: str) -> None:
         self._send(protocol.error(f"this session has no {role} registration for pattern {pattern!r}",
-                                  request=f"object-{role}-unregister", pattern=pattern), (session,))
+                                  request=f"object-{role}-unregister", pattern=pattern, code="not-registered"),
+                   (session,))
 
     # ---- interest and lifetime ----------------------------------------------------------------
 
@@ -759,7 +844,7 @@ class ObjectStore:
             for pattern, sessions in table.items():
                 if not matches(pattern, object_id):
                     continue
-                if self.authenticate is None:  # no hook: nobody is guarded, the plain (fast) attach
+                if self._authenticate_hook is None:  # no hook: nobody is guarded, the plain (fast) attach
                     attached.update(sessions)
                 else:
                     attached.update((s, None) for s in sessions if s.access is None or self._may(s, role, object_id))
@@ -791,7 +876,7 @@ class ObjectStore:
         self.delayed.pop(obj.id, None)
         targets = list(dict.fromkeys([*obj.consumers, *obj.producers]))  # wildcard consumers, all producers
         for session in targets:
-            session.sent.pop(obj.id, None)
+            session.held.pop(obj.id, None)
         for session in [*obj.in_flight.values(), *obj.producers]:  # producers: orders taken back (expire_orders)
             order = session.producing.get(obj.id)
             if order is not None and order.obj is obj:
@@ -866,9 +951,9 @@ class ObjectStore:
         delay = 0.0
         if obj.cancels > QUICK_CANCELS:
             delay = self._backoff(obj.cancels - QUICK_CANCELS)
-            self._delay(obj, self.now + delay)
-        if self.log is not None:  # at most one line per order: bounded by the backoff
-            self.log("order of %.200s cancelled by %s, the upload cannot apply (%d in a row, ordered again in "
+            self._delay(obj, self._now + delay)
+        if self._log is not None:  # at most one line per order: bounded by the backoff
+            self._log("order of %.200s cancelled by %s, the upload cannot apply (%d in a row, ordered again in "
                      "%.1f s): %.300s", object_id, session, obj.cancels, delay, reason)
         self._cancel_production(session, object_id)  # requeued at once, or behind the delay set above
 
@@ -883,12 +968,15 @@ class ObjectStore:
             obj.errors += 1
             obj.last_error = error
             obj.failures += 1
-            self._delay(obj, self.now + self._backoff(obj.failures))
+            self._delay(obj, self._now + self._backoff(obj.failures))
         if obj is not None and obj.consumers:
-            self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id),
+            self._send(protocol.error(f"production failed: {error}", request="object-produce", id=object_id,
+                                      code="production-failed"),
                        list(obj.consumers))
-        if free and object_id in session.producing:
+        order = session.producing.get(object_id)
+        if free and order is not None and order.key is not _EXPIRED:
             self._cancel_production(session, object_id)  # requeued behind the backoff set above
+        # (an order taken back by expire_orders keeps the silent producer's slot until it answers)
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
@@ -899,7 +987,8 @@ class ObjectStore:
             try:
                 full = protocol.update_value(object_id, version, data)
             except TypeError as exc:
-                self._send(protocol.error(f"value cannot be encoded: {exc}", request="object-patch", id=object_id),
+                self._send(protocol.error(f"value cannot be encoded: {exc}", request="object-patch", id=object_id,
+                                          code="value-not-encodable"),
                            (session,))
                 self._report_production_error(session, object_id, f"value cannot be encoded: {exc}")
                 data = None
@@ -965,13 +1054,13 @@ class ObjectStore:
         marked in error and not ordered again until its inferred version moves, instead of spinning."""
         obj.behind += 1
         obj.failures += 1
-        self._delay(obj, self.now + self._backoff(obj.failures))
+        self._delay(obj, self._now + self._backoff(obj.failures))
         key = version_key(obj.inferred)
         if obj.behind < self.max_behind or obj.broken == key:
             return
         obj.broken = key
-        if self.log is not None:
-            self.log("%.200s in error: its producers answer below the version ordered", obj.id)
+        if self._log is not None:
+            self._log("%.200s in error: its producers answer below the version ordered", obj.id)
         text = (f"production answered {obj.behind} times in a row with a version older than ordered "
                 f"(last {codec.dumps(version)[:100].decode(errors='replace')} for "
                 f"{codec.dumps(order.inferred)[:100].decode(errors='replace')}); not ordered again until its version moves")
@@ -998,10 +1087,10 @@ class ObjectStore:
         session.productions += 1
         obj.productions += 1
         self.productions_total += 1
-        obj.production_ms = max(0.0, (self.now - order.since) * 1000.0)
-        obj.produced_at = self.now
-        if self.on_production is not None:
-            self.on_production(obj.production_ms / 1000.0)
+        obj.production_ms = max(0.0, (self._now - order.since) * 1000.0)
+        obj.produced_at = self._now
+        if self._on_production is not None:
+            self._on_production(obj.production_ms / 1000.0)
 
     def _set_inferred(self, obj: SyncObject, version: Version) -> None:
         """A newer inferred version; a hash declares the object's dependencies."""
@@ -1054,14 +1143,16 @@ class ObjectStore:
         obj.sizes.append(len(full))
         obj.full_frame = full
         obj.frames = {}
-        if not self.coalesce:
+        if not self._coalesce:
             self._push(obj, list(obj.consumers))
-        elif self._changed.get(obj.id) is not obj:
+        else:
             # Pushed when the outbox is taken, at the place of the first change: several versions of one
             # object in one batch (a producer faster than the router, a flood) cost one diff and one
             # fan-out, and every consumer gets the latest state.
-            self._changed[obj.id] = obj
-            self.outbox.append((obj, None))  # type: ignore[arg-type]  # a marker, replaced by take_outbox
+            entry = self._changed.get(obj.id)
+            if entry is None or entry[0] is not obj:
+                self._changed.pop(obj.id, None)  # (a respawned id: its new entry goes last, keeping order)
+                self._changed[obj.id] = (obj, len(self.outbox))
         self._trim_history(obj)
 
     def _trim_history(self, obj: SyncObject) -> None:
@@ -1094,7 +1185,7 @@ class ObjectStore:
             if session.paused:
                 session.stale[obj.id] = None
                 continue
-            held = session.sent.get(obj.id, 0)
+            held = session.held.get(obj.id, 0)
             if held is version:
                 continue
             known = by_identity.get(id(held))
@@ -1104,7 +1195,7 @@ class ObjectStore:
             if key is None:
                 continue
             groups.setdefault(key, (held, []))[1].append(session)
-            session.sent[obj.id] = version
+            session.held[obj.id] = version
         for key, (held, members) in groups.items():
             frame = obj.frames.get(key)
             if frame is None:
@@ -1131,7 +1222,7 @@ class ObjectStore:
     def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
         sessions = list(sessions)
         if sessions:
-            self.outbox.append((frame, sessions))
+            self.outbox.append(Delivery(frame, sessions))
 
     # ---- production queue ---------------------------------------------------------------------
 
@@ -1150,11 +1241,11 @@ class ObjectStore:
         if self.min_interval > 0:
             if obj.in_flight:
                 return  # one at a time: re-enqueued when the production in flight answers
-            if obj.started_at is not None and self.now < obj.started_at + self.min_interval:
+            if obj.started_at is not None and self._now < obj.started_at + self.min_interval:
                 self._delay(obj, obj.started_at + self.min_interval)
                 return
         if obj.id in self.delayed:
-            if self.now < self.delayed[obj.id]:
+            if self._now < self.delayed[obj.id]:
                 return
             del self.delayed[obj.id]
         if isinstance(obj.inferred, dict) and self._missing_dependency(obj):
@@ -1179,9 +1270,10 @@ class ObjectStore:
     def _delay(self, obj: SyncObject, due: float) -> None:
         self.delayed[obj.id] = max(due, self.delayed.get(obj.id, 0.0))
 
-    def tick(self) -> None:
-        """Queue the objects whose retry backoff or minimum interval has passed (call with ``now`` set)."""
-        due = [oid for oid, at in self.delayed.items() if at <= self.now]
+    def tick(self, now: float) -> None:
+        """Queue the objects whose retry backoff or minimum interval has passed at time ``now``."""
+        self._now = now
+        due = [oid for oid, at in self.delayed.items() if at <= self._now]
         for oid in due:
             del self.delayed[oid]
             obj = self.objects.get(oid)
@@ -1233,8 +1325,8 @@ class ObjectStore:
         obj.queued = False
         inferred = obj.inferred
         key = version_key(inferred)
-        session.producing[obj.id] = Order(obj, inferred, self.now, key)
-        obj.started_at = self.now
+        session.producing[obj.id] = Order(obj, inferred, self._now, key)
+        obj.started_at = self._now
         obj.in_flight[key] = session
         self._send(protocol.produce(obj.id, inferred), (session,))
 

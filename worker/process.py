@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 import zmq
 
-from common import codec, logs, wire
+from common import codec, logs, protocol, wire
 from common.secret import cluster_secret
 from worker import production
 from worker.discovery import Catalog, scan
@@ -227,7 +227,7 @@ class Worker:
             stats = {"pid": self.process.pid, "host": socket.gethostname(),
                      "cpu_percent": self.process.cpu_percent(None), "rss": self.process.memory_info().rss}
         options = {"name": "worker", "stats": stats, "prefetch": self.prefetch}
-        self.outbox.append(codec.dumps({"action": "client-options-set", "options": options}))
+        self.outbox.append(codec.dumps(protocol.options_set(options)))
 
     def _on_frame(self, raw: bytes) -> None:
         try:
@@ -346,10 +346,10 @@ class Worker:
             return
         wanted = set(self.table.patterns)
         for pattern in sorted(self.registered - wanted):
-            self.outbox.append(codec.dumps({"action": "object-producer-unregister", "pattern": pattern}))
+            self.outbox.append(codec.dumps(protocol.producer_unregister(pattern)))
             log.info("> unregistered %s", pattern)
         for pattern in sorted(wanted - self.registered):
-            self.outbox.append(codec.dumps({"action": "object-producer-register", "pattern": pattern}))
+            self.outbox.append(codec.dumps(protocol.producer_register(pattern)))
             log.info("> registered %s", pattern)
         self.registered = wanted
 

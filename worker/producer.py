@@ -49,6 +49,11 @@ produce(object_id) -> (data, version)
     watchers, and the object is not produced again until a dependency moves. Use it when the
     object cannot be built yet (a row that does not exist yet).
 
+    ``True`` as data says the version exists without sending data; ``None`` declines the order
+    (the router gives it to another producer at once). A tuple version counts as a list; a
+    negative number is refused. These rules are common.protocol.production_answer, the same for
+    the Python client's and the JavaScript client's produce functions.
+
     Raising an exception, or returning something invalid, is logged in the worker (with the
     traceback) and answered, about a second later, with an error instead of data: the router
     tells the watchers and requeues the production, to this worker or another. The worker
@@ -73,10 +78,13 @@ Lifetime and concurrency
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
-Version: TypeAlias = int | float | list[int | float] | dict[str, Any]
-Data: TypeAlias = dict[str, Any] | Literal[False]
+from common.versioning import Version  # the one alias (re-exported here for producer authors)
+
+Data: TypeAlias = dict[str, Any] | bool | None
+"""A dict (the value), False (a stall), True (the version exists, data unknown), None (decline the
+order): the rules of every producer answer, common.protocol.production_answer."""
 
 
 class Producer:

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common import codec
-from common.versioning import VersionError, check_version, is_null
+from common import codec, protocol
+from common.protocol import AnswerError
 from worker.logs import user_traceback
 from worker.producer import Producer
 
@@ -22,8 +22,8 @@ log = logging.getLogger("seasync.worker.production")
 MAX_ERROR_LENGTH = 1000
 
 
-class ProducerOutputError(TypeError):
-    """produce() returned something that cannot be sent."""
+ProducerOutputError = AnswerError
+"""produce() returned something that cannot be sent (the rules: common.protocol.production_answer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +45,21 @@ def produce(producer: Producer, object_id: str) -> Answer:
                   exc_info=user_traceback(exc))
         return failure(object_id, exc)
     try:
-        data, version = check_output(result)
+        message = protocol.production_answer(object_id, result)  # the one set of rules (client.py too)
         try:
-            frame = codec.dumps({"action": "object-patch", "id": object_id,
-                                 "version-new": version, "value": data})
+            frame = codec.dumps(message)
         except TypeError as exc:  # orjson: sets, non-str keys, ints over 64 bits...
             raise ProducerOutputError(f"the result is not JSON: {exc}") from None
     except ProducerOutputError as exc:  # the traceback would only show worker code
         log.error("! %s.produce(%r) returned something that cannot be sent: %s",
                   type(producer).__qualname__, object_id, exc)
         return failure(object_id, exc)
-    if log.isEnabledFor(logging.DEBUG):  # not codec.dumps(version) for nothing
+    if "version-new" not in message:
+        log.info("> %s declined (data None): the router gives the order to another producer", object_id)
+    elif log.isEnabledFor(logging.DEBUG):  # not codec.dumps(version) for nothing
         log.debug("> produced %s in %.1f ms, version %s%s", object_id,
-                  (time.perf_counter() - started) * 1000, codec.dumps(version).decode(),
-                  " (stall)" if data is False else "")
+                  (time.perf_counter() - started) * 1000, codec.dumps(message["version-new"]).decode(),
+                  " (stall)" if message.get("value") is False else "")
     return Answer(object_id, frame)
 
 
@@ -67,29 +68,13 @@ def failure(object_id: str, exc: BaseException) -> Answer:
     text = f"{type(exc).__name__}: {exc}"
     if len(text) > MAX_ERROR_LENGTH:
         text = text[:MAX_ERROR_LENGTH - 3] + "..."
-    return Answer(object_id, codec.dumps({"action": "object-patch", "id": object_id, "error": text}), text)
+    return Answer(object_id, codec.dumps(protocol.failure(object_id, text)), text)
 
 
 def check_output(result: Any) -> tuple[dict | bool, Any]:
-    """Return ``(data, version)`` if ``result`` is a valid produce() result, else raise ProducerOutputError."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise ProducerOutputError(f"produce() must return (data, version), not {_describe(result)}")
-    data, version = result
-    if data is not False and not isinstance(data, dict):
-        raise ProducerOutputError(f"data must be a dict (a JSON object) or False (a stall), not {_describe(data)}")
-    if isinstance(version, tuple):
-        version = list(version)
-    try:
-        check_version(version)
-    except VersionError as exc:
-        raise ProducerOutputError(f"bad version {_describe(version)}: {exc}") from None
-    if is_null(version) or (isinstance(version, (int, float)) and version < 0):
-        raise ProducerOutputError(f"version must be above 0 (0 means 'no data'), not {version!r}")
-    return data, version
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{type(value).__name__} {text}"
+    """Return ``(data, version)`` if ``result`` is a valid produce() result, else raise ProducerOutputError
+    (common.protocol.production_answer decides; kept for callers that want the pair)."""
+    message = protocol.production_answer("", result)
+    if "version-new" not in message:
+        raise ProducerOutputError("data is None: a decline, not a result")
+    return message["value"], message["version-new"]

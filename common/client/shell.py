@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from common import codec
+from common import codec, protocol
 from common.protocol import production_answer
 from common.client.persist import StateFile
 from common.client.state import ClientState, EntryState, Event, MasterState, backoff
@@ -817,7 +817,8 @@ class Client:
     def on_error(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback(frame: dict)`` for every ``error`` frame from the server (they are also logged).
 
-        An error frame looks like ``{"action": "error", "message": "...", "id"/"pattern"/"request": ...}``.
+        An error frame looks like ``{"action": "error", "code": "<stable code>", "message": "...",
+        "id"/"pattern"/"request": ...}`` (the codes: docs/PROTOCOL.md §14).
         Returns an unsubscribe function.
         """
         return self._on_error.add(callback)
@@ -961,7 +962,7 @@ class Client:
 
     # ---- sending ---------------------------------------------------------------------------------
 
-    def _send(self, message: dict) -> bool:
+    def _send(self, message: protocol.ClientFrame) -> bool:
         """Queue one frame on the open connection; False (dropped) while disconnected.
 
         Nothing is lost by dropping: every registration is sent again on connect, and masters upload
@@ -1197,13 +1198,13 @@ class Client:
             result = master.produce(object_id, inferred)  # type: ignore[misc]
             if inspect.isawaitable(result):
                 result = await result
-            message = _production_message(object_id, result)
+            message = protocol.production_answer(object_id, result)  # the one set of rules (the worker's too)
             frame = codec.dumps(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("producing %r failed", object_id)
-            message = {"action": "object-patch", "id": object_id, "error": f"{type(exc).__name__}: {exc}"}
+            message = protocol.failure(object_id, f"{type(exc).__name__}: {exc}")
             frame = codec.dumps(message)
         if link is None or self._link is not link:
             return  # the connection that asked is gone; the router requeued the order

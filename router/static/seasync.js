@@ -692,19 +692,45 @@ export class Master {
   }
 }
 
-/** True if `version` is a valid version: a finite number, a list of numbers (or lists), or a hash id -> version. */
-export function isVersion(version, depth = 0) {
-  if (depth > 32) return false;
-  if (typeof version === "number") return Number.isFinite(version);
-  if (Array.isArray(version)) return version.every((item) => item !== null && !isObject(item) && isVersion(item, depth + 1));
-  if (isObject(version)) return Object.entries(version).every(([key, item]) => key !== "" && isVersion(item, depth + 1));
-  return false;
+const MAX_ID_LENGTH = 1024; // common/patterns.py
+const MAX_VERSION_DEPTH = 16; // common/versioning.py
+
+/** Why `value` is not a version (the rules of common/versioning.py check_version), or null if it is one. */
+export function versionProblem(value, depth = 0) {
+  if (depth > MAX_VERSION_DEPTH) return "version is nested too deeply";
+  if (value === null || value === undefined) return null;
+  if (typeof value === "number") return Number.isFinite(value) ? null : "a version number must be finite";
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      if (item === null || item === undefined || isObject(item)) return "a list version holds numbers (or lists of numbers) only";
+      const problem = versionProblem(item, depth + 1);
+      if (problem) return problem;
+    }
+    return null;
+  }
+  if (isObject(value)) {
+    for (const [key, item] of Object.entries(value)) {
+      if (key === "" || key.length > MAX_ID_LENGTH || key.includes("*")) {
+        return `a dependency hash maps object ids to versions: key ${JSON.stringify(key).slice(0, 80)} is not an id`;
+      }
+      const problem = versionProblem(item, depth + 1);
+      if (problem) return problem;
+    }
+    return null;
+  }
+  return `a version must be a number, a list or a hash, not ${typeof value}`;
+}
+
+/** True if `version` is a valid version (see versionProblem). */
+export function isVersion(version) {
+  return versionProblem(version) === null;
 }
 
 /**
- * The object-patch answering a production with `[data, version]` (the rules of common/protocol.py
- * `production_answer`): data null declines; else an object, false (a stall) or true; the version is valid,
- * not 0/null and not a negative number. Throws TypeError saying why.
+ * The object-patch answering a production with `[data, version]`; throws TypeError if the result is bad.
+ * The rules are common/protocol.py production_answer's (one table tests both: tests/unit/common/production_answers.json):
+ * data an object (the value), false (a stall) or true (the version exists); null declines the order; the version
+ * a version, not null/0, and not a negative number.
  */
 export function productionMessage(id, result) {
   if (!Array.isArray(result) || result.length !== 2) throw new TypeError("produce must return [data, version]");
@@ -713,8 +739,10 @@ export function productionMessage(id, result) {
   if (typeof data !== "boolean" && !isObject(data)) {
     throw new TypeError("produced data must be an object, false (stall) or true");
   }
-  if (version === null || version === undefined || !isVersion(version) || (typeof version === "number" && version <= 0)) {
-    throw new TypeError(`produced version must be above 0: a number, an array or a hash, not ${JSON.stringify(version)}`);
+  const problem = versionProblem(version);
+  if (problem) throw new TypeError(`bad version ${String(JSON.stringify(version)).slice(0, 80)}: ${problem}`);
+  if (isNullVersion(version) || (typeof version === "number" && version < 0)) {
+    throw new TypeError(`produced version must be above 0 (0 means 'no data'), not ${JSON.stringify(version)}`);
   }
   return {action: "object-patch", id, "version-new": version, value: data};
 }

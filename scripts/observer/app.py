@@ -18,6 +18,8 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from common.client import Change, Client, Consumer
 from common.diff import make_patch
+from common.protocol import CONNECTIONS, OBJECTS, WORKERS  # the introspection ids, defined once
+from common.protocol import SEASYNC_STATISTICS as STATISTICS  # seasync's totals and rates (not seapig's slots)
 from scripts.observer.format import (
     CONNECTION_COLUMNS, OBJECT_NARROW, OBJECT_WIDE, SORTABLE, WORKER_COLUMNS, Sort, as_list, as_number,
     changed_paths, connection_rows, fmt_bytes, fmt_count, fmt_duration, fmt_rate, is_internal,
@@ -25,10 +27,6 @@ from scripts.observer.format import (
 )
 from scripts.observer.widgets import LiveTable, ObjectDetail, ObjectTable, RatesView
 
-OBJECTS = "SeapigServer::Objects"
-CONNECTIONS = "SeapigServer::Connections"
-STATISTICS = "SeasyncServer::Statistics"  # seasync's totals and rates (SeapigServer::Statistics is seapig's time slots)
-WORKERS = "SeasyncServer::Workers"
 WATCHED = (OBJECTS, CONNECTIONS, STATISTICS, WORKERS)
 DEFAULT_URL = "ws://127.0.0.1:3001"
 

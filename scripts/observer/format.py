@@ -15,8 +15,9 @@ import orjson
 from rich.text import Text
 
 from common.patterns import matches
+from common.protocol import INTROSPECTION_PREFIXES
 
-INTERNAL_PREFIXES = ("SeapigServer::", "SeasyncServer::")
+INTERNAL_PREFIXES = INTROSPECTION_PREFIXES
 INTERNAL_CLIENT = "SeapigInternalClient"
 MAX_JSON_LINES = 3000
 

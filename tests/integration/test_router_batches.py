@@ -99,10 +99,10 @@ def test_ping_is_answered_ahead_of_the_batch_it_arrived_in(peer):
     pong_before_first_message: list[bool] = []
     handle_raw = peer.router.store.handle_raw
 
-    def handle_and_look(session, raw):  # instrumentation only: the real store handles every message
+    def handle_and_look(session, raw, *rest):  # instrumentation only: the real store handles every message
         if not pong_before_first_message:
             pong_before_first_message.append(bool(peer.sock.poll(2000)))
-        handle_raw(session, raw)
+        handle_raw(session, raw, *rest)
 
     peer.router.store.handle_raw = handle_and_look
     peer.step()

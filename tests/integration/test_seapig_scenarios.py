@@ -167,8 +167,10 @@ def destroy(id: str) -> dict:
     return {"action": "object-destroy", "id": id}
 
 
-def error(request: str | None, message: AnyText | None = None, **known: Any) -> dict:
-    return {"action": "error", "message": message or AnyText(), "request": request, **known}
+def error(request: str | None, message: AnyText | None = None, code: str | AnyText | None = None,
+          **known: Any) -> dict:
+    """An error frame: every one carries a stable code (any, unless the test names it)."""
+    return {"action": "error", "code": code or AnyText(), "message": message or AnyText(), "request": request, **known}
 
 
 def replace(path: str, value: Any) -> dict:

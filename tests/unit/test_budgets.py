@@ -144,7 +144,7 @@ def test_version_known_too_large_is_refused_and_not_held():
     h.send(c, "object-consumer-register", pattern="o", version_known=huge)
     [err] = errors(h, c, budget.VERSION_TOO_LARGE)
     assert err["request"] == "object-consumer-register" and err["pattern"] == "o"
-    assert "o" not in c.sent and "o" not in c.consumes
+    assert "o" not in c.held and "o" not in c.consumes
 
 
 def test_a_version_naming_too_many_dependencies_creates_nothing():
@@ -318,16 +318,13 @@ def test_an_order_held_past_the_limit_goes_to_another_producer():
     h.send(other, "client-options-set", options={"name": "other", "prefetch": 3})
     h.send(other, "object-producer-register", pattern="o*")
     assert h.take(other) == []  # every order is held by the silent producer
-    h.store.now = 59.0
-    h.store.expire_orders(); h._route()
+    h.store.expire_orders(59.0); h._route()
     assert errors(h, silent) == []
-    h.store.now = 61.0
-    h.store.expire_orders(); h._route()
+    h.store.expire_orders(61.0); h._route()
     taken_back = errors(h, silent, budget.ORDER_TIMEOUT)
     assert sorted(e["id"] for e in taken_back) == ["o0", "o1", "o2"]
     assert {e["id"] for e in errors(h, c)} == {"o0", "o1", "o2"}  # watchers: a failed production
-    h.store.now = 62.0  # past the first retry's backoff (0.5 s)
-    h.store.tick(); h._route()
+    h.store.tick(62.0); h._route()  # past the first retry's backoff (0.5 s)
     assert sorted(m["id"] for m in h.take(other)) == ["o0", "o1", "o2"]
     assert h.take(silent) == []  # not asked again for what it sits on
     h.send(silent, "object-patch", id="o1", version_new=1, value={"late": True})  # a late answer still counts
@@ -340,8 +337,7 @@ def test_order_timeout_zero_means_never():
     c, p = h.client("c"), h.client("p")
     h.send(p, "object-producer-register", pattern="o")
     h.send(c, "object-consumer-register", pattern="o", version_known=0)
-    h.store.now = 1e9
-    h.store.expire_orders(); h._route()
+    h.store.expire_orders(1e9); h._route()
     assert "o" in p.producing and errors(h, p) == []
 
 
@@ -351,14 +347,14 @@ def test_an_error_never_echoes_a_huge_field():
     h = Harness()
     c = h.client()
     h.store.handle_raw(c, orjson.dumps({"action": "object-patch", "id": "i" * 1_000_000, "version-new": 1,
-                                        "value": {}}))
+                                        "value": {}}), h.store.now)
     [(frame, _)] = h.store.take_outbox()
     assert len(frame) < 1000 and orjson.loads(frame)["id"].startswith("iii")
 
 
 def test_a_valid_id_is_echoed_whole():
     oid = "v" * 1024
-    assert orjson.loads(protocol.error("x", request="object-patch", id=oid))["id"] == oid
+    assert orjson.loads(protocol.error("x", code="c", request="object-patch", id=oid))["id"] == oid
     frame = orjson.loads(protocol.error("m" * 100_000, request="r" * 10_000, code="c"))
     assert len(frame["message"]) < 2100 and len(frame["request"]) < 300 and frame["code"] == "c"
 
@@ -396,8 +392,25 @@ def test_an_expired_order_is_dropped_when_its_object_goes():
     c, p = h.client("c"), h.client("p")
     h.send(p, "object-producer-register", pattern="o")
     h.send(c, "object-consumer-register", pattern="o", version_known=0)
-    h.store.now = 11.0
-    h.store.expire_orders(); h._route()
+    h.store.expire_orders(11.0); h._route()
     assert "o" in p.producing  # the silent producer's slot stays taken
     h.close(c)  # nobody needs o any more: the order it sits on is gone with it
     assert "o" not in h.store.objects and "o" not in p.producing
+
+
+@pytest.mark.parametrize("late", [
+    {"error": "ValueError: late"},  # a failed production
+    {"value": 5, "version_new": 1},  # an answer the parser refuses
+])
+def test_a_late_answer_to_an_expired_order_frees_the_slot(late):
+    """The slot an expired order keeps taken is freed by the producer's late answer, whatever it is
+    (a failure, or one refused): a producer is never left with a slot nobody can free."""
+    h = Harness()
+    with_limits(h, order_timeout=10.0)
+    c, p = h.client("c"), h.client("p")
+    h.send(p, "object-producer-register", pattern="o")
+    h.send(c, "object-consumer-register", pattern="o", version_known=0)
+    h.store.expire_orders(11.0); h._route()
+    assert "o" in p.producing
+    h.send(p, "object-patch", id="o", **late)
+    assert "o" not in p.producing

@@ -28,8 +28,7 @@ class Hook:
 
 
 def store_with_secrets() -> tuple[ObjectStore, Introspection]:
-    store = ObjectStore()
-    store.authenticate = Hook()
+    store = ObjectStore(authenticate=Hook(), on_consumer_added=lambda obj: intro.consumer_added(obj))
     intro = Introspection(store, "internal", 1, lambda s: "test-peer")
     options = [
         {"name": "app", "token": "tok-123", "db_password": "pw-456", "X-Api-Key": "api-789"},

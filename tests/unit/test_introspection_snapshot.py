@@ -17,8 +17,8 @@ class Router:
     """The router shell's part: route the store's outbox, answer the internal session's orders."""
 
     def __init__(self) -> None:
-        self.store = ObjectStore()
-        self.store.now = 1000.0
+        self.store = ObjectStore(on_consumer_added=lambda obj: self.intro.consumer_added(obj))
+        self.store.tick(1000.0)
         self.intro = Introspection(self.store, INTERNAL, 1, lambda s: "peer", now=self.store.now)
         self.inbox: dict[Session, list[dict]] = {}
         self.builds: list[str] = []
@@ -41,7 +41,7 @@ class Router:
             internal = []
             for frame, sessions in self.store.take_outbox():
                 for s in sessions:
-                    if s.handle is INTERNAL:
+                    if s.address is INTERNAL:
                         internal.append(frame)
                     else:
                         self.inbox.setdefault(s, []).append(orjson.loads(frame))
@@ -62,7 +62,7 @@ def test_the_first_update_lists_the_consumer_spawning_it_and_each_later_one():
     r.send(a, "object-consumer-register", pattern=OBJECTS, version_known=0)
     [first] = r.updates(a, OBJECTS)
     assert first["version-old"] == 0 and names(first["value"][OBJECTS]["consumers"]) == ["a"]
-    r.store.now += 1  # the next batch
+    r.store.tick(r.store.now + 1)  # the next batch
     b = r.client("b")
     r.send(b, "object-consumer-register", pattern=OBJECTS, version_known=0)
     [first_b] = r.updates(b, OBJECTS)
@@ -78,7 +78,7 @@ def test_connections_lists_the_consumer_of_an_existing_object():
     r = Router()
     a = r.client("a")
     r.send(a, "object-consumer-register", pattern=CONNECTIONS, version_known=0)
-    r.store.now += 1
+    r.store.tick(r.store.now + 1)
     b = r.client("b")
     r.send(b, "object-consumer-register", pattern=CONNECTIONS, version_known=0)
     [first_b] = r.updates(b, CONNECTIONS)
@@ -92,12 +92,12 @@ def test_registrations_in_one_batch_cost_one_rebuild():
     r = Router()
     a, b = r.client("a"), r.client("b")
     r.send(a, "object-consumer-register", pattern=OBJECTS, version_known=0)
-    r.store.now += 1
+    r.store.tick(r.store.now + 1)
     r.builds.clear()
     for _ in range(50):
         r.send(b, "object-consumer-register", pattern=OBJECTS, version_known=0)
         r.send(b, "object-consumer-unregister", pattern=OBJECTS)
     assert r.builds.count(OBJECTS) == 1
-    r.store.now += 1
+    r.store.tick(r.store.now + 1)
     r.send(b, "object-consumer-register", pattern=OBJECTS, version_known=0)
     assert r.builds.count(OBJECTS) == 2

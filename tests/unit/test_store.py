@@ -11,8 +11,8 @@ from router.store import ObjectStore, Session
 class Harness:
     """Sessions talking to one store; frames delivered to each session are collected per session."""
 
-    def __init__(self, retain: int = 2) -> None:
-        self.store = ObjectStore(retain=retain)
+    def __init__(self, retain: int = 2, **options) -> None:
+        self.store = ObjectStore(retain=retain, **options)
         self.inbox: dict[Session, list[dict]] = {}
         self.frames_sent = 0
 
@@ -24,7 +24,7 @@ class Harness:
 
     def send(self, session: Session, action: str, **fields) -> None:
         msg = {"action": action, **{k.replace("_", "-"): v for k, v in fields.items()}}
-        self.store.handle_raw(session, orjson.dumps(msg))
+        self.store.handle_raw(session, orjson.dumps(msg), self.store.now)
         self._route()
 
     def close(self, session: Session) -> None:
@@ -354,8 +354,7 @@ def test_waiting_for_dependencies_then_produced_when_they_arrive(h):
     h.send(p, "object-patch", id="report", version_new={"db": 2}, value={"r": 2})
     assert h.take(c)[-1]["version-new"] == {"db": 2}
     assert h.take(p) == []
-    h.store.now += h.store.retry_base
-    h.store.tick(); h._route()
+    h.store.tick(h.store.now + h.store.retry_base); h._route()
     assert h.take(p) == [produce("report", {"db": 3})]
     h.send(p, "object-patch", id="report", version_new={"db": 3}, value={"r": 3})
     assert h.take(p) == []
@@ -458,7 +457,7 @@ def test_patch_upload_against_retained_version(h):
 ])
 def test_bad_input_gets_an_error_frame_and_changes_nothing(h, raw):
     c = h.client()
-    h.store.handle_raw(c, raw)
+    h.store.handle_raw(c, raw, h.store.now)
     h._route()
     [frame] = h.take(c)
     assert frame["action"] == "error" and frame["message"]
@@ -479,18 +478,14 @@ def test_failed_production_is_retried_with_backoff_and_watchers_told():
     assert err["action"] == "error" and err["id"] == "o" and "boom" in err["message"]
     assert h.take(p) == []  # not straight back to the failing producer
     assert h.store.objects["o"].state == "delayed"
-    h.store.now = 0.9
-    h.store.tick(); h._route()
+    h.store.tick(0.9); h._route()
     assert h.take(p) == []
-    h.store.now = 1.0
-    h.store.tick(); h._route()
+    h.store.tick(1.0); h._route()
     assert h.take(p) == [produce("o")]
     h.send(p, "object-patch", id="o", error="ValueError: boom")
-    h.store.now = 2.5  # second failure: 2 s backoff
-    h.store.tick(); h._route()
+    h.store.tick(2.5); h._route()  # second failure: 2 s backoff
     assert h.take(p) == []
-    h.store.now = 3.0
-    h.store.tick(); h._route()
+    h.store.tick(3.0); h._route()
     assert h.take(p) == [produce("o")]
     h.send(p, "object-patch", id="o", version_new=1, value={"ok": True})
     assert h.take(c)[-1]["value"] == {"ok": True}
@@ -509,8 +504,7 @@ def test_min_interval_serializes_and_coalesces_a_hot_object():
     for v in range(2, 50):  # a storm of bumps while the object was just produced
         h.send(n, "object-patch", id="d", version_new=v, value={})
     assert h.take(p1) == [] and h.take(p2) == []  # within the minimum interval: nothing ordered
-    h.store.now = 1.0
-    h.store.tick(); h._route()
+    h.store.tick(1.0); h._route()
     orders = h.take(p1) + h.take(p2)
     assert orders == [produce("hot", {"d": 49})]  # one production, for the last state
     h.send(n, "object-patch", id="d", version_new=50, value={})
@@ -574,8 +568,7 @@ class ReadOnly:
 
 
 def test_auth_hook_decides_per_pattern():
-    h = Harness()
-    h.store.authenticate = lambda options: ReadOnly() if options.get("token") == "t0k" else None
+    h = Harness(authenticate=lambda options: ReadOnly() if options.get("token") == "t0k" else None)
     worker = h.store.open("worker")  # not guarded: workers join with the cluster secret
     h.inbox[worker] = []
     h.send(worker, "object-producer-register", pattern="*")
@@ -669,9 +662,9 @@ def test_versions_arriving_together_are_pushed_once_when_coalescing():
     h.take(m)
     h.send(m, "object-patch", id="x", version_new=1, value={"n": 1})
     assert h.take(c) == [update_value("x", 1, {"n": 1})]
-    h.store.coalesce = True  # what the router sets when a batch of many messages is waiting
-    for n in (2, 3, 4):
-        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}))
+    for n in (2, 3, 4):  # batch mode: what the router asks for when a batch of many messages is waiting
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}),
+                           h.store.now, coalesce=True)
     h._route()
     assert h.take(c) == [{"action": "object-update", "id": "x", "version-old": 1, "version-new": 4,
                           "patch": [{"op": "replace", "path": "/n", "value": 4}]}]
@@ -683,7 +676,8 @@ def test_versions_are_all_pushed_when_not_coalescing(h):
     h.send(m, "object-producer-register", pattern="x")
     h.take(m)
     for n in (1, 2, 3):
-        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}))
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}),
+                           h.store.now)
     h._route()
     assert [msg["version-new"] for msg in h.take(c)] == [1, 2, 3]
 
@@ -694,10 +688,11 @@ def test_coalesced_push_keeps_its_place_and_skips_destroyed_objects(h):
     h.send(c, "object-consumer-register", pattern="y", version_known=0)
     h.send(m, "object-producer-register", pattern="*")
     h.take(m)
-    h.store.coalesce = True
     for oid, n in (("x", 1), ("y", 1), ("x", 2)):
-        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": oid, "version-new": n, "value": {"n": n}}))
-    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-unregister", "pattern": "y"}))
+        h.store.handle_raw(m, orjson.dumps({"action": "object-patch", "id": oid, "version-new": n, "value": {"n": n}}),
+                           h.store.now, coalesce=True)
+    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-unregister", "pattern": "y"}), h.store.now,
+                       coalesce=True)
     h._route()
     assert h.take(c) == [update_value("x", 2, {"n": 2})]  # y died before the push: not sent at all
 
@@ -722,8 +717,8 @@ def test_producer_freed_within_a_batch_takes_the_oldest_queued_object_first(h):
     h.send(c, "object-consumer-register", pattern="x2", version_known=0)
     assert [m["id"] for m in h.take(p)] == ["x1"]
     # one batch of messages (the outbox is taken once at its end): p answers x1, then x3 is queued
-    h.store.handle_raw(p, orjson.dumps({"action": "object-patch", "id": "x1", "version-new": 1, "value": {}}))
-    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-register", "pattern": "x3", "version-known": 0}))
+    h.store.handle_raw(p, orjson.dumps({"action": "object-patch", "id": "x1", "version-new": 1, "value": {}}), h.store.now)
+    h.store.handle_raw(c, orjson.dumps({"action": "object-consumer-register", "pattern": "x3", "version-known": 0}), h.store.now)
     h._route()
     assert [m["id"] for m in h.take(p)] == ["x2"]  # x2 was queued before x3
     h.send(p, "object-patch", id="x2", version_new=1, value={})

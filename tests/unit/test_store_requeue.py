@@ -28,9 +28,9 @@ UNAPPLICABLE = {
 SILENT = {"base-not-retained"}  # seapig answers a patch on a base nobody holds with nothing but the new order
 
 
-def ordered_once(retry_base: float = 1.0):
+def ordered_once(retry_base: float = 1.0, **options):
     """A consumer of "o", its producer, and "o" at version 1 then ordered again at version 2."""
-    h = Harness(retry_base=retry_base)
+    h = Harness(retry_base=retry_base, **options)
     p, c = h.client("p"), h.client("c")
     h.send(p, "object-producer-register", pattern="o")
     h.send(c, "object-consumer-register", pattern="o", version_known=0)
@@ -164,9 +164,8 @@ def test_no_order_ever_asks_below_what_the_object_holds(steps):
 
 
 def test_each_cancel_is_logged():
-    h, p, c = ordered_once()
     lines = []
-    h.store.log = lambda fmt, *args: lines.append(fmt % args)
+    h, p, c = ordered_once(log=lambda fmt, *args, **_: lines.append(fmt % args))
     h.send(p, "object-patch", id="o", **UNAPPLICABLE["operations-fail"])
     h.send(p, "object-patch", id="o", **UNAPPLICABLE["base-not-retained"])
     assert len(lines) == 2 and all(line.startswith("order of o cancelled by") for line in lines)

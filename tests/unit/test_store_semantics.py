@@ -43,12 +43,11 @@ class Harness:
         self.raw(session, orjson.dumps(msg))
 
     def raw(self, session: Session, raw: bytes) -> None:
-        self.store.handle_raw(session, raw)
+        self.store.handle_raw(session, raw, self.store.now)
         self.route()
 
     def tick(self, now: float) -> None:
-        self.store.now = now
-        self.store.tick()
+        self.store.tick(now)
         self.route()
 
     def route(self) -> None:
@@ -202,8 +201,7 @@ class NoAdmin:
 
 
 def guarded_harness(access_of) -> Harness:
-    h = Harness()
-    h.store.authenticate = lambda options: access_of.get(options.get("token"))
+    h = Harness(authenticate=lambda options: access_of.get(options.get("token")))
     return h
 
 
@@ -410,9 +408,8 @@ def test_what_a_watcher_receives_never_goes_backwards(uploads):
 def test_the_production_error_path_frees_the_order_for_any_caller():
     """The path other checks (budgets) call when they refuse an answer: the order ends, the slot is free,
     the refusal is logged through the shell's logger."""
-    h = Harness()
     logged = []
-    h.store.log = lambda fmt, *args: logged.append(fmt % args)
+    h = Harness(log=lambda fmt, *args, **_: logged.append(fmt % args))
     p, c = h.client("p"), h.client()
     for oid in ("a", "b"):
         h.send(p, "object-producer-register", pattern=oid)

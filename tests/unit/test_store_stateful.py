@@ -30,6 +30,7 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = ObjectStore(retain=2)
+        self.coalesce = False  # batch mode, passed with each message as the router does
         self.sessions = []
         self.held: dict = {}  # (session, id) -> (version, data)
 
@@ -68,7 +69,7 @@ class StoreMachine(RuleBasedStateMachine):
             del self.held[key]
 
     def _send(self, s, msg) -> None:
-        self.store.handle_raw(s, orjson.dumps(msg))
+        self.store.handle_raw(s, orjson.dumps(msg), self.store.now, self.coalesce)
         self._route()
 
     @precondition(lambda self: self.sessions)
@@ -111,7 +112,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(on=st.booleans())
     def coalescing(self, on) -> None:
         """The router coalesces while it is behind: pushes then wait for the outbox to be taken."""
-        self.store.coalesce = on
+        self.coalesce = on
 
     @precondition(lambda self: len(self.sessions) >= 1)
     @rule(data=st.data(), oid=st.sampled_from(IDS), count=st.integers(2, 4))
@@ -120,7 +121,7 @@ class StoreMachine(RuleBasedStateMachine):
         s = data.draw(st.sampled_from(self.sessions))
         for n in range(count):
             self.store.handle_raw(s, orjson.dumps({"action": "object-patch", "id": oid, "version-new": 100 + n,
-                                                   "value": {"n": n}}))
+                                                   "value": {"n": n}}), self.store.now, self.coalesce)
         self._route()
 
     @precondition(lambda self: self.sessions)
@@ -158,7 +159,7 @@ class StoreMachine(RuleBasedStateMachine):
                 if latest and held and same(held[0], latest[0]):
                     assert canon(held[1]) == canon(latest[1])
                 if latest:
-                    assert same(s.sent.get(obj.id), latest[0]), "a consumer was not brought to the latest version"
+                    assert same(s.held.get(obj.id), latest[0]), "a consumer was not brought to the latest version"
 
 
 TestStoreMachine = StoreMachine.TestCase

@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from common import codec, wire
+from common import codec, protocol, wire
 from common.deps import config, names
 from common.deps.errors import DatabaseUnavailable, DependencyError
 from worker.notifier.ticker import Ticker
@@ -146,9 +146,9 @@ class Notifier:
                 self.ticker.clear()
                 self.pending.clear()
                 self.hinted.clear()
-                self._send({"action": "client-options-set", "options": {"name": "notifier"}})
+                self._send(protocol.options_set({"name": "notifier"}))
                 for pattern in (names.PATTERN, names.SECONDS_PATTERN):
-                    self._send({"action": "object-producer-register", "pattern": pattern})
+                    self._send(protocol.producer_register(pattern))
                 log.info("> registered %s and %s", names.PATTERN, names.SECONDS_PATTERN)
                 self.catch_up_needed = True
             elif isinstance(event, Lost):
@@ -188,7 +188,7 @@ class Notifier:
         if name is None:
             log.warning("! asked to produce %r, which is neither dep:NAME nor Seconds:N (a positive whole "
                         "number): answering with a stall", object_id)
-            self._send({"action": "object-patch", "id": object_id, "version-new": 1, "value": False})
+            self._send(protocol.upload(object_id, 1, False))
             return
         if not self.db_up:
             self.pending.append((object_id, inferred))  # answered when the database is back
@@ -212,7 +212,7 @@ class Notifier:
         self._upload(object_id, version)
 
     def _upload(self, object_id: str, version: Any) -> bool:
-        sent = self._send({"action": "object-patch", "id": object_id, "version-new": version, "value": {}})
+        sent = self._send(protocol.upload(object_id, version, {}))
         if sent:
             self.uploads += 1
             log.debug("> %s = %s", object_id, version)
