@@ -463,7 +463,8 @@ def apply_patch(doc: JSON, patch: Patch, max_size: int | None = None, size: int 
     root = doc
     n = 0
     try:
-        for n, op in enumerate(patch):
+        # n names the failing op in the handlers below (ruff cannot see a use in an except clause)
+        for n, op in enumerate(patch):  # noqa: B007
             root = _apply_op(root, op, undo, copy_budget)
     except PatchError as e:
         _rollback(undo)
