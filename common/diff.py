@@ -79,6 +79,8 @@ __all__ = ["PatchError", "PatchTooLarge", "apply_patch", "json_equal", "make_pat
 
 JSON = Any
 Patch = list[dict[str, Any]]
+# one logged mutation, a tuple whose first member is its kind (see _rollback)
+Undo = list[tuple[Any, ...]]
 
 _SMALL = 16  # containers up to this size get a whole-subtree equality pre-check
 _CHUNK_FIRST = 8  # first chunk of a scan, doubled after each equal chunk...
@@ -86,9 +88,9 @@ _CHUNK_MAX = 32  # ...up to this many members (bigger wastes more on the chunk t
 # Look-ahead at a list mismatch: (x, y) means a[i + x] == b[j + y], i.e. resynchronise by
 # pairing min(x, y) elements and removing/adding the rest. Which edits are likeliest depends on
 # which side has more elements left: equal -> a change in place, b longer -> an insertion.
-_ANCHORS_EVEN = ((1, 1), (0, 1), (1, 0), (2, 2), (1, 2), (2, 1), (0, 2), (2, 0), (3, 3))
-_ANCHORS_MORE_NEW = ((0, 1), (1, 2), (1, 1), (0, 2), (2, 3), (1, 0), (2, 2), (0, 3))
-_ANCHORS_MORE_OLD = tuple((y, x) for x, y in _ANCHORS_MORE_NEW)
+_ANCHORS_EVEN: tuple[tuple[int, int], ...] = ((1, 1), (0, 1), (1, 0), (2, 2), (1, 2), (2, 1), (0, 2), (2, 0), (3, 3))
+_ANCHORS_MORE_NEW: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (1, 1), (0, 2), (2, 3), (1, 0), (2, 2), (0, 3))
+_ANCHORS_MORE_OLD: tuple[tuple[int, int], ...] = tuple((y, x) for x, y in _ANCHORS_MORE_NEW)
 _JUMP = 64  # then look this far for a[i] in b (a run inserted) or b[j] in a (a run deleted)
 _REPLACE_OVERHEAD = len(b'{"op":"replace","path":"","value":}')
 
@@ -242,7 +244,7 @@ def _compact(ops: Patch, start: int, value: JSON, path: str) -> None:
         pass
 
 
-def _diff_dict(a: dict, b: dict, path: str, ops: Patch) -> None:
+def _diff_dict(a: dict[str, JSON], b: dict[str, JSON], path: str, ops: Patch) -> None:
     if len(a) <= _SMALL and len(b) <= _SMALL:
         common = 0
         for k, y in b.items():
@@ -281,7 +283,7 @@ def _diff_dict(a: dict, b: dict, path: str, ops: Patch) -> None:
         ops.append({"op": "remove", "path": f"{path}/{_esc(k)}"})
 
 
-def _match_len(xs: list, i: int, ys: list, j: int, limit: int) -> int:
+def _match_len(xs: list[JSON], i: int, ys: list[JSON], j: int, limit: int) -> int:
     """Length of the strictly equal run ``xs[i:] ~ ys[j:]``, at most ``limit`` (see module doc)."""
     if limit <= 0 or xs[i] != ys[j]:
         return 0
@@ -313,7 +315,7 @@ def _match_len(xs: list, i: int, ys: list, j: int, limit: int) -> int:
     return r
 
 
-def _diff_list(a: list, b: list, path: str, ops: Patch) -> None:
+def _diff_list(a: list[JSON], b: list[JSON], path: str, ops: Patch) -> None:
     na, nb = len(a), len(b)
     shortest = min(na, nb)
     p = _match_len(a, 0, b, 0, shortest)
@@ -360,7 +362,7 @@ def _diff_list(a: list, b: list, path: str, ops: Patch) -> None:
         ops.append({"op": "add", "path": f"{path}/{t}", "value": b[t]})
 
 
-def _anchor(a: list, i: int, ea: int, b: list, j: int, eb: int) -> tuple[int, int] | None:
+def _anchor(a: list[JSON], i: int, ea: int, b: list[JSON], j: int, eb: int) -> tuple[int, int] | None:
     """Nearest (x, y) with a[i + x] strictly equal to b[j + y], within the look-ahead."""
     left_a, left_b = ea - i, eb - j
     if left_a == left_b:
@@ -379,7 +381,7 @@ def _anchor(a: list, i: int, ea: int, b: list, j: int, eb: int) -> tuple[int, in
     return None
 
 
-def _find(seq: list, value: JSON, lo: int, hi: int) -> int:
+def _find(seq: list[JSON], value: JSON, lo: int, hi: int) -> int:
     """Index of the first member of seq[lo:hi] strictly equal to value, or -1 (C-level search).
 
     Gives up after a few members that are only ``==`` (``1`` vs ``True``): a heuristic.
@@ -397,7 +399,7 @@ def _find(seq: list, value: JSON, lo: int, hi: int) -> int:
     return -1
 
 
-def _bigger(ops: Patch, values: list) -> bool:
+def _bigger(ops: Patch, values: list[JSON]) -> bool:
     """True if ``ops`` encode longer than ``values``."""
     try:
         return len(_dumps(ops)) > len(_dumps(values))
@@ -451,7 +453,7 @@ def apply_patch(doc: JSON, patch: Patch, max_size: int | None = None, size: int 
     """
     if not isinstance(patch, list):
         raise PatchError(f"a patch must be a list of operations, not {type(patch).__name__}")
-    undo: list[tuple] = []
+    undo: Undo = []
     # [members a copy may still duplicate, bytes the result may still grow by (None: unbounded), max_size]
     copy_budget: list[Any] = [MAX_COPIED_VALUES, None, max_size]
     if max_size is not None:
@@ -461,7 +463,8 @@ def apply_patch(doc: JSON, patch: Patch, max_size: int | None = None, size: int 
     root = doc
     n = 0
     try:
-        for n, op in enumerate(patch):
+        # n names the failing op in the handlers below (ruff cannot see a use in an except clause)
+        for n, op in enumerate(patch):  # noqa: B007
             root = _apply_op(root, op, undo, copy_budget)
     except PatchError as e:
         _rollback(undo)
@@ -486,14 +489,14 @@ def _short(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _member(op: dict, name: str, kind: str) -> Any:
+def _member(op: dict[str, Any], name: str, kind: str) -> Any:
     value = op.get(name, _MISSING)
     if value is _MISSING:
         raise PatchError(f"{kind} needs a '{name}' member")
     return value
 
 
-def _pointer(op: dict, name: str, kind: str) -> list[str]:
+def _pointer(op: dict[str, Any], name: str, kind: str) -> list[str]:
     """Parse the JSON Pointer in ``op[name]`` into unescaped tokens."""
     text = _member(op, name, kind)
     if not isinstance(text, str):
@@ -543,7 +546,7 @@ def _walk(root: JSON, tokens: list[str], upto: int) -> JSON:
     return node
 
 
-def _apply_op(root: JSON, op: Any, undo: list[tuple], copy_budget: list[Any]) -> JSON:
+def _apply_op(root: JSON, op: Any, undo: Undo, copy_budget: list[Any]) -> JSON:
     if not isinstance(op, dict):
         raise PatchError(f"an operation must be an object, not {type(op).__name__}")
     kind = op.get("op", _MISSING)
@@ -583,7 +586,7 @@ def _apply_op(root: JSON, op: Any, undo: list[tuple], copy_budget: list[Any]) ->
     raise PatchError(f"unknown op {_short(kind)!r}")
 
 
-def _add(root: JSON, path: list[str], value: JSON, undo: list[tuple]) -> JSON:
+def _add(root: JSON, path: list[str], value: JSON, undo: Undo) -> JSON:
     if not path:
         undo.append((_ROOT,))
         return value
@@ -601,7 +604,7 @@ def _add(root: JSON, path: list[str], value: JSON, undo: list[tuple]) -> JSON:
     return root
 
 
-def _remove(root: JSON, path: list[str], undo: list[tuple]) -> JSON:
+def _remove(root: JSON, path: list[str], undo: Undo) -> JSON:
     """Remove and return the value at ``path``."""
     if not path:
         raise PatchError("cannot remove the whole document")
@@ -621,7 +624,7 @@ def _remove(root: JSON, path: list[str], undo: list[tuple]) -> JSON:
     return value
 
 
-def _replace(root: JSON, path: list[str], value: JSON, undo: list[tuple]) -> JSON:
+def _replace(root: JSON, path: list[str], value: JSON, undo: Undo) -> JSON:
     if not path:
         undo.append((_ROOT,))
         return value
@@ -650,7 +653,7 @@ def _encoded_size(value: JSON, what: str) -> int:
         raise PatchError(f"{what} cannot be encoded (nested too deeply)") from None
 
 
-def _rollback(undo: list[tuple]) -> None:
+def _rollback(undo: Undo) -> None:
     """Undo logged mutations, newest first (the root itself is never mutated by a root op)."""
     for entry in reversed(undo):
         kind = entry[0]

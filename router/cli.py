@@ -87,7 +87,7 @@ def run(
         secret = cluster_secret(secret, insecure)
     except SecretError as exc:
         typer.echo(f"sync-router: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     logging.getLogger("seasync.router").info("= cluster secret: %s", describe(secret))
     limits = Limits(max_object=max_object, max_version=max_version, max_dependencies=max_dependencies,
                     max_session_versions=max_session_versions, max_registrations=max_registrations,
@@ -101,7 +101,7 @@ def run(
             hook = load_hook(auth)
         except (ImportError, AttributeError, ValueError) as exc:
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
     make_store = partial(ObjectStore, retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
                          limits=limits, authenticate=hook)
     serve(bind, make_store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 SCALES = (("seconds", 1, 300), ("minutes", 60, 300), ("hours", 3600, 240), ("days", 86400, 365))
 """(name, slot length in seconds, slots kept): seapig's four time scales."""
@@ -56,7 +57,7 @@ def bucket(value: float) -> int:
     return int(_log10(value) * MULTIPLIER)
 
 
-def _metrics(entity: str) -> dict:
+def _metrics(entity: str) -> dict[str, Any]:
     """The ``metrics`` descriptor the viewer reads (``histogram.multiplier`` unguarded)."""
     if entity == CONNECTIONS:
         return {"last": {"show": True, "retain": True}}
@@ -89,7 +90,7 @@ class Distribution:
             histogram.extend([0] * (b + 1 - len(histogram)))
         histogram[b] += times
 
-    def add_many(self, values: list) -> None:
+    def add_many(self, values: Sequence[float]) -> None:
         """A batch of single events (the raw values the router appended)."""
         if not values:
             return
@@ -98,8 +99,11 @@ class Distribution:
         top = max(values)
         if self.maximum is None or top > self.maximum:
             self.maximum = top
+        buckets: Iterable[int]
         if type(top) is int and top < _SMALL and min(values) >= 0:
-            buckets = map(_INT_BUCKETS.__getitem__, values)  # sizes: a C-level table lookup each
+            # sizes: a C-level table lookup each (the router's batches are all ints or all floats,
+            # so an int maximum means ints; the cast is for mypy, once per batch)
+            buckets = map(_INT_BUCKETS.__getitem__, cast("Sequence[int]", values))
         else:
             buckets = [int(_log10(v) * MULTIPLIER) if v >= 1 else 0 for v in values]  # bucket(), inlined
         histogram = self.histogram
@@ -117,6 +121,7 @@ class Distribution:
         top = max(values) / 1000
         if self.maximum is None or top > self.maximum:
             self.maximum = top
+        buckets: Iterable[int]
         if top * 1000 < _NS and min(values) >= 0:
             buckets = map(_NS_BUCKETS.__getitem__, values)
         else:
@@ -171,7 +176,7 @@ class Scale:
         self.name, self.seconds, self.keep = name, seconds, keep
         self.start = start  # unix seconds of the slot in progress (a multiple of `seconds`)
         self.slot = Slot(connections)
-        self.arrays: dict[str, dict[str, deque]] = {}
+        self.arrays: dict[str, dict[str, deque[Any]]] = {}
         for entity in ENTITIES:
             fields = ("last",) if entity == CONNECTIONS else (
                 ("count", "sum", "average", "maximum", "histogram") if entity in DISTRIBUTIONS else ("count",))
@@ -194,7 +199,7 @@ class Scale:
         self.start += self.seconds
         return slot
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "keep": self.keep, "timestamp": self.start,
                 "entities": {entity: {**{f: list(map(list, values)) if f == "histogram" else list(values)
                                          for f, values in fields.items()},
@@ -277,7 +282,7 @@ class Statistics:
                         coarser.slot.merge(closed)
                 scale.start = t // scale.seconds * scale.seconds
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The ``SeapigServer::Statistics`` value (closed slots only: call ``roll`` first); fresh lists,
         so the store may keep it as is."""
         return {scale.name: scale.snapshot() for scale in self.scales}

@@ -43,7 +43,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+                raise TimeoutError(f"nothing listens on port {port} after {timeout} s") from None
             time.sleep(0.05)
 
 

@@ -63,7 +63,7 @@ def sync_worker(
         secret = cluster_secret(secret, insecure)
     except SecretError as exc:
         typer.echo(f"sync-worker: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     count = workers or os.cpu_count() or 1
     raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret,
                           prefetch).run())

@@ -97,7 +97,7 @@ def front(
         secret = cluster_secret(secret, insecure)
     except SecretError as exc:
         log.error("! %s", exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,
@@ -109,16 +109,16 @@ def front(
         Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
     except ValueError as exc:
         log.error("! --allowed-origins: %s", exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     _tune_gc()
     try:
         asyncio.run(_serve(config, metrics_port))
     except OSError as exc:
         log.error("! cannot listen on %s:%d: %s", host, port, exc)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except zmq.ZMQError as exc:
         log.error("! cannot connect to router %s: %s", router, exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     log.info("= stopped")
 
 

@@ -622,7 +622,8 @@ async def bump_latency(args: argparse.Namespace) -> None:
                 set_version(d, "bump", i)
                 start = time.perf_counter()
                 await uploader.send({"action": "object-patch", "id": "dep:bump", "version-new": i, "value": {}})
-                done = await watcher.until(lambda: watcher.held["bench-bump"] == {"dep:bump": i}, 30)
+                # the lambda is awaited within this iteration: it sees this i
+                done = await watcher.until(lambda: watcher.held["bench-bump"] == {"dep:bump": i}, 30)  # noqa: B023
                 if i >= 22:
                     latencies.append((done - start) * 1e3)
                 await asyncio.sleep(0.01)
@@ -671,7 +672,7 @@ async def rounds_of_productions(server: Server, d: Path, prefix: str, dep: str, 
             await uploader.send({"action": "object-patch", "id": f"dep:{dep}", "version-new": r, "value": {}})
             # counted as they arrive (each id reaches each version once), not a scan of k ids per wake-up
             key = orjson.dumps(want, option=orjson.OPT_SORT_KEYS)
-            await watcher.until(lambda: watcher.reached[key] >= k, 300)
+            await watcher.until(lambda: watcher.reached[key] >= k, 300)  # noqa: B023 (awaited here)
         assert all(watcher.held[i] == want for i in ids)
         elapsed = time.perf_counter() - start
         if cpu is not None:

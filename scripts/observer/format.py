@@ -27,7 +27,7 @@ def is_internal(object_id: str) -> bool:
     return object_id.startswith(INTERNAL_PREFIXES)
 
 
-def natural_key(text: str) -> list:
+def natural_key(text: str) -> list[int | str]:
     """Sort ``counter-2`` before ``counter-10`` (digit runs compare as numbers)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
@@ -156,7 +156,7 @@ def state_name(state: Any) -> str:
     return "current" if state.get("current") else "stale"
 
 
-def as_list(value: Any) -> list:
+def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
@@ -175,7 +175,7 @@ class Sort:
     reverse: bool = False
 
 
-def _sort_value(column: str, object_id: str, entry: dict) -> Any:
+def _sort_value(column: str, object_id: str, entry: dict[str, Any]) -> Any:
     if column == "state":
         return (list(STATE_STYLES).index(state_name(entry.get("state"))) if isinstance(entry.get("state"), dict)
                 else 9, natural_key(object_id))
@@ -198,7 +198,7 @@ SORTABLE = ("id", "state", "age", "runs", "ms", "err")
 
 
 def object_rows(objects: Any, pattern: str = "", show_internal: bool = False,
-                sort: Sort = Sort()) -> list[tuple[str, dict]]:
+                sort: Sort = Sort()) -> list[tuple[str, dict[str, Any]]]:
     """The rows of the objects table: filtered by a ``*`` pattern (``common.patterns.matches``), sorted."""
     if not isinstance(objects, dict):
         return []
@@ -211,13 +211,13 @@ def object_rows(objects: Any, pattern: str = "", show_internal: bool = False,
     return rows
 
 
-def worker_rows(workers: Any) -> list[tuple[str, dict]]:
+def worker_rows(workers: Any) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(workers, dict):
         return []
     return sorted(((k, v) for k, v in workers.items() if isinstance(v, dict)), key=lambda r: natural_key(r[0]))
 
 
-def connection_rows(connections: Any, show_internal: bool = False) -> list[tuple[str, dict]]:
+def connection_rows(connections: Any, show_internal: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """Rows keyed as the object is (seapig: by connection number), the router's own client hidden by its id."""
     if not isinstance(connections, dict):
         return []
@@ -344,7 +344,7 @@ def snapshot(value: Any) -> Any:
 
 # ---- table columns ---------------------------------------------------------------------------------
 
-Render = Callable[[dict, float], Any]
+Render = Callable[[dict[str, Any], float], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,29 +397,29 @@ def column_widths(cols: Sequence[Col], width: int, padding: int = 1) -> list[int
 
 # ---- the columns of each table ---------------------------------------------------------------------
 
-def _id_cell(entry: dict, now: float) -> Text:
+def _id_cell(entry: dict[str, Any], now: float) -> Text:
     object_id = str(entry.get("id", "?"))
     return styled(object_id, "dim" if is_internal(object_id) else "")
 
 
-def _state_cell(entry: dict, now: float) -> Text:
+def _state_cell(entry: dict[str, Any], now: float) -> Text:
     name = state_name(entry.get("state"))
     return styled(name, STATE_STYLES.get(name, ""))
 
 
-def _version_cell(entry: dict, now: float) -> Text:
+def _version_cell(entry: dict[str, Any], now: float) -> Text:
     known, inferred = entry.get("version_highest_known"), entry.get("version_highest_inferred")
     if inferred is not None and inferred != known:  # the router wants a newer version than it has
         return styled(f"{fmt_version(known, 5)}→{fmt_version(inferred, 5)}", "yellow")
     return styled(fmt_version(known, 12))
 
 
-def _age_cell(entry: dict, now: float) -> Text:
+def _age_cell(entry: dict[str, Any], now: float) -> Text:
     age = age_of(entry.get("produced_at"), now)
     return styled(fmt_duration(age), "bold green" if age is not None and age < 2 else "", right=True)
 
 
-def _errors_cell(entry: dict, now: float) -> Text:
+def _errors_cell(entry: dict[str, Any], now: float) -> Text:
     errors = entry.get("errors")
     return styled(fmt_count(errors), "bold red" if as_number(errors) else "dim", right=True)
 
@@ -428,7 +428,7 @@ def join_ids(value: Any) -> str:
     return ", ".join(str(v) for v in as_list(value)) or "-"
 
 
-def _counts_cell(entry: dict, now: float) -> str:
+def _counts_cell(entry: dict[str, Any], now: float) -> str:
     return f"{len(as_list(entry.get('consumers')))}/{len(as_list(entry.get('producers')))}"
 
 
@@ -460,7 +460,7 @@ OBJECT_WIDE = [
 ]
 
 
-def _producing_cell(entry: dict, now: float) -> Text:
+def _producing_cell(entry: dict[str, Any], now: float) -> Text:
     producing = entry.get("producing")
     if not isinstance(producing, dict):
         return styled("idle", "dim")
@@ -469,7 +469,7 @@ def _producing_cell(entry: dict, now: float) -> Text:
     return styled(f"{producing.get('id', '?')}{more}", "bold yellow")
 
 
-def _producing_for_cell(entry: dict, now: float) -> Text:
+def _producing_for_cell(entry: dict[str, Any], now: float) -> Text:
     producing = entry.get("producing")
     if not isinstance(producing, dict):
         return styled("")
@@ -477,7 +477,7 @@ def _producing_for_cell(entry: dict, now: float) -> Text:
     return styled(fmt_duration(age), "bold red" if age is not None and age > 10 else "yellow", right=True)
 
 
-def _cpu_cell(entry: dict, now: float) -> Text:
+def _cpu_cell(entry: dict[str, Any], now: float) -> Text:
     cpu = as_number(entry.get("cpu_percent"))
     style = "" if cpu is None or cpu < 50 else "yellow" if cpu < 90 else "bold red"
     return styled("-" if cpu is None else f"{cpu:.0f}%", style, right=True)
@@ -496,7 +496,7 @@ WORKER_COLUMNS = [
 ]
 
 
-def _conn_producing(entry: dict, now: float) -> Text:
+def _conn_producing(entry: dict[str, Any], now: float) -> Text:
     producing = entry.get("producing")
     if not isinstance(producing, dict):
         return styled("-", "dim")

@@ -424,7 +424,7 @@ async def throw(url: str, frames: list[Frame], probe: str, figures: Figures, pro
     ws, reader = await open_ws()
     try:
         for frame in frames + [Frame(json.dumps({"action": probe}), "probe")]:
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 try:
                     if isinstance(frame.payload, bytes) and frame.note == "invalid UTF-8 text":
                         await ws.send(frame.payload, text=True)

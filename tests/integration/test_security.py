@@ -91,7 +91,6 @@ async def test_a_wildcard_consumer_gets_only_the_ids_the_hook_allows(guarded_clu
 
 # ---- the cluster secret by default (issue 10 item 9) -------------------------------------------
 
-import os  # noqa: E402
 import stat  # noqa: E402
 import time  # noqa: E402
 

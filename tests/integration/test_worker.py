@@ -412,7 +412,7 @@ def test_sigterm_closes_the_sessions_and_exits_0(router, producers, start_pool):
     router.wait_registered(second, PATTERNS)
     assert pool.stop(timeout=15) == 0
     for worker in (first, second):
-        router.wait_for(lambda i, f: i == worker and f == [wire.CLOSE, b"1"], what="CLOSE")
+        router.wait_for(lambda i, f: i == worker and f == [wire.CLOSE, b"1"], what="CLOSE")  # noqa: B023
     for worker in (first, second):
         with pytest.raises(ProcessLookupError):
             os.kill(pid_of(worker), 0)

@@ -79,7 +79,7 @@ def test_a_producer_that_always_cancels_is_backed_off_not_looped(kind):
         h.send(p, "object-patch", id="o", **UNAPPLICABLE[kind])
         assert h.take(p)[-1] == produce("o", 2)
     waits = []
-    for repeat in range(4):
+    for _repeat in range(4):
         h.send(p, "object-patch", id="o", **UNAPPLICABLE[kind])
         assert [f for f in h.take(p) if f["action"] == "object-produce"] == []  # not at once any more
         due = h.store.delayed["o"]

@@ -27,7 +27,7 @@ def test_first_value_has_four_scales_six_entities_and_metrics():
     snap = Statistics(T0 + 0.4).snapshot()
     assert list(snap) == ["seconds", "minutes", "hours", "days"]
     assert [(snap[s]["seconds"], snap[s]["keep"]) for s in snap] == [(1, 300), (60, 300), (3600, 240), (86400, 365)]
-    for name, scale in snap.items():
+    for _name, scale in snap.items():
         assert scale["timestamp"] == T0 // scale["seconds"] * scale["seconds"]
         assert set(scale["entities"]) == set(ENTITIES)
         entities = scale["entities"]
