@@ -443,7 +443,7 @@ class NetnsCluster:
                         return
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"nothing listens on {address}:{port} ({host}) after {timeout} s")
+                        raise TimeoutError(f"nothing listens on {address}:{port} ({host}) after {timeout} s") from None
                     time.sleep(0.05)
         self.call_in(host, probe)
 

@@ -49,4 +49,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# the static gates first (ruff everywhere, mypy strict on the pure modules): seconds, and a red gate is red CI
+bash scripts/lint.sh
 exec .venv/bin/python -m pytest "$@"
