@@ -232,6 +232,10 @@ class ObjectStore:
         # pattern -> sessions that registered it: lookups by id stay O(distinct wildcard patterns)
         self.consumer_patterns: dict[str, dict[Session, None]] = {}
         self.producer_patterns: dict[str, dict[Session, None]] = {}
+        # the wildcard entries of the two tables above (the same inner dicts): a new id is looked up by key
+        # among exact patterns and matched only against these, so a spawn costs O(wildcards), not O(patterns)
+        self.consumer_wildcards: dict[str, dict[Session, None]] = {}
+        self.producer_wildcards: dict[str, dict[Session, None]] = {}
         self.queue: OrderedDict[str, None] = OrderedDict()
         self.outbox: list[Delivery] = []
         # Batch mode, per call (handle_raw's ``coalesce``): the shell asks for it while it is behind. New
@@ -606,7 +610,9 @@ class ObjectStore:
         if sessions is None:
             sessions = table[pattern] = {}
             self.pattern_chars += len(pattern)
-            self.wildcards += is_wildcard(pattern)
+            if is_wildcard(pattern):
+                self.wildcards += 1
+                self._wildcards_of(table)[pattern] = sessions
         if session not in sessions:
             sessions[session] = None
             session.pattern_chars += len(pattern)
@@ -619,7 +625,22 @@ class ObjectStore:
         _forget(table, pattern, session)
         if pattern not in table:
             self.pattern_chars -= len(pattern)
-            self.wildcards -= is_wildcard(pattern)
+            if is_wildcard(pattern):
+                self.wildcards -= 1
+                del self._wildcards_of(table)[pattern]
+
+    def _wildcards_of(self, table: dict[str, dict[Session, None]]) -> dict[str, dict[Session, None]]:
+        return self.consumer_wildcards if table is self.consumer_patterns else self.producer_wildcards
+
+    def _covering(self, table: dict[str, dict[Session, None]], object_id: str) -> Iterable[dict[Session, None]]:
+        """The session sets of every pattern in ``table`` that covers ``object_id`` (an id has no ``*``:
+        its exact pattern is one key lookup; only the wildcards are matched)."""
+        exact = table.get(object_id)
+        if exact is not None:
+            yield exact
+        for pattern, sessions in self._wildcards_of(table).items():
+            if matches(pattern, object_id):
+                yield sessions
 
     def _may_spawn(self) -> bool:
         """True if one more object may exist: in all, and for the session whose message is handled."""
@@ -798,8 +819,8 @@ class ObjectStore:
 
     def _has_producer(self, object_id: str) -> bool:
         return object_id in self.producer_patterns or any(
-            is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "produce", object_id)
-            for p, sessions in self.producer_patterns.items())
+            matches(p, object_id) and self._any_may(sessions, "produce", object_id)
+            for p, sessions in self.producer_wildcards.items())
 
     def _any_may(self, sessions: Iterable[Session], role: str, object_id: str) -> bool:
         return any(s.access is None or self._may(s, role, object_id) for s in sessions)
@@ -808,8 +829,8 @@ class ObjectStore:
         return object_id in self.producer_patterns
 
     def _wildcard_consumed(self, object_id: str) -> bool:
-        return any(is_wildcard(p) and matches(p, object_id) and self._any_may(sessions, "consume", object_id)
-                   for p, sessions in self.consumer_patterns.items())
+        return any(matches(p, object_id) and self._any_may(sessions, "consume", object_id)
+                   for p, sessions in self.consumer_wildcards.items())
 
     def _direct_consumed(self, object_id: str) -> bool:
         return object_id in self.consumer_patterns
@@ -841,9 +862,7 @@ class ObjectStore:
             self._actor.objects += 1
         for table, attached, role in ((self.consumer_patterns, obj.consumers, "consume"),
                                       (self.producer_patterns, obj.producers, "produce")):
-            for pattern, sessions in table.items():
-                if not matches(pattern, object_id):
-                    continue
+            for sessions in self._covering(table, object_id):
                 if self._authenticate_hook is None:  # no hook: nobody is guarded, the plain (fast) attach
                     attached.update(sessions)
                 else:

@@ -21,7 +21,6 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from common import codec, protocol
-from common.protocol import production_answer
 from common.client.persist import StateFile
 from common.client.state import ClientState, EntryState, Event, MasterState, backoff
 from common.client.state import next_version as _next_version
@@ -1234,7 +1233,3 @@ class Client:
 def _decode_batch(batch: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
     return {key: None if row is None else tuple(codec.loads(row)) for key, row in batch.items()}
 
-
-def _production_message(object_id: str, result: Any) -> dict:
-    """The ``object-patch`` for a produce function's ``(data, version)``; raises ValueError if bad."""
-    return production_answer(object_id, result)
