@@ -1,5 +1,5 @@
 // The shared client scenario table (tests/fixtures/client_scenarios.json) run against seasync.js.
-// tests/unit/test_client_scenarios.py runs the same table against the Python client's ClientState.
+// tests/unit/common/test_client_scenarios.py runs the same table against the Python client's ClientState.
 // Run: node --test tests/e2e/js/   (tests/e2e/test_js_unit.py runs it from pytest)
 
 import {afterEach, test} from "node:test";

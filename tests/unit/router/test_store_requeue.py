@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from common.versioning import OLDER, MIXED, compare
 from router.store import QUICK_CANCELS
-from tests.unit.test_store_semantics import Harness, errors, produce
+from tests.unit.router.test_store_semantics import Harness, errors, produce
 
 # Every kind of upload that cannot apply, answering an order for "o" held at version 1 = {"v": 1}.
 UNAPPLICABLE = {

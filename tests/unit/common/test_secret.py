@@ -12,7 +12,7 @@ import pytest
 
 from common.secret import FILE_NAME, SecretError, cluster_secret
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_created_once_private_and_then_read(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from common.client.state import ClientState, backoff, next_version, same_version
 from common.protocol import production_answer
 
-TABLE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "client_scenarios.json").read_text())
+TABLE = json.loads((Path(__file__).resolve().parents[2] / "fixtures" / "client_scenarios.json").read_text())
 
 
 class Runner:

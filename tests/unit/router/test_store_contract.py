@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from router.store import INTERNAL, Delivery, ObjectStore, Session
-from tests.unit.test_store import Harness, produce
+from tests.unit.router.test_store import Harness, produce
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+PROTOCOL = Path(__file__).resolve().parents[3] / "docs" / "PROTOCOL.md"
 
 
 def documented_codes() -> set[str]:

@@ -16,7 +16,7 @@ from common import patterns, protocol
 from common.diff import PatchError, PatchTooLarge, apply_patch
 from router import limits as budget
 from router.limits import Limits
-from tests.unit.test_store import Harness, produce
+from tests.unit.router.test_store import Harness, produce
 
 
 def errors(h: Harness, session, code: str | None = None) -> list[dict]:

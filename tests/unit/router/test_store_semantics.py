@@ -102,7 +102,7 @@ def test_a_hash_naming_patterns_spawns_and_orders_nothing():
     {"version-new": True, "value": {}},  # invalid version
     {"version-new": 2, "value": [1]},  # invalid value
     {"version-new": {"x*": 1}, "value": {}},  # invalid dependency key
-    # (a patch that cannot apply is a cancel, requeued at once: tests/unit/test_store_requeue.py)
+    # (a patch that cannot apply is a cancel, requeued at once: tests/unit/router/test_store_requeue.py)
     {"version-new": 2, "error": 5},  # 'error' is not a string
 ])
 def test_an_answer_the_router_refuses_frees_the_order_as_a_failed_production(answer):
