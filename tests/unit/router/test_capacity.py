@@ -9,7 +9,6 @@ of router CPU). Now ``_spawn`` looks exact ids up by key and matches only the wi
 from __future__ import annotations
 
 import orjson
-import pytest
 
 import router.store as store_module
 from router.store import ObjectStore
