@@ -71,7 +71,7 @@ def parse(raw: bytes | str) -> dict[str, Any]:
         raise ProtocolError(str(exc), code, **context) from None
 
 
-def _version(message: dict, key: str, default: Version = None) -> Version:
+def _version(message: dict[str, Any], key: str, default: Version = None) -> Version:
     if key not in message:
         return default
     try:
@@ -80,7 +80,7 @@ def _version(message: dict, key: str, default: Version = None) -> Version:
         raise VersionError(f"'{key}': {exc}", exc.code) from None
 
 
-def _pattern_of(message: dict) -> str:
+def _pattern_of(message: dict[str, Any]) -> str:
     # 0.2 uses 'pattern'; pre-0.2 clients sent 'id' for registrations.
     if "pattern" in message:
         return check_pattern(message["pattern"])
@@ -89,7 +89,7 @@ def _pattern_of(message: dict) -> str:
     raise PatternError("'pattern' is required")
 
 
-def _options_set(message: dict) -> dict:
+def _options_set(message: dict[str, Any]) -> dict[str, Any]:
     options = message.get("options")
     if not isinstance(options, dict):
         raise ProtocolError("'options' must be a JSON object", "invalid-options", request="client-options-set")
@@ -104,17 +104,17 @@ def _options_set(message: dict) -> dict:
     return {"action": "client-options-set", "options": options}
 
 
-def _register(message: dict) -> dict:
+def _register(message: dict[str, Any]) -> dict[str, Any]:
     pattern = _pattern_of(message)
     known = _version(message, "version-known", None)
     return {"action": message["action"], "pattern": pattern, "version-known": known}
 
 
-def _unregister(message: dict) -> dict:
+def _unregister(message: dict[str, Any]) -> dict[str, Any]:
     return {"action": message["action"], "pattern": _pattern_of(message)}
 
 
-def _patch(message: dict) -> dict:
+def _patch(message: dict[str, Any]) -> dict[str, Any]:
     object_id = check_id(message.get("id"))
     out: dict[str, Any] = {"action": "object-patch", "id": object_id, "value": None, "patch": None}
     error = message.get("error")
@@ -306,12 +306,12 @@ INTROSPECTION_PREFIXES = ("SeapigServer::", "SeasyncServer::")  # nobody else ma
 
 # ---- server frames -------------------------------------------------------------------------------
 
-def update_value(object_id: str, version: Version, value: dict) -> bytes:
+def update_value(object_id: str, version: Version, value: dict[str, Any]) -> bytes:
     return codec.dumps({"action": "object-update", "id": object_id, "version-old": 0,
                         "version-new": version, "value": value})
 
 
-def update_patch(object_id: str, old: Version, new: Version, patch: list) -> bytes:
+def update_patch(object_id: str, old: Version, new: Version, patch: list[Any]) -> bytes:
     return codec.dumps({"action": "object-update", "id": object_id, "version-old": old,
                         "version-new": new, "patch": patch})
 

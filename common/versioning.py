@@ -27,12 +27,13 @@ Equality is by value, type-aware only between kinds: ``1 == 1.0`` (the same vers
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any, TypeAlias, Union
 
 from common.patterns import PatternError, check_id
 
-Version = Union[None, int, float, list, dict]
-"""The one version alias (worker.producer re-exports it): null (None or 0), a number, a list or a hash."""
+Version: TypeAlias = Union[None, int, float, list["Version"], dict[str, "Version"]]
+"""The one version alias (worker.producer re-exports it): null (None or 0), a number, a list or a hash
+(recursive: list items and hash values are versions themselves)."""
 
 _MAX_DEPTH = 16
 
@@ -100,19 +101,23 @@ def compare(latest: Version, candidate: Version) -> int:
         return NEWER if rank_b > rank_a else OLDER
     if rank_a == 0:
         return EQUAL
+    # Equal ranks from here: both numbers (1), both lists (2) or both hashes (3). mypy cannot narrow through
+    # _rank's int, so the branches read them through Any-typed names (a plain rebinding: no check, no call).
+    old: Any = latest
+    new: Any = candidate
     if rank_a == 1:
-        return NEWER if candidate > latest else OLDER if candidate < latest else EQUAL
+        return NEWER if new > old else OLDER if new < old else EQUAL
     if rank_a == 2:
-        for a, b in zip(latest, candidate):
+        for a, b in zip(old, new):
             c = compare(a, b)
             if c != EQUAL:
                 return c
-        if len(candidate) == len(latest):
+        if len(new) == len(old):
             return EQUAL
-        return NEWER if len(candidate) > len(latest) else OLDER
+        return NEWER if len(new) > len(old) else OLDER
     newer = older = False
-    for key in latest.keys() & candidate.keys():
-        a, b = latest[key], candidate[key]
+    for key in old.keys() & new.keys():
+        a, b = old[key], new[key]
         if type(a) is int and type(b) is int:  # the usual case, without the recursion
             c = NEWER if b > a else OLDER if b < a else EQUAL
         else:
@@ -129,7 +134,7 @@ def compare(latest: Version, candidate: Version) -> int:
         return NEWER
     if older:
         return OLDER
-    return EQUAL if latest.keys() == candidate.keys() else NEWER
+    return EQUAL if old.keys() == new.keys() else NEWER
 
 
 def is_newer(latest: Version, candidate: Version) -> bool:
@@ -146,7 +151,7 @@ MAX_FLOOR_KEYS = 4096
 """Dependencies remembered per object by raise_floor; past that it restarts from the latest version."""
 
 
-def below_floor(floor: dict, candidate: dict) -> bool:
+def below_floor(floor: dict[str, Version], candidate: dict[str, Version]) -> bool:
     """True if ``candidate`` names a dependency at a version older than (or not comparable with) the one
     recorded in ``floor``: data built from it would go backwards for that dependency.
 
@@ -165,7 +170,7 @@ def below_floor(floor: dict, candidate: dict) -> bool:
     return False
 
 
-def raise_floor(floor: dict, version: dict) -> None:
+def raise_floor(floor: dict[str, Version], version: dict[str, Version]) -> None:
     """Record in ``floor`` (in place) every dependency version of an accepted hash ``version``."""
     if len(floor) + len(version) > MAX_FLOOR_KEYS:
         floor.clear()

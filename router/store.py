@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
 
 from common import codec, protocol
 from common.diff import PatchTooLarge, apply_patch, make_patch
@@ -59,7 +59,7 @@ class Session:
         self.address = address  # opaque to the store: the router shell's address for this session
         self.index = index
         self.name = ""
-        self.options: dict = {}
+        self.options: dict[str, Any] = {}
         self.consumes: dict[str, None] = {}  # patterns, in registration order
         self.produces: dict[str, None] = {}
         self.producing: dict[str, Order] = {}  # orders in flight, oldest first, by object id
@@ -124,7 +124,7 @@ class SyncObject:
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
-        self.history: list[tuple[Version, dict]] = []  # retained data versions, oldest first
+        self.history: list[tuple[Version, dict[str, Any]]] = []  # retained data versions, oldest first
         self.sizes: list[int] = []  # encoded size of each retained version
         self.full_frame = b""  # the object-update frame carrying the latest value, encoded once
         self.known: Version = 0
@@ -153,13 +153,14 @@ class SyncObject:
         self.cause: int | None = None  # Session.index of the session whose message spawned it (its budget)
 
     @property
-    def latest(self) -> tuple[Version, dict] | None:
+    def latest(self) -> tuple[Version, dict[str, Any]] | None:
         return self.history[-1] if self.history else None
 
-    def data_at(self, version: Version) -> dict | None:
+    def data_at(self, version: Version) -> dict[str, Any] | None:
         """The retained data of ``version`` ({} for the null version), or None if not retained."""
         if is_null(version):
             return {}
+        data: dict[str, Any]  # (mypy reads reversed() of a list holding Any as Any)
         for v, data in reversed(self.history):
             if same(v, version):
                 return data
@@ -186,7 +187,7 @@ class ObjectStore:
     def __init__(self, retain: int = 2, retain_bytes: int = 1 << 22, min_interval: float = 0.0,
                  retry_base: float = 0.5, retry_max: float = 30.0, max_registrations: int | None = None,
                  max_behind: int = MAX_BEHIND, limits: Limits | None = None, *,
-                 authenticate: Callable[[dict], Any] | None = None, log: Log | None = None,
+                 authenticate: Callable[[dict[str, Any]], Any] | None = None, log: Log | None = None,
                  on_production: Callable[[float], None] | None = None,
                  on_consumer_added: Callable[[SyncObject], None] | None = None) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
@@ -260,7 +261,7 @@ class ObjectStore:
         return self._now
 
     @property
-    def authenticate(self) -> Callable[[dict], Any] | None:
+    def authenticate(self) -> Callable[[dict[str, Any]], Any] | None:
         """The --auth hook given to the constructor (introspection reads its declared secret options)."""
         return self._authenticate_hook
 
@@ -351,7 +352,7 @@ class ObjectStore:
         except Exception as exc:  # our own bug (DESIGN principle 3): answered and logged, never dropped
             self._internal_error(session, message, exc)
 
-    def _internal_error(self, session: Session, message: dict, exc: Exception) -> None:
+    def _internal_error(self, session: Session, message: dict[str, Any], exc: Exception) -> None:
         """A message whose handling raised: its sender gets an ``internal`` error frame (so a client is
         not left waiting for an answer that never comes), the shell's log gets the traceback, and the
         order it answered, if any, does not stay held. The rest of the batch goes on."""
@@ -382,7 +383,7 @@ class ObjectStore:
             if order is not None and order.key is _EXPIRED:  # a late answer ends an expired order too
                 self._cancel_production(session, object_id, requeue=False)
 
-    def handle(self, session: Session, message: dict, now: float | None = None) -> None:
+    def handle(self, session: Session, message: dict[str, Any], now: float | None = None) -> None:
         """Apply one validated message (see common.protocol.parse), at ``now`` if given (else the store
         time of the last call). Exceptions propagate: handle_raw is the guarded entry point."""
         if now is not None:
@@ -415,12 +416,13 @@ class ObjectStore:
         # Producers freed by this message get their next orders when the outbox is taken (once per batch
         # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
 
-    def _allowed(self, session: Session, message: dict) -> bool:
+    def _allowed(self, session: Session, message: dict[str, Any]) -> bool:
         """Registration limits and the access hook; a refusal is an error frame and nothing else."""
         action = message["action"]
         if action == "client-options-set":
             return self._authenticate(session, message["options"])
-        pattern = message.get("pattern", message.get("id"))
+        # every validated message but client-options-set (answered above) has a str pattern or id
+        pattern = cast(str, message.get("pattern", message.get("id")))
         if action in ("object-patch", "object-producer-register") and not is_wildcard(pattern):
             owner = self._reserved_owner(pattern)
             if owner is not None and owner is not session:
@@ -441,7 +443,7 @@ class ObjectStore:
             return False
         return self._upload_allowed(session, message)
 
-    def _upload_allowed(self, session: Session, message: dict) -> bool:
+    def _upload_allowed(self, session: Session, message: dict[str, Any]) -> bool:
         """For a session under the hook: an upload needs a producer registration covering its id (seapig
         masters register first; without it anyone allowed to produce a name could overwrite another
         producer's object), and every dependency its version names must pass the hook too (a hash key is
@@ -486,7 +488,7 @@ class ObjectStore:
             session.decisions[key] = decision
         return decision
 
-    def _authenticate(self, session: Session, options: dict) -> bool:
+    def _authenticate(self, session: Session, options: dict[str, Any]) -> bool:
         if self._authenticate_hook is None or not session.guarded:
             return True
         try:
@@ -531,7 +533,7 @@ class ObjectStore:
             if touched:
                 self._despawn_if_dead(obj)
 
-    def _refuse(self, session: Session, message: dict, text: str, code: str) -> None:
+    def _refuse(self, session: Session, message: dict[str, Any], text: str, code: str) -> None:
         context = {k: message[k] for k in ("id", "pattern") if isinstance(message.get(k), str)}
         self._send(protocol.error(text, request=message["action"], code=code, **context), (session,))
         if message["action"] == "object-patch":  # a refused answer still ends the order it answered
@@ -539,7 +541,7 @@ class ObjectStore:
 
     # ---- budgets (router/limits.py) -----------------------------------------------------------
 
-    def _within_budgets(self, session: Session, message: dict) -> bool:
+    def _within_budgets(self, session: Session, message: dict[str, Any]) -> bool:
         """Sizes and counts a message would grow: refused whole, with an error frame, before anything
         changes. Also keeps the session's version-known account (the message is applied right after)."""
         limits = self.limits
@@ -918,7 +920,7 @@ class ObjectStore:
 
     # ---- versions -----------------------------------------------------------------------------
 
-    def _patch(self, session: Session, message: dict) -> None:
+    def _patch(self, session: Session, message: dict[str, Any]) -> None:
         object_id = message["id"]
         data = message["value"]
         if message["patch"] is not None:
@@ -929,7 +931,7 @@ class ObjectStore:
             self._report_production_error(session, object_id, message["error"])
         self._version_set(session, object_id, message["version-new"] if data is not None else None, data)
 
-    def _apply_upload_patch(self, session: Session, message: dict) -> dict | None:
+    def _apply_upload_patch(self, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
         """The new data from an uploaded patch, or None if it cannot apply: its base is not retained, its
         operations fail, or its result is not an object. Each is a cancel (see _upload_cancelled)."""
         object_id = message["id"]
@@ -1047,7 +1049,7 @@ class ObjectStore:
                 obj.stalled = True
             else:
                 obj.stalled = False
-                self._append(obj, version, data, full)
+                self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
         if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced:
@@ -1058,8 +1060,8 @@ class ObjectStore:
                 if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
                     dependent.inferred = {**dependent.inferred, object_id: version}
                 self._enqueue(dependent)
-        if behind and order.obj is obj:
-            self._result_behind(obj, order, version)
+        if behind and cast(Order, order).obj is obj:  # behind is only set with an order
+            self._result_behind(obj, cast(Order, order), version)
         self._enqueue(obj)
 
     def _too_large(self, object_id: str, version: Version, full: bytes) -> bool:
@@ -1092,7 +1094,8 @@ class ObjectStore:
 
     def _backoff(self, failures: int) -> float:
         """Seconds before the next attempt after ``failures`` consecutive failures (doubling, capped)."""
-        return min(self.retry_max, self.retry_base * 2 ** min(max(failures - 1, 0), 40))
+        factor: int = 2 ** min(max(failures - 1, 0), 40)  # an int: the exponent is never negative
+        return min(self.retry_max, self.retry_base * factor)
 
     def _finish_production(self, session: Session, order: Order, data: Any, behind: bool = False) -> None:
         obj = order.obj
@@ -1156,7 +1159,7 @@ class ObjectStore:
         if lifted is not None:
             obj.inferred = lifted
 
-    def _append(self, obj: SyncObject, version: Version, data: dict, full: bytes) -> None:
+    def _append(self, obj: SyncObject, version: Version, data: dict[str, Any], full: bytes) -> None:
         """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
         obj.history.append((version, data))
         obj.sizes.append(len(full))
@@ -1222,7 +1225,7 @@ class ObjectStore:
             self._send(frame, members)
 
     @staticmethod
-    def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict) -> bytes:
+    def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:
         """A patch from ``held`` if it is retained, else the full value.
 
         A patch bigger than the value is replaced by the value, except for small values (under
@@ -1301,7 +1304,9 @@ class ObjectStore:
         self._assign()
 
     def _missing_dependency(self, obj: SyncObject) -> bool:
-        for dep, required in obj.inferred.items():
+        # called for a hash inferred version only (_enqueue checks); the cast's type is a string: no
+        # generic alias is built at run time
+        for dep, required in cast("dict[str, Version]", obj.inferred).items():
             if is_null(required):
                 continue
             dep_obj = self.objects.get(dep)

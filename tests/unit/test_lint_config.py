@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = {"common.codec", "common.patterns", "common.peer", "common.diff", "common.client.state", "router.limits",
-        "router.timeslots", "worker.notifier.ticker", "scripts.observer.format"}
+        "router.timeslots", "worker.notifier.ticker", "scripts.observer.format", "common.protocol",
+        "common.versioning", "router.store"}
 
 
 def _mypy() -> dict:
