@@ -161,6 +161,8 @@ class Introspection:
     # ---- building -------------------------------------------------------------------------------
 
     def _upload(self, object_id: str, now: float, force: bool) -> None:
+        if object_id not in self.store.objects:
+            return  # gone since it was ordered (its last consumer left in the same batch): nothing to make
         data = self.build(object_id, now)
         if object_id == OBJECTS:
             # Its own entry describes the object these uploads make: every upload moves its version and

@@ -108,29 +108,39 @@ class Router:
         log.info("router listening on %s (epoch %s)", self.bind, self.epoch.decode())
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        next_check = next_heartbeat = next_refresh = time.monotonic()
+        self._next = {"check": time.monotonic(), "heartbeat": time.monotonic(), "refresh": time.monotonic()}
         while not self._stopping:
-            if poller.poll(250):
-                self._drain()
-            now = time.monotonic()
-            if now >= next_check:
-                self._expire_peers(now)
-                next_check = now + wire.HEARTBEAT_INTERVAL
-            if now >= next_heartbeat:
-                self.store.heartbeat()
-                next_heartbeat = now + HEARTBEAT_EVERY
-            if self.store.delayed:
-                self.store.tick(time.time())
-            if now >= next_refresh:
-                self.store.expire_orders(time.time())  # orders held past --order-timeout go to another producer
-                self.introspection.refresh(self.store.now)
-                next_refresh = now + 1.0
-            self._flush()
+            try:
+                self._step(poller)
+            except Exception:  # our own bug, whatever the input: logged, and the loop goes on (DESIGN principle 3)
+                allowed = self.refusals.allow("internal error", time.monotonic())
+                if allowed is not None:
+                    log.exception("! internal error in the router loop; it goes on")
         self.sock.close(0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
         log.info("router stopped")
+
+    def _step(self, poller: zmq.Poller) -> None:
+        """One turn of the loop: a batch of messages, the timers that are due, a flush."""
+        due = self._next
+        if poller.poll(250):
+            self._drain()
+        now = time.monotonic()
+        if now >= due["check"]:
+            self._expire_peers(now)
+            due["check"] = now + wire.HEARTBEAT_INTERVAL
+        if now >= due["heartbeat"]:
+            self.store.heartbeat()
+            due["heartbeat"] = now + HEARTBEAT_EVERY
+        if self.store.delayed:
+            self.store.tick(time.time())
+        if now >= due["refresh"]:
+            due["refresh"] = now + 1.0
+            self.store.expire_orders(time.time())  # orders held past --order-timeout go to another producer
+            self.introspection.refresh(self.store.now)
+        self._flush()
 
     # ---- input --------------------------------------------------------------------------------
 

@@ -101,3 +101,18 @@ def test_registrations_in_one_batch_cost_one_rebuild():
     r.store.tick(r.store.now + 1)
     r.send(b, "object-consumer-register", pattern=OBJECTS, version_known=0)
     assert r.builds.count(OBJECTS) == 2
+
+
+def test_an_introspection_object_gone_before_its_order_is_answered_is_not_made():
+    """Found by the fuzz: a consumer registering and unregistering SeapigServer::Objects in one batch left
+    an order for an object that no longer existed when the router answered it; building its own entry
+    raised KeyError and took the router down. Now the order of a gone object is simply not answered."""
+    r = Router()
+    c = r.client("c")
+    for raw in ({"action": "object-consumer-register", "pattern": OBJECTS, "version-known": 0},
+                {"action": "object-consumer-unregister", "pattern": OBJECTS}):
+        r.store.handle(c, protocol.parse(orjson.dumps(raw)))  # one batch: no flush in between
+    r.flush()
+    assert OBJECTS not in r.store.objects
+    r.send(c, "object-consumer-register", pattern=OBJECTS, version_known=0)  # and it still works after
+    assert OBJECTS in r.updates(c, OBJECTS)[-1]["value"]
