@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from router import limits as budget
 from tests.cluster import Cluster
@@ -91,7 +92,7 @@ async def test_sessions_per_peer_are_bounded_and_come_back_when_a_session_goes(m
         try:
             await again.expect(lambda f: f.get("action") == "error", timeout=5)
             break
-        except AssertionError:
+        except (AssertionError, ConnectionClosed):  # still full: the front closes it (1008) before it answers
             assert time.monotonic() < deadline, "no session place came back"
         finally:
             await again.close()
