@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import codec
+from common import codec, protocol
 from common.diff import PatchError, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import Version, is_newer, is_null, same
@@ -43,7 +43,7 @@ __all__ = [
     "same_version",
 ]
 
-RESYNC_VERSION: list[int] = [-1, -1]
+RESYNC_VERSION: list[Version] = [-1, -1]
 """A version no server holds: registering an id with it makes the server send the full value."""
 
 _TIMESTAMP_MS = 10**11  # a first version element this large is a time in ms (1973 on), as _default_version makes
@@ -141,7 +141,9 @@ class MasterState:
     closed: bool = False
 
 
-Out = tuple[list[dict[str, Any]], list[Event]]
+Frame = protocol.ClientFrame
+"""A frame this client sends (common/protocol.py builds every one)."""
+Out = tuple[list[Frame], list[Event]]
 
 
 class ClientState:
@@ -184,7 +186,7 @@ class ClientState:
         makes it push data.
         """
         self.connected = True
-        frames: list[dict[str, Any]] = [{"action": "client-options-set", "options": {"name": self.name, **self.options}}]
+        frames: list[Frame] = [protocol.options_set({"name": self.name, **self.options})]
         events: list[Event] = []
         for entry in self.entries.values():
             entry.temp_exact = False  # the wildcard re-registration resyncs those
@@ -193,13 +195,13 @@ class ClientState:
             entry.confirmed = False
             if entry.exact:
                 frames.append(self._registration(entry))
-        frames.extend({"action": "object-consumer-register", "pattern": p, "version-known": 0} for p in self.wildcards)
+        frames.extend(protocol.consumer_register(p, 0) for p in self.wildcards)
         for master in self.masters.values():
             master.wanted = True
             frames.append(self._producer_registration(master))
             if master.produce and is_wildcard(master.pattern):
                 # what this producer made before: the server may have lost it (a router restart)
-                frames.extend({"action": "object-patch", "id": object_id, "version-new": version, "value": True}
+                frames.extend(protocol.upload(object_id, version, True)
                               for object_id, version in master.versions.items())
             elif not master.produce and master.pending:
                 frames.append(self._upload_current(master))  # changed offline: the newer version wins
@@ -221,9 +223,9 @@ class ClientState:
             events.append(Event("status", entry.id))
         return events
 
-    def _probe_frame(self) -> dict[str, Any]:
+    def _probe_frame(self) -> Frame:
         self._probes += 1
-        return {"action": "object-consumer-unregister", "pattern": f"{SYNC_PREFIX}{self._probes}"}
+        return protocol.consumer_unregister(f"{SYNC_PREFIX}{self._probes}")
 
     # ---- consumers -----------------------------------------------------------------------------
 
@@ -239,7 +241,7 @@ class ClientState:
                     children[entry.id] = None
                     entry.parents.append(pattern)
                     events.append(Event("adopted", entry.id, pattern))
-            return [{"action": "object-consumer-register", "pattern": pattern, "version-known": 0}], events
+            return [protocol.consumer_register(pattern, 0)], events
         found = self.entries.get(pattern)
         entry = self.entries[pattern] = EntryState(pattern) if found is None else found
         if entry.exact:
@@ -258,13 +260,13 @@ class ClientState:
 
     def unconsume(self, pattern: str) -> Out:
         """Stop consuming ``pattern``; ids no longer covered are forgotten (``destroyed`` events)."""
-        frames: list[dict[str, Any]] = []
+        frames: list[Frame] = []
         events: list[Event] = []
         if is_wildcard(pattern):
             children = self.wildcards.pop(pattern, None)
             if children is None:
                 return frames, events
-            frames.append({"action": "object-consumer-unregister", "pattern": pattern})
+            frames.append(protocol.consumer_unregister(pattern))
             for object_id in children:
                 entry = self.entries.get(object_id)
                 if entry is not None and pattern in entry.parents:
@@ -275,29 +277,29 @@ class ClientState:
         if entry is None or not entry.exact:
             return frames, events
         entry.exact = False
-        frames.append({"action": "object-consumer-unregister", "pattern": pattern})
+        frames.append(protocol.consumer_unregister(pattern))
         self._forget_if_orphan(entry, frames, events)
         return frames, events
 
-    def _forget_if_orphan(self, entry: EntryState, frames: list[dict[str, Any]], events: list[Event]) -> None:
+    def _forget_if_orphan(self, entry: EntryState, frames: list[Frame], events: list[Event]) -> None:
         if entry.parents or entry.exact:
             return
         if entry.temp_exact:
             entry.temp_exact = False
-            frames.append({"action": "object-consumer-unregister", "pattern": entry.id})
+            frames.append(protocol.consumer_unregister(entry.id))
         if self.entries.get(entry.id) is entry:
             del self.entries[entry.id]
         events.append(Event("destroyed", entry.id))
 
     @staticmethod
-    def _registration(entry: EntryState) -> dict[str, Any]:
+    def _registration(entry: EntryState) -> Frame:
         known = entry.version if entry.value is not None and not is_null(entry.version) else 0
-        return {"action": "object-consumer-register", "pattern": entry.id, "version-known": known}
+        return protocol.consumer_register(entry.id, known)
 
     # ---- masters -------------------------------------------------------------------------------
 
     def master(self, pattern: str, value: dict[str, Any] | None = None, version: Version = None, *,
-               produce: bool = False, pending: bool = False) -> list[dict[str, Any]]:
+               produce: bool = False, pending: bool = False) -> list[Frame]:
         """Provide ``pattern``: keep-current with ``value``/``version`` (``pending``: changed while offline,
         to upload on connect), or on demand (``produce``)."""
         if pattern in self.masters:
@@ -311,14 +313,14 @@ class ClientState:
             frames.append(self._upload_current(master))
         return frames
 
-    def unmaster(self, pattern: str) -> list[dict[str, Any]]:
+    def unmaster(self, pattern: str) -> list[Frame]:
         master = self.masters.pop(pattern, None)
         if master is None:
             return []
         master.closed = True
-        return [{"action": "object-producer-unregister", "pattern": pattern}]
+        return [protocol.producer_unregister(pattern)]
 
-    def bump(self, pattern: str, value: dict[str, Any], version: Version) -> list[dict[str, Any]]:
+    def bump(self, pattern: str, value: dict[str, Any], version: Version) -> list[Frame]:
         """A keep-current master has a new version: a patch against what the server has, if smaller, else
         the value; nothing (``pending``) while offline or while nobody consumes it."""
         master = self.masters[pattern]
@@ -331,16 +333,13 @@ class ClientState:
             return []
         if not master.wanted:
             return []
-        message: dict[str, Any] = {"action": "object-patch", "id": pattern, "version-new": version}
+        message: Frame = protocol.upload(pattern, version, snapshot)
         master.last_was_patch = False
         if old_shadow is not None and master.server_base is not None and same_version(master.server_base, old_version):
             patch = make_patch(old_shadow, snapshot)
             if len(codec.dumps(patch)) < len(raw):
-                message["version-old"] = old_version
-                message["patch"] = patch
+                message = protocol.upload_patch(pattern, old_version, version, patch)
                 master.last_was_patch = True
-        if not master.last_was_patch:
-            message["value"] = snapshot
         master.last_upload = "patch" if master.last_was_patch else "value"
         master.server_base = version
         master.pending = False
@@ -359,24 +358,24 @@ class ClientState:
         return found
 
     @staticmethod
-    def _producer_registration(master: MasterState) -> dict[str, Any]:
+    def _producer_registration(master: MasterState) -> Frame:
         if not master.produce:
             known = master.version
         elif is_wildcard(master.pattern):
             known = 0
         else:
             known = master.versions.get(master.pattern, 0)
-        return {"action": "object-producer-register", "pattern": master.pattern, "version-known": known}
+        return {**protocol.producer_register(master.pattern), "version-known": known}  # known 0 or null too: sent
 
     @staticmethod
-    def _upload_current(master: MasterState) -> dict[str, Any]:
+    def _upload_current(master: MasterState) -> Frame:
         """The full last-bumped value (an order in keep-current mode, a refused patch, a pending change)."""
         master.wanted = True
         master.last_was_patch = False
         master.last_upload = "value"
         master.server_base = master.version
         master.pending = False
-        return {"action": "object-patch", "id": master.pattern, "version-new": master.version, "value": master.shadow}
+        return protocol.upload(master.pattern, master.version, master.shadow if master.shadow is not None else {})
 
     # ---- incoming frames -----------------------------------------------------------------------
 
@@ -411,7 +410,7 @@ class ClientState:
         version_new = message.get("version-new")
         version_old = message.get("version-old", 0)
         patch: list[Any] | None = None
-        frames: list[dict[str, Any]] = []
+        frames: list[Frame] = []
         events: list[Event] = []
         if "value" in message:
             value = message["value"]
@@ -460,7 +459,7 @@ class ClientState:
             events.append(Event("changed", object_id, patch=patch))
         if entry.temp_exact and not entry.exact:
             entry.temp_exact = False
-            frames.append({"action": "object-consumer-unregister", "pattern": object_id})
+            frames.append(protocol.consumer_unregister(object_id))
         return frames, events
 
     def _resync(self, entry: EntryState, full: bool) -> Out:
@@ -479,14 +478,14 @@ class ClientState:
         entry.confirmed = False
         if not entry.exact:
             entry.temp_exact = True  # a wildcard child: a direct registration, dropped once synced
-        known = RESYNC_VERSION if full else entry.version
-        return [{"action": "object-consumer-register", "pattern": entry.id, "version-known": known}], events
+        known: Version = list(RESYNC_VERSION) if full else entry.version
+        return [protocol.consumer_register(entry.id, known)], events
 
     def _destroy(self, message: dict[str, Any]) -> Out:
         object_id = message.get("id")
         if not isinstance(object_id, str):
             return [], [Event("ignored", frame={"reason": "object-destroy without a string id"})]
-        frames: list[dict[str, Any]] = []
+        frames: list[Frame] = []
         events: list[Event] = []
         entry = self.entries.get(object_id)
         if entry is not None and entry.parents:
@@ -509,7 +508,7 @@ class ClientState:
             return [], [Event("ignored", frame={"reason": "object-produce without a string id"})]
         masters = self.masters_for(object_id)
         if not masters:
-            return [{"action": "object-patch", "id": object_id}], [
+            return [protocol.cancel(object_id)], [
                 Event("ignored", object_id, frame={"reason": "asked to produce an id this client does not master"})]
         master = masters[0]
         if not master.produce:
@@ -521,7 +520,7 @@ class ClientState:
         return [], [Event("produce", object_id, master.pattern, frame=message)]
 
     def _error(self, message: dict[str, Any]) -> Out:
-        frames: list[dict[str, Any]] = []
+        frames: list[Frame] = []
         events: list[Event] = []
         pattern = message.get("pattern")
         if message.get("request") == "object-consumer-unregister" and isinstance(pattern, str) \
