@@ -31,6 +31,17 @@
 // ============================================================================ JSON Patch (RFC 6902)
 
 /** A patch that cannot be applied (bad operation, missing path, failed test). */
+/** The router's introspection objects (the same ids as common/protocol.py, checked by a test). */
+export const INTROSPECTION = Object.freeze({
+  OBJECTS: "SeapigServer::Objects",
+  CONSUMERS: "SeapigServer::Consumers",
+  PRODUCERS: "SeapigServer::Producers",
+  CONNECTIONS: "SeapigServer::Connections",
+  STATISTICS: "SeapigServer::Statistics",
+  WORKERS: "SeasyncServer::Workers",
+  SEASYNC_STATISTICS: "SeasyncServer::Statistics",
+});
+
 export class PatchError extends Error {
   constructor(message) {
     super(message);

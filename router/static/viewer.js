@@ -7,13 +7,11 @@
 // Their shapes: docs/INTROSPECTION.md.
 // No framework: each change re-renders the open tab, coalesced to one render per animation frame.
 
-import {SeasyncClient, matches} from "./seasync.js";
+import {INTROSPECTION, SeasyncClient, matches} from "./seasync.js";
 
-const OBJECTS = "SeapigServer::Objects";
-const CONNECTIONS = "SeapigServer::Connections";
-const STATISTICS = "SeasyncServer::Statistics"; // totals and rates: the header and the Statistics tab
-const SEAPIG_STATISTICS = "SeapigServer::Statistics"; // seapig's time slots: the Statistics tab
-const WORKERS = "SeasyncServer::Workers";
+const {OBJECTS, CONNECTIONS, WORKERS} = INTROSPECTION;
+const STATISTICS = INTROSPECTION.SEASYNC_STATISTICS; // totals and rates: the header and the Statistics tab
+const SEAPIG_STATISTICS = INTROSPECTION.STATISTICS; // seapig's time slots: the Statistics tab
 const TABS = ["objects", "connections", "workers", "statistics", "observe"];
 const TAB_OBJECT = {objects: OBJECTS, connections: CONNECTIONS, workers: WORKERS, statistics: SEAPIG_STATISTICS};
 const INTERNAL = /^(SeapigServer|SeasyncServer)::/;

@@ -71,3 +71,18 @@ def test_the_python_client_uses_the_same_rules():
     text = source.read_text() if source.exists() else "".join(
         p.read_text() for p in (Path(protocol.__file__).parent / "client").glob("*.py"))
     assert "protocol.production_answer(" in text and "def _production_message" not in text
+
+
+def test_the_browser_client_names_the_introspection_objects_as_the_router_does():
+    """One definition per artefact: seasync.js's INTROSPECTION (which the viewer reads) holds exactly the ids
+    of common/protocol.py, so a renamed object cannot leave the browser side behind."""
+    import re
+
+    source = (Path(protocol.__file__).parents[1] / "router" / "static" / "seasync.js").read_text()
+    block = source[source.index("export const INTROSPECTION"):]
+    block = block[:block.index("});")]
+    js = dict(re.findall(r'(\w+): "([^"]+)"', block))
+    py = {name: getattr(protocol, name) for name in js}
+    assert js == py and set(js.values()) == {protocol.OBJECTS, protocol.CONSUMERS, protocol.PRODUCERS,
+                                              protocol.CONNECTIONS, protocol.STATISTICS, protocol.WORKERS,
+                                              protocol.SEASYNC_STATISTICS}
