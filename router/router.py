@@ -105,7 +105,7 @@ class Router:
 
     def run(self) -> None:
         """Serve until stop() (SIGINT/SIGTERM)."""
-        log.info("router listening on %s (epoch %s)", self.bind, self.epoch.decode())
+        log.info("= router listening on %s (epoch %s)", self.bind, self.epoch.decode())
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         self._next = {"check": time.monotonic(), "heartbeat": time.monotonic(), "refresh": time.monotonic()}
@@ -120,7 +120,7 @@ class Router:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
-        log.info("router stopped")
+        log.info("= router stopped")
 
     def _step(self, poller: zmq.Poller) -> None:
         """One turn of the loop: a batch of messages, the timers that are due, a flush."""
@@ -160,7 +160,7 @@ class Router:
                 # messages wait in it must not look silent for that long (_expire_peers)
                 self._dispatch(frames, time.monotonic())
             except Exception:  # the store must never take the router down
-                log.exception("internal error while handling %r", frames[:3])
+                log.exception("! internal error while handling %r", frames[:3])
             if len(self.store.outbox) > BATCH:
                 self._flush()
 
@@ -241,7 +241,7 @@ class Router:
         closes its websocket with 1008 and this reason), and logged once per 1,000 refusals."""
         limit = self.store.limits.max_sessions_per_peer
         if peer.refused % 1000 == 0:
-            log.warning("%s %s opened more than %d sessions: dropping the new ones (%d so far)", peer.role,
+            log.warning("! %s %s opened more than %d sessions: dropping the new ones (%d so far)", peer.role,
                         identity.decode(errors="replace"), limit, peer.refused + 1)
         peer.refused += 1
         self.sock.send_multipart([identity, wire.DROP, sid, f"session-limit: {limit} sessions per peer".encode()])
@@ -265,7 +265,7 @@ class Router:
             try:  # (the store answers and logs its own errors: this is a last line of defence)
                 handle_raw(session, raw, now, coalesce)
             except Exception:  # the store must never take the router down, nor lose the rest of the batch
-                log.exception("internal error while handling %.200r", raw)
+                log.exception("! internal error while handling %.200r", raw)
             sizes(len(raw))
             times(clock() - started)  # ns
         self.counters.traffic("in", count, size, now)
@@ -350,7 +350,7 @@ class Router:
                     send(part, _MORE_NOBLOCK)
                 send(chunk[-1], _NOBLOCK)
         except zmq.ZMQError as exc:
-            log.warning("could not send to %r: %s", identity, exc)
+            log.warning("! could not send to %r: %s", identity, exc)
 
     def _refuse(self, kind: str, now: float, fmt: str, *args: object, level: int = logging.WARNING,
                 limit: LogLimit | None = None) -> None:
@@ -378,9 +378,9 @@ def serve(bind: str, make_store: Callable[..., ObjectStore] = ObjectStore, secre
         from router.metrics import serve_metrics
 
         router.metrics = serve_metrics(router, metrics_port, metrics_host)
-        log.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+        log.info("= Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if not secret and not _is_loopback(bind):
-        log.warning("listening on %s with --insecure (no cluster secret): anyone who reaches this address can "
+        log.warning("! listening on %s with --insecure (no cluster secret): anyone who reaches this address can "
                     "join as a worker or a front. Drop --insecure (or set SEASYNC_SECRET on every process).", bind)
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
