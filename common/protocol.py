@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict, Union
 
 from common import codec
+from common.collection import UpdateError, check_update
 from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern
 from common.versioning import Version, VersionError, check_version, is_null
 
@@ -20,6 +21,7 @@ CLIENT_ACTIONS = (
     "object-producer-register",
     "object-producer-unregister",
     "object-patch",
+    "collection-update",
 )
 
 
@@ -30,6 +32,8 @@ PATCH_INVALID = "patch-invalid"
 """Error code of an ``object-patch`` whose ``patch`` is not a list: an upload that cannot apply."""
 
 MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them small
+MAX_REF_BYTES = 1024
+"""Encoded size of a ``collection-update``'s ``ref``: the server echoes it back, so it stays small."""
 
 
 class ProtocolError(ValueError):
@@ -63,7 +67,7 @@ def parse(raw: bytes | str) -> dict[str, Any]:
         return _VALIDATORS[action](message)
     except (PatternError, VersionError) as exc:
         code = getattr(exc, "code", None) or (INVALID_VERSION if isinstance(exc, VersionError)
-                                              else INVALID_ID if action == "object-patch" else INVALID_PATTERN)
+                                              else INVALID_ID if action in ("object-patch", "collection-update") else INVALID_PATTERN)
         context = {"request": action}
         for key in ("id", "pattern"):
             if isinstance(message.get(key), str):
@@ -146,6 +150,22 @@ def _patch(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _collection_update(message: dict[str, Any]) -> dict[str, Any]:
+    """A write to a collection (additive, shared-state's update): checked whole here, so the router never
+    forwards an update that cannot apply."""
+    object_id = check_id(message.get("id"))
+    ref = message.get("ref")
+    if ref is not None and len(codec.dumps(ref)) > MAX_REF_BYTES:
+        raise ProtocolError(f"'ref' must encode to at most {MAX_REF_BYTES} bytes", "ref-too-large",
+                            request="collection-update", id=object_id)
+    try:
+        update = check_update(message.get("insert"), message.get("remove"), message.get("reset", False))
+    except UpdateError as exc:
+        raise ProtocolError(str(exc), exc.code, request="collection-update", id=object_id, ref=ref) from None
+    return {"action": "collection-update", "id": object_id, "insert": update.insert, "remove": update.remove,
+            "reset": update.reset, "ref": ref}
+
+
 _VALIDATORS = {
     "client-options-set": _options_set,
     "object-consumer-register": _register,
@@ -153,6 +173,7 @@ _VALIDATORS = {
     "object-consumer-unregister": _unregister,
     "object-producer-unregister": _unregister,
     "object-patch": _patch,
+    "collection-update": _collection_update,
 }
 
 
@@ -187,7 +208,16 @@ ObjectPatch = TypedDict("ObjectPatch", {
     "error": str,
 }, total=False)  # (action and id always: with nothing else it is a cancel, seapig's "decline")
 
-ClientFrame = Union[OptionsSet, Register, Unregister, ObjectPatch]
+CollectionUpdate = TypedDict("CollectionUpdate", {
+    "action": Literal["collection-update"],
+    "id": str,
+    "insert": list[dict[str, Any]],
+    "remove": list[str],
+    "reset": bool,
+    "ref": Any,
+})
+
+ClientFrame = Union[OptionsSet, Register, Unregister, ObjectPatch, CollectionUpdate]
 
 
 def options_set(options: dict[str, Any]) -> OptionsSet:
@@ -232,6 +262,13 @@ def cancel(object_id: str) -> ObjectPatch:
 def failure(object_id: str, error: str) -> ObjectPatch:
     """A failed production: a cancel that says why (seasync's additive ``error``, shown to watchers)."""
     return {"action": "object-patch", "id": object_id, "error": error}
+
+
+def collection_update(object_id: str, insert: list[dict[str, Any]] | None = None, remove: list[str] | None = None,
+                      reset: bool = False, ref: Any = None) -> CollectionUpdate:
+    """A write to a collection; ``ref`` (any small JSON) comes back in the answer to tell writes apart."""
+    return {"action": "collection-update", "id": object_id, "insert": list(insert or ()),
+            "remove": list(remove or ()), "reset": reset, "ref": ref}
 
 
 class AnswerError(TypeError, ValueError):
@@ -322,6 +359,11 @@ def produce(object_id: str, inferred: Version) -> bytes:
 
 def destroy(object_id: str) -> bytes:
     return codec.dumps({"action": "object-destroy", "id": object_id})
+
+
+def collection_updated(object_id: str, ref: Any, version: Version) -> bytes:
+    """To the writer of a collection update, once it is durable: ``version`` is the first that includes it."""
+    return codec.dumps({"action": "collection-updated", "id": object_id, "ref": ref, "version": version})
 
 
 HEARTBEAT = codec.dumps({"action": "heartbeat"})

@@ -405,6 +405,8 @@ class ObjectStore:
             self._consumer_unregister(session, message["pattern"])
         elif action == "object-producer-unregister":
             self._producer_unregister(session, message["pattern"])
+        elif action == "collection-update":
+            self._refuse(session, message, f"no producer serves the collection {message['id']!r}", "no-collection")
         elif action == "client-options-set":
             session.options = message["options"]
             name = session.options.get("name")

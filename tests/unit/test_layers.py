@@ -19,6 +19,7 @@ PRODUCT = ("common", "router", "worker", "scripts")
 PURE = [
     "common/client/state.py",
     "common/codec.py",
+    "common/collection.py",
     "common/diff.py",
     "common/patterns.py",
     "common/peer.py",
