@@ -13,7 +13,7 @@ import typer
 import zmq
 
 from common import logs
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit
 from common.wire import DEFAULT_ROUTER
 from router.front import Admission, Front, FrontConfig, is_loopback
 
@@ -93,11 +93,7 @@ def front(
         log.warning("! LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
                     "connect, read and publish every object; set an --auth hook on the router "
                     "(SEASYNC_AUTH).", host)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        log.error("! %s", exc)
-        raise typer.Exit(2) from None
+    secret = cluster_secret_or_exit("sync-front", secret, insecure)
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,

@@ -12,7 +12,7 @@ from common import logs, wire
 from common.deps import config
 from common.deps.errors import DependencyError, InvalidName, UnknownBackend
 from common.deps.names import check_names
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -58,10 +58,7 @@ def run(
 
     logs.setup(verbose)
     target = _target(deps)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        raise _fail(exc) from None
+    secret = cluster_secret_or_exit("sync-notifier", secret, insecure)
     raise typer.Exit(Notifier(router, target, name, secret).run())
 
 
