@@ -86,6 +86,7 @@ def test_install_all_is_idempotent_skips_our_tables_and_every_write_bumps_once_p
     with psycopg.connect(db, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'seasync_track'").fetchone()[0] == 5
         before = version_of(conn, "table:public.bikes")
+        base = conn.execute("SELECT nextval('seasync_dependency_version_seq')").fetchone()[0]
         with conn.transaction():
             conn.execute("UPDATE bikes SET name = 'a' WHERE id = 1")
             conn.execute("UPDATE bikes SET name = 'b' WHERE id = 2")
@@ -93,6 +94,7 @@ def test_install_all_is_idempotent_skips_our_tables_and_every_write_bumps_once_p
         middle = version_of(conn, "table:public.bikes")
         assert middle > before
         # one bump per transaction: three statements took one version of the sequence
+        assert middle == base + 1
         assert conn.execute("SELECT last_value FROM seasync_dependency_version_seq").fetchone()[0] == middle
         conn.execute("TRUNCATE bikes")
         assert version_of(conn, "table:public.bikes") > middle
