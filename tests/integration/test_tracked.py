@@ -186,3 +186,35 @@ async def test_update_in_another_session_patches_the_watcher_and_other_tables_re
         # ... and bikes was not produced again
         assert not [f for f in await watcher.quiet(1.0) if f.get("id") == "bikes"]
         assert log.read_text() == "xx"
+
+
+def test_install_trigger_usage_errors(db):
+    for args in ((), ("bikes", "--all")):
+        result = run_cli("worker.notifier.cli", "install-trigger", *args, "--deps", db)
+        assert result.returncode == 2 and "name a TABLE, or pass --all" in result.stderr
+    result = run_cli("worker.notifier.cli", "install-trigger", "bike_names", "--deps", db)
+    assert result.returncode == 1 and "is not a table" in result.stderr
+
+
+def test_a_tracked_production_with_a_number_version_fails_with_a_message_not_the_worker():
+    from common import codec
+    from common.deps import tracked as _  # noqa: F401
+    from common.deps.tracked import _reads
+    from worker.production import produce
+    from worker.producer import Producer
+
+    class Numbered(Producer):
+        patterns = ["n"]
+        def produce(self, object_id):
+            _reads.get()["dep:table:public.bikes"] = 3  # what a tracked read records
+            return {"a": 1}, 5
+
+    class Hashed(Numbered):
+        def produce(self, object_id):
+            super().produce(object_id)
+            return {"a": 1}, {}
+
+    answer = produce(Numbered(), "n")
+    assert answer.error and "dependency hash" in answer.error
+    ok = produce(Hashed(), "n")
+    assert ok.error is None and codec.loads(ok.frame)["version-new"] == {"dep:table:public.bikes": 3}
