@@ -1,0 +1,94 @@
+"""Latest wins between the router and a front that is slower than it (issue 13 item 1), real processes.
+
+The watchers' front is made slower than the router with the test-only ``--write-delay`` (each burst it
+writes blocks its loop, as a CPU-bound front would) and a small ``--credit``; the master uploads through a
+second, plain front at a pace the router takes one version at a time (so the router's own batch coalescing,
+COALESCE_FROM, never starts: what coalesces here is the credit). Not timed: every client must end at the final
+version, apply every patch to the version it holds, never go backwards, and get far fewer updates than were
+uploaded (without credit, each would get every version: the backlog is queued between router and front).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import jsonpatch
+import orjson
+import pytest
+
+from tests.cluster import Cluster, free_port, wait_port
+from tests.integration.wsclient import RawClient, update_of
+
+WATCHERS = 12
+
+
+class Holder:
+    """Applies a watcher's updates for one id, checking each patch base and the order."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.value: dict = {}
+        self.updates = 0
+
+    def apply(self, frame: dict) -> None:
+        assert frame["version-new"] > self.version, f"version went from {self.version} to {frame['version-new']}"
+        if "value" in frame:
+            self.value = frame["value"]
+        else:
+            assert frame["version-old"] == self.version, f"patch from {frame['version-old']}, held {self.version}"
+            self.value = jsonpatch.apply_patch(self.value, frame["patch"])
+        self.version = frame["version-new"]
+        self.updates += 1
+
+
+def value_of(n: int) -> dict:
+    return {"n": n, "rows": [{"id": i, "v": n if i == n % 5 else 0} for i in range(5)]}
+
+
+async def master_front(cluster: Cluster) -> str:
+    """A second front, not slowed, for the master: its uploads reach the router at their own pace."""
+    port = free_port()
+    cluster._start("front-master", ["-m", "router.front.cli", "--router", cluster.router_url, "--host", "127.0.0.1",
+                                    "--port", str(port)])
+    await asyncio.to_thread(wait_port, port)
+    return f"ws://127.0.0.1:{port}"
+
+
+async def watch_and_upload(cluster: Cluster, object_id: str, total: int, pause: float) -> list[Holder]:
+    master_url = await master_front(cluster)
+    watchers = [RawClient(cluster.ws_url, f"w{i}") for i in range(WATCHERS)]
+    for w in watchers:
+        await w.connect()
+        await w.send("object-consumer-register", pattern=object_id, version_known=0)
+    async with RawClient(master_url, "master") as master:
+        await master.send("object-producer-register", pattern=object_id, version_known=0)
+        await master.expect(lambda f: f.get("action") == "object-produce", timeout=30)
+        for n in range(1, total + 1):
+            await master._ws.send(orjson.dumps({"action": "object-patch", "id": object_id, "version-new": n,
+                                                "value": value_of(n)}).decode())
+            await asyncio.sleep(pause)
+        holders = [Holder() for _ in watchers]
+        for w, held in zip(watchers, holders):
+            while held.version < total:
+                held.apply(await w.expect(update_of(object_id), timeout=60))
+            assert held.value == value_of(total)
+            assert not [f for f in w.frames if f.get("action") == "error"]
+    for w in watchers:
+        await w.close()
+    return holders
+
+
+@pytest.mark.parametrize("cluster", [("--credit", "1", "--write-delay", "0.05")], indirect=True)
+async def test_a_front_behind_its_router_gets_the_latest_state_not_the_backlog(cluster):
+    total = 600  # about 2 ms apart: the router sends each alone; the front writes a burst per 50 ms at best
+    holders = await watch_and_upload(cluster, "flood", total, pause=0.002)
+    updates = sum(h.updates for h in holders)
+    print(f"credit flood: {total} versions x {WATCHERS} watchers uploaded, {updates} updates delivered")
+    assert updates < total * WATCHERS / 4  # far fewer than every version to every watcher
+
+
+@pytest.mark.parametrize("cluster", [("--credit", "1", "--write-delay", "0.05")], indirect=True)
+async def test_a_trickle_under_the_credit_is_delivered_version_by_version(cluster):
+    total = 8  # each version long after the front wrote the previous one: credit is back every time
+    holders = await watch_and_upload(cluster, "trickle", total, pause=0.5)
+    assert [h.updates for h in holders] == [total] * WATCHERS
