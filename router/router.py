@@ -236,8 +236,12 @@ class Router:
             session = peer.sessions.get(frames[2])
             if session is not None:
                 (self.store.pause if kind == wire.PAUSE else self.store.resume)(session)
-        elif kind == wire.ACK and len(frames) == 3 and peer.credit and frames[2].isdigit() and len(frames[2]) < 10:
-            self._acked(peer, int(frames[2]))
+        elif kind == wire.ACK:
+            if len(frames) == 3 and peer.credit and frames[2].isdigit() and len(frames[2]) < 10:
+                self._acked(peer, int(frames[2]))
+            else:  # malformed, or from a peer that announced no credit: nothing to give back
+                self._refuse("ack", now, "ignoring an ACK %s from %s (credit %d)", _show(b",".join(frames[2:3])),
+                             _show(identity), peer.credit)
         elif kind == wire.CLOSE and len(frames) >= 3:
             session = peer.sessions.pop(frames[2], None)
             if session is not None:
