@@ -17,7 +17,9 @@ import orjson
 import pytest
 
 from tests.cluster import Cluster, free_port, wait_port
+from tests.integration.test_front import open_session, recv, router, start_front  # noqa: F401 (fixtures)
 from tests.integration.wsclient import RawClient, update_of
+from common.wire import SENDS, pack_sids
 
 WATCHERS = 12
 
@@ -92,3 +94,36 @@ async def test_a_trickle_under_the_credit_is_delivered_version_by_version(cluste
     total = 8  # each version long after the front wrote the previous one: credit is back every time
     holders = await watch_and_upload(cluster, "trickle", total, pause=0.5)
     assert [h.updates for h in holders] == [total] * WATCHERS
+
+
+async def acks_until(router, count: int) -> int:
+    """Wait until the scripted router has been acknowledged ``count`` SENDS (or more); returns the total."""
+    async with asyncio.timeout(20):
+        while sum(int(n) for (n,) in router.acks) < count:
+            frames = await router.inbox.get()
+            if frames[0] == b"ack":
+                router.acks.append(frames[1:])
+    return sum(int(n) for (n,) in router.acks)
+
+
+async def test_the_front_announces_its_credit_and_acknowledges_each_sends_once_written(router, start_front):
+    f = await start_front("--credit", "3")
+    hello = await router.welcome()
+    assert hello["credit"] == 3
+    ws, sid = await open_session(f, router)
+    for n in range(5):
+        await router.send(SENDS, f'"{n}"'.encode(), pack_sids([sid]))
+    assert [await recv(ws) for _ in range(5)] == [f'"{n}"' for n in range(5)]
+    assert await acks_until(router, 5) == 5  # every SENDS acknowledged, none twice
+
+
+async def test_a_front_without_credit_announces_none_and_never_acknowledges(router, start_front):
+    f = await start_front("--credit", "0")
+    hello = await router.welcome()
+    assert "credit" not in hello
+    ws, sid = await open_session(f, router)
+    await router.send(SENDS, b'"x"', pack_sids([sid]))
+    assert await recv(ws) == '"x"'
+    await ws.send("{}")
+    assert await router.expect(b"msg") == [sid, b"{}"]  # (an ACK would be set aside in router.acks)
+    assert router.acks == []
