@@ -16,10 +16,13 @@ import jsonpatch
 import orjson
 import pytest
 
-from tests.cluster import Cluster, free_port, wait_port
-from tests.integration.test_front import open_session, recv, router, start_front  # noqa: F401 (fixtures)
-from tests.integration.wsclient import RawClient, update_of
 from common.wire import SENDS, pack_sids
+from tests.cluster import Cluster, free_port, wait_port
+from tests.integration import test_front as scripted
+from tests.integration.wsclient import RawClient, update_of
+
+router, start_front = scripted.router, scripted.start_front  # the scripted router and its fronts (fixtures)
+open_session, recv = scripted.open_session, scripted.recv
 
 WATCHERS = 12
 
