@@ -11,6 +11,7 @@ uploaded (without credit, each would get every version: the backlog is queued be
 from __future__ import annotations
 
 import asyncio
+import time
 
 import jsonpatch
 import orjson
@@ -130,3 +131,74 @@ async def test_a_front_without_credit_announces_none_and_never_acknowledges(rout
     await ws.send("{}")
     assert await router.expect(b"msg") == [sid, b"{}"]  # (an ACK would be set aside in router.acks)
     assert router.acks == []
+
+
+# ---- the router's side, in process with a real ROUTER socket (tests/integration/test_router_batches.py's peer)
+
+from tests.integration.test_router_batches import Peer as RouterPeer, burst, updates_for, watch_x  # noqa: E402
+from common import wire  # noqa: E402
+from router.router import CREDIT_TIMEOUT  # noqa: E402
+
+
+@pytest.fixture
+def credit_peer():
+    p = RouterPeer()
+    yield p
+    p.close()
+
+
+def hello_with_credit(peer: RouterPeer, credit: object, *sids: bytes) -> None:
+    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test", "credit": credit})])
+    peer.step()
+    assert peer.received()[0][0] == wire.WELCOME
+    for sid in sids:
+        peer.sock.send_multipart([wire.OPEN, sid])
+
+
+def test_the_router_holds_a_front_out_of_credit_and_sends_the_newest_when_it_acks(credit_peer):
+    peer = credit_peer
+    hello_with_credit(peer, 1, b"w", b"m")
+    watch_x(peer, b"w", b"m")  # the order to the master was one SENDS: the credit of 1 is used up
+    for n in (1, 2, 3):  # three batches: without credit, three SENDS to the watcher
+        burst(peer, b"m", range(n, n + 1))
+        peer.step()
+        assert updates_for(peer, b"w") == []
+    peer.sock.send_multipart([wire.ACK, b"1"])
+    peer.step()
+    [update] = updates_for(peer, b"w")
+    assert update["version-new"] == 3 and update["value"] == {"n": 3}  # the newest, once
+    burst(peer, b"m", range(4, 5))
+    peer.step()
+    assert updates_for(peer, b"w") == []  # the release was one SENDS: out of credit again
+    peer.sock.send_multipart([wire.ACK, b"1"])
+    peer.step()
+    [update] = updates_for(peer, b"w")
+    assert update["version-old"] == 3 and update["version-new"] == 4  # a patch from the version held
+
+
+def test_a_front_that_never_acknowledges_gets_its_credit_back(credit_peer):
+    peer = credit_peer
+    hello_with_credit(peer, 1, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 3))
+    peer.step()
+    assert updates_for(peer, b"w") == []
+    peer.router._check_credit(time.monotonic() + CREDIT_TIMEOUT + 1)  # as the loop's check does, later
+    peer.router._flush()
+    assert [u["version-new"] for u in updates_for(peer, b"w")] == [2]
+
+
+@pytest.mark.parametrize("credit", [0, -3, "8", True, None])
+def test_a_hello_without_a_positive_int_credit_is_never_held(credit_peer, credit):
+    peer = credit_peer
+    hello_with_credit(peer, credit, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    for n in (1, 2, 3):
+        burst(peer, b"m", range(n, n + 1))
+        peer.step()
+        assert [u["version-new"] for u in updates_for(peer, b"w")] == [n]
+    peer.sock.send_multipart([wire.ACK, b"5"])  # an ACK from a peer without credit: logged, ignored
+    peer.sock.send_multipart([wire.ACK, b"not a number"])
+    burst(peer, b"m", range(4, 5))
+    peer.step()
+    assert [u["version-new"] for u in updates_for(peer, b"w")] == [4]
