@@ -4,6 +4,9 @@ It reads envelopes from fronts and workers (see common/wire.py), feeds the store
 outbox back: one SENDS message per peer per flush, carrying (frame, sessions of that peer) pairs. It uses a
 plain blocking poll loop: on 2 cores the sync loop is about 3x faster than asyncio for ZeroMQ
 (ecosystem.md §4), and the router has nothing else to wait on.
+
+Credit (common/wire.py): a front that announced ``"credit": K`` has at most K SENDS unacknowledged; at K its
+sessions' gate in the store is closed (latest wins, one level above a paused client) until an ACK returns credit.
 """
 
 from __future__ import annotations
