@@ -76,6 +76,13 @@ def front(
         help="Comma-separated names the front answers to in the Host header, besides --host, IP addresses, "
              "loopback names and (listening on 0.0.0.0) this machine's names; '*' for any. Others get 403 "
              "(DNS rebinding)."),
+    credit: int = typer.Option(
+        8, envvar="SEASYNC_FRONT_CREDIT", min=0, max=1024,
+        help="SENDS messages the router may have in flight to this front before it holds their updates, "
+             "latest wins, until the front has written them (0: no credit, every version queued as before)."),
+    write_delay: float = typer.Option(
+        0.0, envvar="SEASYNC_FRONT_WRITE_DELAY", min=0.0, hidden=True,
+        help="Testing only: seconds each burst of router frames blocks the front (a front slower than its router)."),
     metrics_port: int = typer.Option(
         0, envvar="SEASYNC_FRONT_METRICS_PORT", min=0, max=65535,
         help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: off)."),
@@ -100,7 +107,8 @@ def front(
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
                          ping_interval=ping_interval, ping_timeout=ping_timeout,
-                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts))
+                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts),
+                         credit=credit, write_delay=write_delay)
     try:
         Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
     except ValueError as exc:
