@@ -62,9 +62,11 @@ async def idle(args: argparse.Namespace) -> None:
             connected, seconds = await B.call(procs.connect, n, [])
             await asyncio.sleep(3.0)
             after = B.rss(pid)
+            prof = B.Profiler(args.profile, f"idle{n}-{kind}", {"front": pid})
             c0 = B.cpu_seconds(pid)
             await asyncio.sleep(window)
             busy = (B.cpu_seconds(pid) - c0) / window
+            prof.stop()
             per_mem = (after - before) / connected
             per_cpu = busy * 1e6 / connected  # µs of CPU per connection per second, the empty server's share included
             figures[kind] = (per_mem, per_cpu, (busy - base) * 1e6 / connected)
