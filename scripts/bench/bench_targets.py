@@ -135,7 +135,8 @@ async def storm(args: argparse.Namespace) -> None:
         d = Path(tempfile.mkdtemp(prefix="seasync-bench-"))
         (d / "bench_storm.py").write_text(STORM_PRODUCER)
         (d / "storm.version").write_text("1")
-        server = B.Server("seasync", router_args=router_args)
+        # room for the keeper and for old connections still closing while their clients come back
+        server = B.Server("seasync", front_args=("--max-connections", str(2 * n + 100)), router_args=router_args)
         server.start_workers(d, 1)
         procs = ClientProcs(server.url, CLIENT_PROCS)
         keeper = None
