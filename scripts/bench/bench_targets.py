@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import psutil
 import zmq
 
 from scripts.bench import bench as B
@@ -148,7 +147,7 @@ async def storm(args: argparse.Namespace) -> None:
             if not router_args:  # without --linger the object lives while someone watches it
                 keeper = await B.Watcher(server.url).__aenter__()
                 await keeper.subscribe(["bench-storm"])
-                await keeper.until(lambda: "bench-storm" in keeper.held, 60)
+                await keeper.until(lambda: "bench-storm" in keeper.held, 60)  # noqa: B023 (awaited here)
             await B.call(procs.call, "disconnect")
             await asyncio.sleep(1.0)
             await B.call(procs.stats)
@@ -359,7 +358,7 @@ async def bumps(args: argparse.Namespace) -> None:
     k = 100
     d = B.producers_dir()
     server = B.Server("seasync")
-    pool = server.start_workers(d, 2, 64)
+    server.start_workers(d, 2, 64)
     prof = B.Profiler(args.profile, "bumps-coalesced", {"router": server.router_pid})
     try:
         up = Uploader(server.cluster.router_url)
@@ -376,7 +375,7 @@ async def bumps(args: argparse.Namespace) -> None:
                 if i % 64 == 0:          # at most 64 ahead: the version file leads the uploads
                     B.set_version(d, "tp", min(n + 1, i + 2 + 63))
 
-            r0, w0 = B.cpu_seconds(server.router_pid), B.children_cpu(pool)
+            r0 = B.cpu_seconds(server.router_pid)
             start = time.perf_counter()
             await asyncio.to_thread(up.send_all, raws, 1, before)
             key = orjson.dumps({"dep:tp": n + 1}, option=orjson.OPT_SORT_KEYS)
