@@ -305,12 +305,15 @@ class Uploader:
 
     def send_all(self, raws: list[bytes], batch: int, before: Callable[[int], None] | None = None) -> None:
         """Send ``raws`` in messages of ``batch`` frames; ``before(i)`` runs before frame i's message."""
-        i = 0
+        i = sent = 0
         while i < len(raws):
             if before is not None:
                 before(i)
             if self.link.send_many(raws[i:i + batch]):
                 i += batch
+                sent += 1
+                if sent % 256 == 0:
+                    self.pump()  # the link's heartbeats: a long send must not look like a silent router
             else:
                 self.pump(0.001)  # the DEALER's queue is full: let the router catch up
         self.pump()
