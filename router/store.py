@@ -1200,7 +1200,7 @@ class ObjectStore:
         """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
         obj.history.append((version, data))
         obj.sizes.append(len(full))
-        obj.full_frame = full
+        obj.full_frame = kept(full)
         obj.frames = {}
         if not self._coalesce:
             self._push(obj, list(obj.consumers))
@@ -1262,7 +1262,10 @@ class ObjectStore:
         for key, (held, members) in groups.items():
             frame = obj.frames.get(key)
             if frame is None:
-                frame = obj.frames[key] = self._update_frame(obj, held, version, data)
+                frame = self._update_frame(obj, held, version, data)
+                if frame is not obj.full_frame:  # (the value frame is kept already)
+                    frame = kept(frame)
+                obj.frames[key] = frame
             self._send(frame, members)
 
     @staticmethod
@@ -1404,6 +1407,16 @@ class ObjectStore:
         self._freed[session] = None
         if requeue:
             self._enqueue(order.obj)
+
+
+def kept(frame: bytes) -> bytes:
+    """A copy of ``frame`` in a buffer of its own size, for bytes the store keeps past the message.
+
+    orjson returns its output in the buffer it wrote into, at least 4 KiB: a 100-byte frame kept as it
+    came costs 4 KiB, so every live object paid ~4 KiB per frame it holds (its latest value and its
+    patches from held versions). One copy per version is what the store pays instead (docs/PERFORMANCE.md,
+    "Stop 19"). Frames that only pass through the outbox are not copied."""
+    return bytes(memoryview(frame))
 
 
 def _forget(table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:

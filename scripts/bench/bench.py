@@ -941,6 +941,17 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[None] | None]] = {
 }
 
 
+def _targets() -> None:
+    """The targets table's rows (scripts/bench/bench_targets.py), which use this module's helpers and ROWS:
+    run as a script this module is ``__main__``, so it is registered under its package name first."""
+    sys.modules.setdefault("scripts.bench.bench", sys.modules[__name__])
+    from scripts.bench.bench_targets import SCENARIOS as TARGETS
+    SCENARIOS.update(TARGETS)
+
+
+_targets()
+
+
 def machine() -> str:
     model = ""
     try:
