@@ -102,3 +102,89 @@ async def test_update_table(cluster, producers: Path, db: str) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM seasync_collections WHERE id = 'items/t'").fetchone() == (6,)
     await watcher.client.close()
+
+
+async def test_two_writers_converge_no_write_lost(cluster, producers: Path, db: str) -> None:
+    """Two clients insert 200 items each at once, and remove each other's: both watchers end with the same
+    contents, equal to a replay of every update in the order of the versions the router answered."""
+    cluster.start_workers(producers, 2)
+    w1, w2 = await watch(cluster, "items/race"), await watch(cluster, "items/race")
+    answered: dict[int, dict] = {}
+
+    async def writer(name: str, other: str) -> None:
+        async with RawClient(cluster.ws_url, name=name) as client:
+            pending = []
+            for i in range(200):
+                fields = {"insert": [{"id": f"{name}-{i}", "by": name}]}
+                if i % 4 == 3:
+                    fields["remove"] = [f"{other}-{i - 2}"]  # maybe inserted already, maybe not yet
+                await client.send("collection-update", id="items/race", ref=[name, i], **fields)
+                pending.append(fields)
+                if len(pending) >= 50:  # stay under the per-session bound of waiting updates
+                    for ref_i in range(i - len(pending) + 1, i + 1):
+                        answer = await client.expect(is_answer([name, ref_i]), 60)
+                        assert answer["action"] == "collection-updated", answer
+                        answered[answer["version"]] = pending[ref_i - (i - len(pending) + 1)]
+                    pending = []
+
+    await asyncio.gather(writer("x", "y"), writer("y", "x"))
+    assert sorted(answered) == list(range(2, 402))  # one version per update: none lost, none twice
+    replay: dict = {}
+    for version in sorted(answered):
+        fields = answered[version]
+        for item_id in fields.get("remove", []):
+            replay.pop(item_id, None)
+        for item in fields["insert"]:
+            replay[item["id"]] = item
+    assert await w1.until(401, 60) == replay
+    assert await w2.until(401, 60) == replay
+    removed = {item_id for f in answered.values() for item_id in f.get("remove", [])}
+    never_removed = {f"{n}-{i}" for n in "xy" for i in range(200)} - removed
+    assert len(never_removed) == 300 and never_removed <= replay.keys()  # no insert lost
+    await w1.client.close()
+    await w2.client.close()
+
+
+@pytest.mark.parametrize("cluster", [("--max-frame", str(4 << 20))], indirect=True)
+async def test_bad_updates_clear_error_nothing_applied(cluster, producers: Path, db: str) -> None:
+    """Item without id, non-string id, a 2 MB item, 100,000 ids, an unknown collection: an error frame with
+    a stable code and the ref to the writer; the collection does not move; a watcher gets nothing."""
+    cluster.start_workers(producers, 1)
+    watcher = await watch(cluster, "items/bad")
+    async with RawClient(cluster.ws_url, name="writer") as writer:
+        assert (await update(writer, "items/bad", "ok", insert=[{"id": "a"}]))["version"] == 2
+        await watcher.until(2)
+        cases = [
+            ("no-id", {"insert": [{"text": "x"}]}, "invalid-item"),
+            ("int-id", {"insert": [{"id": 7}]}, "invalid-item"),
+            ("big", {"insert": [{"id": "big", "blob": "x" * (2 << 20)}]}, "item-too-large"),
+            ("many", {"remove": ["a"] * 100_000}, "update-too-large"),
+        ]
+        for ref, fields, code in cases:
+            answer = await update(writer, "items/bad", ref, **fields)
+            assert answer["action"] == "error" and answer["code"] == code, answer
+            assert answer["request"] == "collection-update" and answer["id"] == "items/bad" and answer["message"]
+        answer = await update(writer, "nothing/here", "none", insert=[{"id": "a"}])
+        assert answer["code"] == "no-collection" and answer["ref"] == "none"
+        assert (await update(writer, "items/bad", "after", insert=[{"id": "b"}]))["version"] == 3
+        assert await watcher.until(3) == {"a": {"id": "a"}, "b": {"id": "b"}}
+    await watcher.client.close()
+
+
+async def test_item_over_the_front_frame_limit(cluster, producers: Path) -> None:
+    """A 10 MB item is over the front's frame limit (1 MiB by default): the front closes the writer's
+    websocket with 1009 (message too big), the router never sees it, other clients are unaffected."""
+    cluster.start_workers(producers, 1)
+    watcher = await watch(cluster, "items/huge")
+    writer = RawClient(cluster.ws_url, name="writer")
+    await writer.connect()
+    await writer.send("collection-update", id="items/huge", ref=1, insert=[{"id": "h", "blob": "x" * (10 << 20)}])
+    for _ in range(200):
+        if writer.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert writer.closed and writer._ws.close_code == 1009
+    async with RawClient(cluster.ws_url, name="other") as other:
+        assert (await update(other, "items/huge", 2, insert=[{"id": "s"}]))["version"] == 2
+    assert await watcher.until(2) == {"s": {"id": "s"}}
+    await watcher.client.close()
