@@ -188,3 +188,48 @@ async def test_item_over_the_front_frame_limit(cluster, producers: Path) -> None
         assert (await update(other, "items/huge", 2, insert=[{"id": "s"}]))["version"] == 2
     assert await watcher.until(2) == {"s": {"id": "s"}}
     await watcher.client.close()
+
+
+KILLING = '''
+import os, pathlib, signal
+from worker import Collection
+
+MARK = pathlib.Path(__file__).with_name("killed")
+
+class Killing(Collection):
+    """The first update of kill/after dies right after its commit, of kill/before right before it."""
+    patterns = ["kill/*"]
+    url = {url!r}
+
+    def apply(self, object_id, update, ticket):
+        first = not MARK.exists()
+        if first:
+            MARK.write_text(str(os.getpid()))
+        if first and object_id == "kill/before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = super().apply(object_id, update, ticket)
+        if first and object_id == "kill/after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+'''
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_worker_killed_mid_update(cluster, tmp_path: Path, db: str, when: str) -> None:
+    """A worker SIGKILLed before or after its commit: the update goes to another worker with the same
+    ticket and is applied exactly once; the writer gets collection-updated; watchers see it once."""
+    directory = tmp_path / "producers"
+    directory.mkdir()
+    (directory / "killing.py").write_text(KILLING.format(url=db))
+    cluster.start_workers(directory, 2)
+    cid = f"kill/{when}"
+    watcher = await watch(cluster, cid)
+    async with RawClient(cluster.ws_url, name="writer") as writer:
+        answer = await update(writer, cid, "k", timeout=60, insert=[{"id": "a"}])
+        assert answer == {"action": "collection-updated", "id": cid, "ref": "k", "version": 2}
+        assert (directory / "killed").exists()
+        assert (await update(writer, cid, "next", timeout=60, insert=[{"id": "b"}]))["version"] == 3
+    assert await watcher.until(3, 60) == {"a": {"id": "a"}, "b": {"id": "b"}}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM seasync_collections WHERE id = ?", (cid,)).fetchone() == (3,)
+    await watcher.client.close()
