@@ -233,3 +233,64 @@ async def test_worker_killed_mid_update(cluster, tmp_path: Path, db: str, when: 
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM seasync_collections WHERE id = ?", (cid,)).fetchone() == (3,)
     await watcher.client.close()
+
+
+async def test_restart_every_process_contents_kept(cluster, producers: Path, db: str) -> None:
+    """Router, front and workers stopped; application code writes meanwhile (update_collection, straight
+    into storage); everything restarted: a client that held version 3 is brought to version 4. The router
+    retains nothing across a restart, so that client gets the whole value, not a patch."""
+    from common import update_collection
+
+    cluster.start_workers(producers, 1)
+    watcher = await watch(cluster, "items/keep")
+    async with RawClient(cluster.ws_url, name="writer") as writer:
+        await update(writer, "items/keep", 1, insert=[{"id": "a"}, {"id": "b"}])
+        await update(writer, "items/keep", 2, remove=["a"])
+    assert await watcher.until(3) == {"b": {"id": "b"}}
+    await watcher.client.close()
+    cluster.stop()
+    assert update_collection("items/keep", insert=[{"id": "c"}], url=db) == 4  # the cluster is down
+    cluster.start_router()
+    cluster.start_front()
+    cluster.start_workers(producers, 1)
+    client = RawClient(cluster.ws_url, name="back")
+    await client.connect()
+    await client.send("object-consumer-register", pattern="items/keep", version_known=3)
+    frame = await client.expect(update_of("items/keep"), 60)
+    assert frame["version-new"] == 4 and frame["value"] == {"b": {"id": "b"}, "c": {"id": "c"}}
+    assert (await update(client, "items/keep", 3, insert=[{"id": "d"}]))["version"] == 5
+    frame = await client.expect(update_of("items/keep"), 60)
+    assert frame["version-new"] == 5 and frame["patch"] == [{"op": "add", "path": "/d", "value": {"id": "d"}}]
+    await client.close()
+
+
+async def test_writes_need_the_hooks_may_write(tmp_path: Path, db: str, producers: Path) -> None:
+    """Under --auth: may_write(id) decides; a hook without may_write refuses every write; refused writes
+    change nothing and the allowed writer's updates go on."""
+    from tests.cluster import Cluster
+
+    c = Cluster()
+    try:
+        c.start_router("--auth", "tests.integration.collection_auth:authenticate")
+        c.start_front()
+        c.start_workers(producers, 1)
+        editor = RawClient(c.ws_url, name="editor", token="editor")
+        reader = RawClient(c.ws_url, name="reader", token="reader")
+        await editor.connect()
+        await reader.connect()
+        await reader.send("object-consumer-register", pattern="items/shared", version_known=0)
+        await reader.expect(update_of("items/shared", version_new=1), 60)
+        refused = await update(reader, "items/shared", "r", insert=[{"id": "x"}])
+        assert refused["code"] == "forbidden" and refused["ref"] == "r"
+        refused = await update(editor, "items/other", "o", insert=[{"id": "x"}])
+        assert refused["code"] == "forbidden"
+        assert (await update(editor, "items/shared", "e", timeout=60, insert=[{"id": "y"}]))["version"] == 2
+        frame = await reader.expect(update_of("items/shared", version_new=2), 60)
+        assert frame["patch"] == [{"op": "add", "path": "/y", "value": {"id": "y"}}]
+        # a client cannot pose as a worker
+        await reader.send("collection-applied", id="items/shared", ticket="x", version=9, value={})
+        assert (await reader.expect(lambda f: f.get("request") == "collection-applied"))["code"] == "forbidden"
+        await editor.close()
+        await reader.close()
+    finally:
+        c.stop()
