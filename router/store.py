@@ -819,8 +819,9 @@ class ObjectStore:
                 found.append(session)
         return found
 
-    def _collection_next(self, object_id: str) -> None:
-        """Send the collection's next update to a worker, unless one is being applied."""
+    def _collection_next(self, object_id: str, avoid: Session | None = None) -> None:
+        """Send the collection's next update to a worker (not ``avoid``, a silent one, if another serves
+        it), unless one is being applied."""
         if object_id in self.applying:
             return
         queue = self.writes.get(object_id)
@@ -836,6 +837,8 @@ class ObjectStore:
                                   "no-collection")
             del self.writes[object_id]
             return
+        if avoid is not None and len(workers) > 1:
+            workers = [s for s in workers if s is not avoid]
         busy = {w.worker: 0 for w in self.applying.values()}
         for w in self.applying.values():
             busy[w.worker] += 1
@@ -885,7 +888,10 @@ class ObjectStore:
             if now - write.since >= limit:
                 del self.applying[object_id]
                 self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None))
-                self._collection_next(object_id)
+                if self._log is not None:
+                    self._log("collection update %.100s of %.200s not answered by %s within %g s: sent again",
+                              write.ticket, object_id, write.worker, limit)
+                self._collection_next(object_id, avoid=write.worker)
 
     # ---- registrations ------------------------------------------------------------------------
 
