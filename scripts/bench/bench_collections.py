@@ -61,7 +61,7 @@ async def latency(cluster: Cluster, samples: int) -> list[float]:
             frame = await watcher.expect(update_of("bench/watched"), 60)
             out.append((time.perf_counter() - started) * 1000)
             assert frame.get("patch") is not None
-            await writer.expect(lambda f: f.get("ref") == i, 60)
+            await writer.expect(lambda f, ref=i: f.get("ref") == ref, 60)
     return out
 
 

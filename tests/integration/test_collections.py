@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
