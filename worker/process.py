@@ -84,6 +84,7 @@ class _Job:
     call: Call
     session: int
     object_id: str | None = None
+    apply: bool = False  # a collection-apply, not a production
 
     def what(self) -> str:
         return f"production of {self.object_id}" if self.object_id is not None else "reloading the producers"
@@ -297,7 +298,7 @@ class Worker:
                                          "code": "no-collection"})
                     self.outbox.append(frame)
                     continue
-                self.jobs.append(_Job(self.thread.submit(collection.apply, producer, apply), session, object_id))
+                self.jobs.append(_Job(self.thread.submit(collection.apply, producer, apply), session, object_id, True))
                 continue
             if producer is None:
                 log.warning("! no producer for %r (its pattern went away?)", object_id)
@@ -316,7 +317,7 @@ class Worker:
                 continue  # cancelled before it ran
             if call.error is not None:  # production.produce and Catalog.load catch user errors themselves
                 log.error("! worker bug while running producer code", exc_info=call.error)
-                if job.object_id is not None and job.session == self.session:
+                if job.object_id is not None and job.session == self.session and not job.apply:
                     self.delayed.append((now + ERROR_DELAY, job.session,
                                          production.failure(job.object_id, RuntimeError("worker error")).frame))
                 continue
@@ -344,7 +345,9 @@ class Worker:
         log.error("! %s took more than %s s: abandoning it; this process exits and the pool replaces it",
                   job.what(), limit)
         self._collect(now)  # the answers finished before it still go out
-        if job.object_id is not None and job.session == self.session:
+        # a hung collection-apply gets no answer: the router sends its ticket to another worker when this
+        # session closes, and the database lock plus the stored ticket make it apply at most once
+        if job.object_id is not None and job.session == self.session and not job.apply:
             answer = production.failure(job.object_id, TimeoutError(f"{job.what()} took more than {limit} s"))
             self.outbox.append(answer.frame)  # at once: the router applies its own retry backoff
         self._flush()
