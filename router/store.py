@@ -118,7 +118,8 @@ class Write(NamedTuple):
     message: dict[str, Any]  # the checked collection-update
     ticket: str  # instance:counter, unique across router restarts (stored with the update by the worker)
     worker: Session | None = None
-    since: float = 0.0
+    since: float = 0.0  # store time it was sent to its worker, or put back in line for a retry
+    retry: bool = False  # its worker went away or stayed silent: it waits for another one
 
 
 class Order(NamedTuple):
@@ -440,6 +441,9 @@ class ObjectStore:
             prefetch = session.options.get("prefetch", 1)
             session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
             self._freed[session] = None  # it may have more room now
+            if self.writes and not session.client and session.options.get("collections"):
+                for object_id in [oid for oid in self.writes if oid not in self.applying]:
+                    self._collection_next(object_id)  # updates waiting for a worker: this one may serve them
         self._actor = None
         # Producers freed by this message get their next orders when the outbox is taken (once per batch
         # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
@@ -829,6 +833,8 @@ class ObjectStore:
             self.writes.pop(object_id, None)
             return
         workers = self._collection_workers(object_id)
+        if not workers and queue[0].retry and self._now - queue[0].since < self.limits.order_timeout:
+            return  # its worker just died (a pool replaces it in seconds): wait for one, not fail at once
         if not workers:
             while queue:
                 write = queue.popleft()
@@ -875,19 +881,23 @@ class ObjectStore:
         for object_id, write in list(self.applying.items()):
             if write.worker is session:
                 del self.applying[object_id]
-                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None))
+                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None, since=self._now,
+                                                                                     retry=True))
                 self._collection_next(object_id)
 
     def expire_writes(self, now: float) -> None:
         """An update held by a silent worker longer than ``limits.order_timeout`` is sent again (same ticket)
         to a worker, possibly the same one: applied once, answered once."""
         limit = self.limits.order_timeout
+        for object_id in [oid for oid in self.writes if oid not in self.applying]:
+            self._collection_next(object_id)  # a retry waiting for a worker: failed once it waited too long
         if limit <= 0:
             return
         for object_id, write in list(self.applying.items()):
             if now - write.since >= limit:
                 del self.applying[object_id]
-                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None))
+                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None, since=now,
+                                                                                     retry=True))
                 if self._log is not None:
                     self._log("collection update %.100s of %.200s not answered by %s within %g s: sent again",
                               write.ticket, object_id, write.worker, limit)

@@ -78,6 +78,9 @@ def test_no_worker_left_the_waiting_writers_get_no_collection() -> None:
     write(h, c, 1)
     write(h, c, 2)
     h.close(w)
+    assert h.take(c) == []  # waiting for a worker, for the order timeout
+    h.store.expire_orders(h.store.now + h.store.limits.order_timeout + 1)
+    h._route()
     assert [(f["code"], f["ref"]) for f in h.take(c)] == [("no-collection", 1), ("no-collection", 2)]
 
 
@@ -104,3 +107,19 @@ def test_a_client_announcing_collections_is_not_a_worker() -> None:
     write(h, c, 1)
     assert [f["code"] for f in h.take(c)] == ["no-collection"]
     assert applies(h, fake) == []
+
+
+def test_an_update_whose_worker_died_waits_for_the_next_worker() -> None:
+    """The only worker dies mid-update: the update waits (up to the order timeout) for a worker to join
+    (a pool replaces a dead process in seconds) instead of failing; past the timeout, no-collection."""
+    h = Harness(limits=Limits(order_timeout=5.0), instance="r1")
+    w1, c = worker(h, "w1"), writer(h)
+    write(h, c, 1)
+    h.close(w1)
+    assert h.take(c) == []
+    w2 = worker(h, "w2")
+    assert [f["ticket"] for f in applies(h, w2)] == ["r1:1"]
+    h.close(w2)
+    h.store.expire_orders(h.store.now + 6.0)
+    h._route()
+    assert [f["code"] for f in h.take(c)] == ["no-collection"]
