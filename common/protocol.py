@@ -22,6 +22,7 @@ CLIENT_ACTIONS = (
     "object-producer-unregister",
     "object-patch",
     "collection-update",
+    "collection-applied",
 )
 
 
@@ -166,6 +167,29 @@ def _collection_update(message: dict[str, Any]) -> dict[str, Any]:
             "reset": update.reset, "ref": ref}
 
 
+def _collection_applied(message: dict[str, Any]) -> dict[str, Any]:
+    """A worker's answer to ``collection-apply`` (sent by workers only; the store refuses it from clients):
+    the new version and value once committed, or an error with a stable code (nothing was applied)."""
+    object_id = check_id(message.get("id"))
+    ticket = message.get("ticket")
+    if not isinstance(ticket, str):
+        raise ProtocolError("'ticket' must be the string of the collection-apply it answers", "invalid-ticket",
+                            request="collection-applied", id=object_id)
+    out: dict[str, Any] = {"action": "collection-applied", "id": object_id, "ticket": ticket}
+    if "error" in message:
+        error, code = message.get("error"), message.get("code")
+        out["error"] = error if isinstance(error, str) else str(error)
+        out["code"] = code if isinstance(code, str) else "collection-apply-failed"
+        return out
+    value = message.get("value")
+    if not isinstance(value, dict):
+        raise ProtocolError("'value' must be the collection's value (an object)", "invalid-value",
+                            request="collection-applied", id=object_id)
+    out["version"] = check_version(message.get("version"))
+    out["value"] = value
+    return out
+
+
 _VALIDATORS = {
     "client-options-set": _options_set,
     "object-consumer-register": _register,
@@ -174,6 +198,7 @@ _VALIDATORS = {
     "object-producer-unregister": _unregister,
     "object-patch": _patch,
     "collection-update": _collection_update,
+    "collection-applied": _collection_applied,
 }
 
 
@@ -364,6 +389,13 @@ def destroy(object_id: str) -> bytes:
 def collection_updated(object_id: str, ref: Any, version: Version) -> bytes:
     """To the writer of a collection update, once it is durable: ``version`` is the first that includes it."""
     return codec.dumps({"action": "collection-updated", "id": object_id, "ref": ref, "version": version})
+
+
+def collection_apply(object_id: str, ticket: str, message: dict[str, Any]) -> bytes:
+    """Router -> worker: apply one checked update to a collection; ``ticket`` is unique across router
+    restarts, stored with the update, so a retry of it is applied once."""
+    return codec.dumps({"action": "collection-apply", "id": object_id, "ticket": ticket,
+                        "insert": message["insert"], "remove": message["remove"], "reset": message["reset"]})
 
 
 HEARTBEAT = codec.dumps({"action": "heartbeat"})

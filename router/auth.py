@@ -21,7 +21,11 @@ join the router with the cluster secret.
 - a new ``client-options-set`` asks the hook again: what the new answer no longer allows (a revoked
   token: everything) is dropped at once, registrations and per-id deliveries and orders.
 
-Without a hook everything is allowed, uploads included (seapig's rule): any client may overwrite any
+Writable collections (``collection-update``): ``may_write(id) -> bool``, asked with the collection id
+of every update (not cached: writes are rare next to deliveries); a hook object without ``may_write``
+refuses every write, so a hook written before collections existed does not open them to everyone.
+
+Without a hook everything is allowed, uploads and collection writes included (seapig's rule): any client may overwrite any
 object it can name, at a version that outranks the producer's. Deploy with a hook whenever clients are
 not all trusted.
 

@@ -74,10 +74,11 @@ class Router:
         self.bind = bind
         self.metrics: Any = None  # the production-time histogram, when --metrics-port serves one
         # the log: what the store refused or gave up on (it does no I/O itself)
-        self.store = make_store(log=log.warning, on_production=self._production,
-                                on_consumer_added=self._consumer_added)
-        self.peer_timeout = peer_timeout
         self.epoch = f"{int(time.time())}-{secrets.token_hex(4)}".encode()
+        # the epoch also names this router instance in collection tickets (unique across restarts)
+        self.store = make_store(log=log.warning, on_production=self._production,
+                                on_consumer_added=self._consumer_added, instance=self.epoch.decode())
+        self.peer_timeout = peer_timeout
         self.peers: dict[bytes, Peer] = {}
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)

@@ -20,7 +20,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
 
@@ -43,6 +43,10 @@ QUICK_CANCELS = 1
 """Consecutive uploads that cannot apply (answering an order) requeued at once; later ones back off."""
 MAX_DECISIONS = 4096
 """Access decisions cached per session (role, id or pattern): the hook is asked once per id, memory stays bounded."""
+MAX_COLLECTION_QUEUE = 1000
+"""Updates waiting per collection (one is applied at a time): past it a writer gets ``collection-busy``."""
+MAX_SESSION_WRITES = 100
+"""Collection updates one session may have waiting or in flight: past it, ``too-many-writes``."""
 INTERNAL = "internal"
 """Error code of the frame answering a message whose handling raised inside the store (our own bug)."""
 _EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
@@ -69,7 +73,7 @@ class Session:
 
     __slots__ = ("address", "name", "options", "consumes", "produces", "producing", "prefetch", "held",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
-                 "objects", "pattern_chars", "version_bytes", "known_sizes", "gate")
+                 "objects", "pattern_chars", "version_bytes", "known_sizes", "gate", "client", "writes")
 
     def __init__(self, address: Any, index: int, gate: Gate = OPEN_GATE) -> None:
         self.address = address  # opaque to the store: the router shell's address for this session
@@ -94,6 +98,8 @@ class Session:
         self.pattern_chars = 0  # total length of its registered patterns
         self.version_bytes = 0  # encoded size of the list/hash versions it registered with version-known
         self.known_sizes: dict[str, int] = {}  # pattern -> encoded size of that version-known
+        self.client = False  # a websocket client (through a front): never a worker, whatever the hook
+        self.writes = 0  # its collection updates waiting or in flight (MAX_SESSION_WRITES)
 
     @property
     def has_slot(self) -> bool:
@@ -120,6 +126,17 @@ class Log(Protocol):
     """The shell's warning logger (``logging.Logger.warning``'s shape): the store does no I/O itself."""
 
     def __call__(self, msg: str, *args: Any, exc_info: BaseException | None = None) -> None: ...
+
+
+class Write(NamedTuple):
+    """A collection update waiting for, or being applied by, a worker."""
+
+    writer: Session
+    message: dict[str, Any]  # the checked collection-update
+    ticket: str  # instance:counter, unique across router restarts (stored with the update by the worker)
+    worker: Session | None = None
+    since: float = 0.0  # store time it was sent to its worker, or put back in line for a retry
+    retry: bool = False  # its worker went away or stayed silent: it waits for another one
 
 
 class Order(NamedTuple):
@@ -206,7 +223,7 @@ class ObjectStore:
                  max_behind: int = MAX_BEHIND, limits: Limits | None = None, *,
                  authenticate: Callable[[dict[str, Any]], Any] | None = None, log: Log | None = None,
                  on_production: Callable[[float], None] | None = None,
-                 on_consumer_added: Callable[[SyncObject], None] | None = None) -> None:
+                 on_consumer_added: Callable[[SyncObject], None] | None = None, instance: str = "0") -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
@@ -222,7 +239,8 @@ class ObjectStore:
         None, the --auth hook; ``log``, the shell's warning logger for what the store refused or gave up
         on; ``on_production(seconds)`` per production (metrics); ``on_consumer_added(obj)`` when a
         consumer registers on an existing object, before it is sent the value (an object built from the
-        store's own state, introspection, may upload a fresh one that counts it)."""
+        store's own state, introspection, may upload a fresh one that counts it). ``instance``: this
+        router's unique name (router.py's epoch), the prefix of collection tickets."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -271,6 +289,11 @@ class ObjectStore:
         self._on_production = on_production
         self._log = log
         self._on_consumer_added = on_consumer_added
+        # writable collections (issue 15): per collection, a FIFO of updates and the one being applied
+        self._instance = instance
+        self._tickets = 0
+        self.writes: dict[str, deque[Write]] = {}
+        self.applying: dict[str, Write] = {}
 
     @property
     def now(self) -> float:
@@ -316,6 +339,7 @@ class ObjectStore:
         its link's (see hold/release); sessions of one front share one."""
         self._session_count += 1
         session = Session(address, self._session_count, gate)
+        session.client = guarded
         if guarded and self._authenticate_hook is not None:
             session.guarded = True
             session.access = DENY_ALL
@@ -335,6 +359,7 @@ class ObjectStore:
             self._cancel_production(session, object_id)
         del self.sessions[session]
         self._by_index.pop(session.index, None)
+        self._writes_closed(session)
         self._assign()
 
     def pause(self, session: Session) -> None:
@@ -441,7 +466,9 @@ class ObjectStore:
         elif action == "object-producer-unregister":
             self._producer_unregister(session, message["pattern"])
         elif action == "collection-update":
-            self._refuse(session, message, f"no producer serves the collection {message['id']!r}", "no-collection")
+            self._collection_update(session, message)
+        elif action == "collection-applied":
+            self._collection_applied(session, message)
         elif action == "client-options-set":
             session.options = message["options"]
             name = session.options.get("name")
@@ -449,6 +476,9 @@ class ObjectStore:
             prefetch = session.options.get("prefetch", 1)
             session.prefetch = min(prefetch, MAX_PREFETCH) if type(prefetch) is int and prefetch >= 1 else 1
             self._freed[session] = None  # it may have more room now
+            if self.writes and not session.client and session.options.get("collections"):
+                for object_id in [oid for oid in self.writes if oid not in self.applying]:
+                    self._collection_next(object_id)  # updates waiting for a worker: this one may serve them
         self._actor = None
         # Producers freed by this message get their next orders when the outbox is taken (once per batch
         # of messages, not once per message); _enqueue assigns them first if an object is queued meanwhile.
@@ -458,6 +488,13 @@ class ObjectStore:
         action = message["action"]
         if action == "client-options-set":
             return self._authenticate(session, message["options"])
+        if action == "collection-applied":  # a worker's answer: never from a websocket client
+            if session.client:
+                self._refuse(session, message, "collection-applied is a worker's answer", code="forbidden")
+                return False
+            return True
+        if action == "collection-update":
+            return self._write_allowed(session, message)
         # every validated message but client-options-set (answered above) has a str pattern or id
         pattern = cast(str, message.get("pattern", message.get("id")))
         if action in ("object-patch", "object-producer-register") and not is_wildcard(pattern):
@@ -707,6 +744,7 @@ class ObjectStore:
         another producer. The silent producer's slot stays taken by the expired order until it answers or
         leaves, so it is not given more work meanwhile; its late answer is taken like any upload."""
         self._now = now
+        self.expire_writes(now)
         limit = self.limits.order_timeout
         if limit <= 0:
             return
@@ -761,6 +799,144 @@ class ObjectStore:
                 self.outbox = []
         out.extend(pending[done:])
         return out
+
+    # ---- writable collections (issue 15) ------------------------------------------------------
+
+    def _write_allowed(self, session: Session, message: dict[str, Any]) -> bool:
+        """The hook's ``may_write(id)``: a hook without one refuses every write (writes were added after
+        hooks were written: an old hook must not open them to everyone). No hook: anyone may write."""
+        access = session.access
+        if access is None:
+            return True
+        object_id = message["id"]
+        may_write = getattr(access, "may_write", None)
+        try:
+            allowed = bool(may_write(object_id)) if may_write is not None else False
+        except Exception as exc:  # user code must not take the router down
+            self._write_error(session, message, f"access check failed: {type(exc).__name__}: {exc}",
+                              "access-check-failed")
+            return False
+        if not allowed:
+            self._write_error(session, message, f"not allowed to write {object_id!r}", "forbidden")
+        return allowed
+
+    def _write_error(self, session: Session, message: dict[str, Any], text: str, code: str) -> None:
+        """The error answering one collection update: to its writer only, with its ``ref``."""
+        if session in self.sessions:
+            self._send(protocol.error(text, code=code, request="collection-update", id=message["id"],
+                                      ref=message.get("ref")), (session,))
+        if self._log is not None:
+            self._log("collection update of %.200s from %s refused (%s): %.300s", message["id"], session, code, text)
+
+    def _collection_update(self, session: Session, message: dict[str, Any]) -> None:
+        """Queue an update behind the others of its collection (applied one at a time, in arrival order)."""
+        object_id = message["id"]
+        if session.writes >= MAX_SESSION_WRITES:
+            self._write_error(session, message, f"this session has {MAX_SESSION_WRITES} collection updates "
+                                                f"waiting already: wait for their answers", "too-many-writes")
+            return
+        queue = self.writes.get(object_id)
+        if queue is not None and len(queue) >= MAX_COLLECTION_QUEUE:
+            self._write_error(session, message, f"{MAX_COLLECTION_QUEUE} updates of {object_id!r} are waiting "
+                                                f"already: retry later", "collection-busy")
+            return
+        if not self._collection_workers(object_id):
+            self._write_error(session, message, f"no worker serves the collection {object_id!r}", "no-collection")
+            return
+        self._tickets += 1
+        self.writes.setdefault(object_id, deque()).append(Write(session, message, f"{self._instance}:{self._tickets}"))
+        session.writes += 1
+        self._collection_next(object_id)
+
+    def _collection_workers(self, object_id: str) -> list[Session]:
+        """Worker sessions that announced a collection pattern covering ``object_id`` (client option
+        ``collections``): only workers, never a websocket client announcing it."""
+        found = []
+        for session in self.sessions:
+            patterns = session.options.get("collections") if not session.client else None
+            if isinstance(patterns, list) and any(isinstance(p, str) and matches(p, object_id) for p in patterns):
+                found.append(session)
+        return found
+
+    def _collection_next(self, object_id: str, avoid: Session | None = None) -> None:
+        """Send the collection's next update to a worker (not ``avoid``, a silent one, if another serves
+        it), unless one is being applied."""
+        if object_id in self.applying:
+            return
+        queue = self.writes.get(object_id)
+        if not queue:
+            self.writes.pop(object_id, None)
+            return
+        workers = self._collection_workers(object_id)
+        if not workers and queue[0].retry and self._now - queue[0].since < self.limits.order_timeout:
+            return  # its worker just died (a pool replaces it in seconds): wait for one, not fail at once
+        if not workers:
+            while queue:
+                write = queue.popleft()
+                write.writer.writes -= 1
+                self._write_error(write.writer, write.message, f"no worker serves the collection {object_id!r}",
+                                  "no-collection")
+            del self.writes[object_id]
+            return
+        if avoid is not None and len(workers) > 1:
+            workers = [s for s in workers if s is not avoid]
+        busy = {w.worker: 0 for w in self.applying.values()}
+        for w in self.applying.values():
+            busy[w.worker] += 1
+        worker = min(workers, key=lambda s: busy.get(s, 0))  # the least busy (first on a tie)
+        write = queue.popleft()._replace(worker=worker, since=self._now)
+        self.applying[object_id] = write
+        self._send(protocol.collection_apply(object_id, write.ticket, write.message), (worker,))
+
+    def _collection_applied(self, session: Session, message: dict[str, Any]) -> None:
+        """A worker committed an update (or refused it): watchers get the new version as any production's
+        answer (a patch from what they hold), then the writer its answer; the next update goes out."""
+        object_id = message["id"]
+        write = self.applying.get(object_id)
+        if write is None or write.ticket != message["ticket"] or write.worker is not session:
+            if self._log is not None:  # a late answer to an update given to another worker: already retried
+                self._log("collection-applied %.200s ticket %.100s from %s: not the update in flight, ignored",
+                          object_id, message["ticket"], session)
+            return
+        del self.applying[object_id]
+        write.writer.writes -= 1
+        if "error" in message:
+            self._write_error(write.writer, write.message, message["error"], message["code"])
+        else:
+            version = message["version"]
+            if object_id in self.objects:
+                self._version_set(session, object_id, version, message["value"])
+            if write.writer in self.sessions:
+                self._send(protocol.collection_updated(object_id, write.message.get("ref"), version), (write.writer,))
+        self._collection_next(object_id)
+
+    def _writes_closed(self, session: Session) -> None:
+        """A closed session: the updates it was applying go again, first in line, to another worker with the
+        same ticket (applied once whatever happened: the worker stores the ticket with the update)."""
+        for object_id, write in list(self.applying.items()):
+            if write.worker is session:
+                del self.applying[object_id]
+                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None, since=self._now,
+                                                                                     retry=True))
+                self._collection_next(object_id)
+
+    def expire_writes(self, now: float) -> None:
+        """An update held by a silent worker longer than ``limits.order_timeout`` is sent again (same ticket)
+        to a worker, possibly the same one: applied once, answered once."""
+        limit = self.limits.order_timeout
+        for object_id in [oid for oid in self.writes if oid not in self.applying]:
+            self._collection_next(object_id)  # a retry waiting for a worker: failed once it waited too long
+        if limit <= 0:
+            return
+        for object_id, write in list(self.applying.items()):
+            if now - write.since >= limit:
+                del self.applying[object_id]
+                self.writes.setdefault(object_id, deque()).appendleft(write._replace(worker=None, since=now,
+                                                                                     retry=True))
+                if self._log is not None:
+                    self._log("collection update %.100s of %.200s not answered by %s within %g s: sent again",
+                              write.ticket, object_id, write.worker, limit)
+                self._collection_next(object_id, avoid=write.worker)
 
     # ---- registrations ------------------------------------------------------------------------
 

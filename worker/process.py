@@ -46,7 +46,7 @@ import zmq
 
 from common import codec, logs, protocol, wire
 from common.secret import cluster_secret
-from worker import production
+from worker import collection, production
 from worker.discovery import Catalog, scan
 from worker.link import Frame, Lost, Ready, RouterLink
 from worker.registry import ProducerTable
@@ -84,6 +84,7 @@ class _Job:
     call: Call
     session: int
     object_id: str | None = None
+    apply: bool = False  # a collection-apply, not a production
 
     def what(self) -> str:
         return f"production of {self.object_id}" if self.object_id is not None else "reloading the producers"
@@ -115,7 +116,8 @@ class Worker:
         self.thread = ProducerThread(self.wakeup.wake)
         self.session = 0  # bumped on every new session: answers for an older one are dropped
         self.registered: set[str] = set()
-        self.orders: deque[tuple[int, str]] = deque()  # received, not handed to the producer thread yet
+        # received, not handed to the producer thread yet: (session, id, the collection-apply frame or None)
+        self.orders: deque[tuple[int, str, dict | None]] = deque()
         self.jobs: deque[_Job] = deque()  # handed over, in the order the producer thread runs them
         self.delayed: deque[tuple[float, int, bytes]] = deque()  # (due, session, frame) of failed answers
         self.outbox: list[bytes] = []  # frames to send at the end of this loop iteration, in one message
@@ -226,7 +228,8 @@ class Worker:
         with self.process.oneshot():
             stats = {"pid": self.process.pid, "host": socket.gethostname(),
                      "cpu_percent": self.process.cpu_percent(None), "rss": self.process.memory_info().rss}
-        options = {"name": "worker", "stats": stats, "prefetch": self.prefetch}
+        options = {"name": "worker", "stats": stats, "prefetch": self.prefetch,
+                   "collections": sorted(self.table.collection_patterns)}
         self.outbox.append(codec.dumps(protocol.options_set(options)))
 
     def _on_frame(self, raw: bytes) -> None:
@@ -242,9 +245,15 @@ class Worker:
                 if self.debug:
                     log.debug("< object-produce %s (inferred %s)", object_id,
                               codec.dumps(message.get("version-inferred")).decode())
-                self.orders.append((self.session, object_id))
+                self.orders.append((self.session, object_id, None))
             else:
                 log.warning("! object-produce without a valid id: %.200r", raw)
+        elif action == "collection-apply":  # a write to a collection, in the same line as the productions
+            object_id = message.get("id")
+            if isinstance(object_id, str) and object_id:
+                self.orders.append((self.session, object_id, message))
+            else:
+                log.warning("! collection-apply without a valid id: %.200r", raw)
         elif action == "error":
             log.warning("! the router reports an error: %s", message.get("message", raw.decode(errors="replace")))
         elif self.debug:
@@ -278,10 +287,19 @@ class Worker:
         if reloading:
             return
         while self.orders and len(self.jobs) < self.prefetch:
-            session, object_id = self.orders.popleft()
+            session, object_id, apply = self.orders.popleft()
             if session != self.session:
                 continue
             producer = self.table.find(object_id)
+            if apply is not None:
+                if not isinstance(producer, collection.Collection):
+                    frame = codec.dumps({"action": "collection-applied", "id": object_id, "ticket": apply.get("ticket"),
+                                         "error": f"no collection {object_id!r} in this worker",
+                                         "code": "no-collection"})
+                    self.outbox.append(frame)
+                    continue
+                self.jobs.append(_Job(self.thread.submit(collection.apply, producer, apply), session, object_id, True))
+                continue
             if producer is None:
                 log.warning("! no producer for %r (its pattern went away?)", object_id)
                 answer = production.failure(object_id, LookupError(f"no producer for {object_id!r} in this worker"))
@@ -299,7 +317,7 @@ class Worker:
                 continue  # cancelled before it ran
             if call.error is not None:  # production.produce and Catalog.load catch user errors themselves
                 log.error("! worker bug while running producer code", exc_info=call.error)
-                if job.object_id is not None and job.session == self.session:
+                if job.object_id is not None and job.session == self.session and not job.apply:
                     self.delayed.append((now + ERROR_DELAY, job.session,
                                          production.failure(job.object_id, RuntimeError("worker error")).frame))
                 continue
@@ -307,6 +325,7 @@ class Worker:
             if job.object_id is None:
                 self.table = result
                 self._sync_registrations()
+                self._send_options()  # its collection patterns may have changed
                 self.next_scan = now + RESCAN_INTERVAL
             elif job.session != self.session:
                 log.info("= dropping the answer for %s: it was ordered by a session that is gone", job.object_id)
@@ -326,7 +345,9 @@ class Worker:
         log.error("! %s took more than %s s: abandoning it; this process exits and the pool replaces it",
                   job.what(), limit)
         self._collect(now)  # the answers finished before it still go out
-        if job.object_id is not None and job.session == self.session:
+        # a hung collection-apply gets no answer: the router sends its ticket to another worker when this
+        # session closes, and the database lock plus the stored ticket make it apply at most once
+        if job.object_id is not None and job.session == self.session and not job.apply:
             answer = production.failure(job.object_id, TimeoutError(f"{job.what()} took more than {limit} s"))
             self.outbox.append(answer.frame)  # at once: the router applies its own retry backoff
         self._flush()

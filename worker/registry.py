@@ -37,6 +37,13 @@ class ProducerTable:
         """Every pattern to register with the router."""
         return frozenset(self._exact) | frozenset(self._wildcards)
 
+    @property
+    def collection_patterns(self) -> frozenset[str]:
+        """The patterns served by writable collections (announced in the client options: issue 15)."""
+        from worker.collection import Collection
+        return frozenset(p for table in (self._exact, self._wildcards) for p, producer in table.items()
+                         if isinstance(producer, Collection))
+
     def find(self, object_id: str) -> Producer | None:
         """The producer for ``object_id``: an exact pattern first, else the first matching wildcard."""
         producer = self._exact.get(object_id)
