@@ -29,6 +29,12 @@ def run(
         0.0, "--min-interval", envvar="SEASYNC_MIN_INTERVAL", min=0.0,
         help="Seconds between two productions of the same object. When set, an object has at most one "
              "production in flight and bumps arriving meanwhile are coalesced (protects against hot objects)."),
+    linger: float = typer.Option(
+        0.0, "--linger", envvar="SEASYNC_LINGER", min=0.0,
+        help="Seconds an object is kept, current, after its last watcher leaves (0: dropped at once, as "
+             "seapig): a page reload or a reconnect storm then costs no production."),
+    linger_bytes: int = typer.Option(64 << 20, "--linger-bytes", envvar="SEASYNC_LINGER_BYTES", min=0,
+                                     help="Bytes of lingering values kept in all (the oldest dropped first)."),
     max_registrations: int = typer.Option(_L.max_registrations, "--max-registrations", envvar="SEASYNC_MAX_REGISTRATIONS", min=1,
                                           help="Patterns one session may register (consumers and producers)."),
     max_object: int = typer.Option(_L.max_object, "--max-object", envvar="SEASYNC_MAX_OBJECT", min=2,
@@ -99,7 +105,7 @@ def run(
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
             raise typer.Exit(2) from None
     make_store = partial(ObjectStore, retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
-                         limits=limits, authenticate=hook)
+                         limits=limits, authenticate=hook, linger=linger, linger_bytes=linger_bytes)
     serve(bind, make_store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)
 
 

@@ -208,6 +208,8 @@ class Introspection:
             state["waiting"] = True
         if obj.state == "delayed":
             state["delayed"] = True
+        if obj.state == "lingering":  # seasync: kept current with nobody watching (sync-router --linger)
+            state["lingering"] = True
         if obj.state == "error":  # not ordered again until its version moves (see ObjectStore._result_behind)
             state["error"] = True
         return {

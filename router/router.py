@@ -145,7 +145,7 @@ class Router:
         if now >= due["heartbeat"]:
             self.store.heartbeat()
             due["heartbeat"] = now + HEARTBEAT_EVERY
-        if self.store.delayed:
+        if self.store.delayed or self.store.lingering:
             self.store.tick(time.time())
         if now >= due["refresh"]:
             due["refresh"] = now + 1.0

@@ -154,7 +154,7 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at", "behind", "broken", "floor", "cancels", "cause")
+                 "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -185,6 +185,7 @@ class SyncObject:
         self.floor: dict[str, Version] = {}
         self.cancels = 0  # consecutive orders answered by an upload that cannot apply (see _upload_cancelled)
         self.cause: int | None = None  # Session.index of the session whose message spawned it (its budget)
+        self.lingering: float | None = None  # store time it is dropped at, while kept with nobody watching
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -202,6 +203,8 @@ class SyncObject:
 
     @property
     def state(self) -> str:
+        if self.lingering is not None:
+            return "lingering"  # nobody wants it; kept current until then (sync-router --linger)
         if self.in_flight:
             return "producing"
         if self.queued:
@@ -223,7 +226,8 @@ class ObjectStore:
                  max_behind: int = MAX_BEHIND, limits: Limits | None = None, *,
                  authenticate: Callable[[dict[str, Any]], Any] | None = None, log: Log | None = None,
                  on_production: Callable[[float], None] | None = None,
-                 on_consumer_added: Callable[[SyncObject], None] | None = None, instance: str = "0") -> None:
+                 on_consumer_added: Callable[[SyncObject], None] | None = None, instance: str = "0",
+                 linger: float = 0.0, linger_bytes: int = 64 << 20) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
@@ -240,7 +244,11 @@ class ObjectStore:
         on; ``on_production(seconds)`` per production (metrics); ``on_consumer_added(obj)`` when a
         consumer registers on an existing object, before it is sent the value (an object built from the
         store's own state, introspection, may upload a fresh one that counts it). ``instance``: this
-        router's unique name (router.py's epoch), the prefix of collection tickets."""
+        router's unique name (router.py's epoch), the prefix of collection tickets.
+
+        ``linger``: seconds a current object is kept after its last watcher leaves (0: dropped at once, as
+        seapig), so a reload or a reconnect storm finds it current and costs no production; at most
+        ``linger_bytes`` of lingering values are kept (the oldest dropped first)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -294,6 +302,10 @@ class ObjectStore:
         self._tickets = 0
         self.writes: dict[str, deque[Write]] = {}
         self.applying: dict[str, Write] = {}
+        self.linger = linger
+        self.linger_bytes = linger_bytes
+        self.lingering: dict[str, int] = {}  # lingering object id -> its value's bytes, oldest first
+        self._lingering_bytes = 0
 
     @property
     def now(self) -> float:
@@ -722,6 +734,8 @@ class ObjectStore:
         """True if one more object may exist: in all, and for the session whose message is handled."""
         actor = self._actor
         limits = self.limits
+        if len(self.objects) >= limits.max_objects and self.lingering:  # a lingering object gives way
+            self._drop_lingering(self.objects[next(iter(self.lingering))])
         if len(self.objects) < limits.max_objects and (actor is None or actor.objects < limits.max_session_objects):
             return True
         if actor is not None and not self._refused_spawn:  # one error frame per message
@@ -964,6 +978,8 @@ class ObjectStore:
                 obj.consumers[session] = None
             else:
                 obj.consumers[session] = None
+                if obj.lingering is not None and self._alive(obj):
+                    self._revive(obj)
                 if self._on_consumer_added is not None:
                     self._on_consumer_added(obj)
             self._push(obj, (session,))
@@ -1099,9 +1115,60 @@ class ObjectStore:
 
     def _despawn_if_dead(self, obj: SyncObject) -> None:
         if obj.id in self.objects and not self._alive(obj):
+            if not self._start_lingering(obj):
+                self._despawn(obj)
+
+    # ---- linger (sync-router --linger) ------------------------------------------------------------
+    # An object nobody wants any more is kept, current, for ``linger`` seconds: a watcher that comes back
+    # meanwhile (a reload, a reconnecting front) gets "current" or a patch and costs no production. Only a
+    # current object lingers (nothing would be saved by keeping one that needs producing), and one whose
+    # dependency moves while it lingers is dropped: its cache is stale and nobody wants a new production.
+
+    def _start_lingering(self, obj: SyncObject) -> bool:
+        """Keep ``obj`` lingering if it should; True if it is now lingering or was dropped here."""
+        if obj.lingering is not None:
+            return True
+        if self.linger <= 0:
+            return False
+        if (obj.in_flight or obj.queued or obj.latest is None or obj.inferred is None
+                or not same(obj.inferred, obj.known)):
+            return False
+        obj.lingering = self._now + self.linger
+        self.lingering[obj.id] = size = len(obj.full_frame)
+        self._lingering_bytes += size
+        while self._lingering_bytes > self.linger_bytes and self.lingering:
+            self._drop_lingering(self.objects[next(iter(self.lingering))])  # (obj itself, if it alone is too big)
+        return True
+
+    def _stop_lingering(self, obj: SyncObject) -> None:
+        if obj.lingering is not None:
+            obj.lingering = None
+            self._lingering_bytes -= self.lingering.pop(obj.id)
+
+    def _drop_lingering(self, obj: SyncObject) -> None:
+        """The linger is over (time, budget, a moved dependency): dropped, or kept if wanted again."""
+        self._stop_lingering(obj)
+        if obj.id in self.objects and not self._alive(obj):
             self._despawn(obj)
 
+    def _revive(self, obj: SyncObject) -> None:
+        """Wanted again while lingering: an ordinary live object from now on."""
+        if obj.lingering is not None:
+            self._stop_lingering(obj)
+            self._enqueue(obj)  # (current: nothing to do; otherwise it is produced as any live object)
+
+    def _expire_lingering(self) -> None:
+        while self.lingering:
+            obj = self.objects[next(iter(self.lingering))]
+            if obj.lingering is not None and obj.lingering > self._now:
+                break
+            if self._alive(obj):
+                self._revive(obj)
+            else:
+                self._drop_lingering(obj)
+
     def _despawn(self, obj: SyncObject) -> None:
+        self._stop_lingering(obj)
         del self.objects[obj.id]
         cause = self._by_index.get(obj.cause) if obj.cause is not None else None
         if cause is not None:
@@ -1478,6 +1545,11 @@ class ObjectStore:
             return
         if obj.broken is not None and obj.broken == version_key(obj.inferred):
             return  # in error (see _result_behind): ordered again once its inferred version moves
+        if obj.lingering is not None:
+            if not self._alive(obj):
+                self._drop_lingering(obj)  # stale, and nobody wants a new production
+                return
+            self._stop_lingering(obj)
         if obj.queued or (obj.in_flight and version_key(obj.inferred) in obj.in_flight):
             return
         if self.min_interval > 0:
@@ -1515,6 +1587,8 @@ class ObjectStore:
     def tick(self, now: float) -> None:
         """Queue the objects whose retry backoff or minimum interval has passed at time ``now``."""
         self._now = now
+        if self.lingering:
+            self._expire_lingering()
         due = [oid for oid, at in self.delayed.items() if at <= self._now]
         for oid in due:
             del self.delayed[oid]
