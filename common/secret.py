@@ -21,6 +21,7 @@ import errno
 import os
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +66,16 @@ def cluster_secret(explicit: str | None, insecure: bool = False, directory: str 
     if SECRET_ENV in env:
         return env[SECRET_ENV]
     return read_or_create(secret_path(directory, env))
+
+
+def cluster_secret_or_exit(program: str, explicit: str | None, insecure: bool = False) -> str:
+    """``cluster_secret`` for a command line: a SecretError is printed as ``program: why`` on stderr and the
+    process exits with status 2 (every seasync command reports an unusable secret file the same way)."""
+    try:
+        return cluster_secret(explicit, insecure)
+    except SecretError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def read_or_create(path: Path) -> str:

@@ -17,6 +17,8 @@ Peer -> router (multipart frames, as the DEALER sends them)::
     [PAUSE, sid]                 the client reads too slowly: hold its updates (they are coalesced)
     [RESUME, sid]                its connection drained: send it the latest state of what changed
     [PING]                       liveness, sent every HEARTBEAT_INTERVAL seconds
+    [ACK, b"n"]                  credit (a front that said "credit": K in HELLO): it has written the
+                                 frames of n more SENDS messages to its websockets (n in ASCII digits)
 
 Router -> peer::
 
@@ -35,6 +37,12 @@ Security: by default every process has a cluster secret (``--secret``, env SEASY
 CURVE-encrypted and the router accepts only peers that derived their key from the same secret
 (``secure_router`` / ``secure_peer``), so neither a stranger on the network nor another local process
 can pose as a worker. The router logs every peer refused for a missing or wrong secret (rate-limited).
+
+Credit (latest wins between router and front): a front that announces ``"credit": K`` in HELLO
+acknowledges SENDS messages (ACK) once it has written them; the router keeps at most K unacknowledged
+SENDS in flight to it, and while it has none left it holds that front's updates, per object only the
+newest, sent (as a patch from what each session holds) when an ACK returns credit. A peer that
+announces no credit (a worker, an older front) gets every SENDS at once, as before.
 
 Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead and all of its
 sessions are closed (their productions requeued). A peer that hears nothing from the router
@@ -71,12 +79,16 @@ CLOSE = b"close"
 PING = b"ping"
 PAUSE = b"pause"
 RESUME = b"resume"
+ACK = b"ack"
 
 WELCOME = b"welcome"
 SENDS = b"sends"
 DROP = b"drop"
 RESET = b"reset"
 PONG = b"pong"
+
+MAX_CREDIT = 1024
+"""The largest credit a peer may announce in HELLO (more is taken as this: unacked SENDS the router keeps)."""
 
 HEARTBEAT_INTERVAL = 0.5
 PEER_TIMEOUT = 3.0

@@ -8,7 +8,7 @@ from functools import partial
 import typer
 
 from common import logs, wire
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret, describe
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit, describe
 from router.limits import Limits
 
 _L = Limits()  # the defaults of the budget options below (router/limits.py documents each)
@@ -83,11 +83,7 @@ def run(
     from router.store import ObjectStore
 
     logs.setup(verbose)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        typer.echo(f"sync-router: {exc}", err=True)
-        raise typer.Exit(2) from None
+    secret = cluster_secret_or_exit("sync-router", secret, insecure)
     logging.getLogger("seasync.router").info("= cluster secret: %s", describe(secret))
     limits = Limits(max_object=max_object, max_version=max_version, max_dependencies=max_dependencies,
                     max_session_versions=max_session_versions, max_registrations=max_registrations,

@@ -4,6 +4,9 @@ It reads envelopes from fronts and workers (see common/wire.py), feeds the store
 outbox back: one SENDS message per peer per flush, carrying (frame, sessions of that peer) pairs. It uses a
 plain blocking poll loop: on 2 cores the sync loop is about 3x faster than asyncio for ZeroMQ
 (ecosystem.md §4), and the router has nothing else to wait on.
+
+Credit (common/wire.py): a front that announced ``"credit": K`` has at most K SENDS unacknowledged; at K its
+sessions' gate in the store is closed (latest wins, one level above a paused client) until an ACK returns credit.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import zmq
 from common import codec, wire
 from common.logs import LogLimit
 from router.introspection import Introspection
-from router.store import ObjectStore, Session
+from router.store import Gate, ObjectStore, Session
 
 log = logging.getLogger("seasync.router")
 
@@ -35,6 +38,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
 COALESCE_FROM = 64
 """Client messages waiting in one batch from which versions that arrive together are coalesced."""
+CREDIT_TIMEOUT = 10.0
+"""Seconds a front may hold its credit without acknowledging anything before the router gives it back."""
 HEARTBEAT_EVERY = 10.0  # seapig's optional client heartbeat action
 UPDATE_PREFIX = codec.dumps({"action": "object-update"})[:-1]
 """How every object-update frame starts (common/protocol.py encodes "action" first): one bytes compare."""
@@ -55,6 +60,10 @@ class Peer:
     last_seen: float
     sessions: dict[bytes, Session] = field(default_factory=dict)
     refused: int = 0  # sessions refused past limits.max_sessions_per_peer
+    credit: int = 0  # SENDS messages it may have unacknowledged (its HELLO's "credit"; 0: no credit, never held)
+    in_flight: int = 0  # SENDS sent and not acknowledged yet
+    gate: Gate = field(default_factory=Gate)  # its sessions' gate in the store, closed while out of credit
+    held_since: float = 0.0  # when the gate last closed, or the last ACK since (monotonic)
 
 
 class Router:
@@ -131,6 +140,7 @@ class Router:
         now = time.monotonic()
         if now >= due["check"]:
             self._expire_peers(now)
+            self._check_credit(now)
             due["check"] = now + wire.HEARTBEAT_INTERVAL
         if now >= due["heartbeat"]:
             self.store.heartbeat()
@@ -224,11 +234,18 @@ class Router:
                     self._refuse_session(identity, peer, frames[2])
                     return
                 # websocket clients pass the --auth hook; workers and the notifier join with the cluster secret
-                peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front")
+                peer.sessions[frames[2]] = self.store.open((identity, frames[2]), guarded=peer.role == "front",
+                                                           gate=peer.gate)
         elif kind in (wire.PAUSE, wire.RESUME) and len(frames) >= 3:
             session = peer.sessions.get(frames[2])
             if session is not None:
                 (self.store.pause if kind == wire.PAUSE else self.store.resume)(session)
+        elif kind == wire.ACK:
+            if len(frames) == 3 and peer.credit and frames[2].isdigit() and len(frames[2]) < 10:
+                self._acked(peer, int(frames[2]))
+            else:  # malformed, or from a peer that announced no credit: nothing to give back
+                self._refuse("ack", now, "ignoring an ACK %s from %s (credit %d)", _show(b",".join(frames[2:3])),
+                             _show(identity), peer.credit)
         elif kind == wire.CLOSE and len(frames) >= 3:
             session = peer.sessions.pop(frames[2], None)
             if session is not None:
@@ -236,6 +253,14 @@ class Router:
         else:
             self._refuse("envelope", now, "ignoring a malformed envelope %s (%d parts) from %s", _show(kind),
                          len(frames) - 1, _show(identity))
+
+    def _acked(self, peer: Peer, count: int) -> None:
+        """The front wrote ``count`` more SENDS: credit back; once under its credit, its held sessions get
+        the newest version of what changed meanwhile (one coalesced SENDS, not the backlog)."""
+        peer.in_flight = max(0, peer.in_flight - count)
+        peer.held_since = time.monotonic()
+        if peer.gate.closed and peer.in_flight < peer.credit:
+            self.store.release(peer.gate)
 
     def _refuse_session(self, identity: bytes, peer: Peer, sid: bytes) -> None:
         """Sessions per peer are a budget (router/limits.py): the one past it is dropped at once (a front
@@ -280,7 +305,8 @@ class Router:
         old = self.peers.pop(identity, None)
         if old is not None and old.sessions:
             self._drop_peer(old, "said hello again: it lost us, or restarted", now)
-        peer = Peer(identity, str(info.get("role", "?"))[:64], str(info.get("name", ""))[:200], now)
+        peer = Peer(identity, str(info.get("role", "?"))[:64], str(info.get("name", ""))[:200], now,
+                    credit=_credit(info.get("credit")))
         self.peers[identity] = peer
         self._refuse("hello", now, "%s %s joined (%s)", peer.role, _show(identity), peer.name, level=logging.INFO,
                      limit=self.arrivals)
@@ -291,6 +317,18 @@ class Router:
             del self.peers[peer.identity]
             self._drop_peer(peer, f"silent for {now - peer.last_seen:.1f} s; if it is alive, its next "
                                   "envelope gets a RESET and it says HELLO again", now)
+
+    def _check_credit(self, now: float) -> None:
+        """A front that keeps pinging but acknowledges nothing for CREDIT_TIMEOUT (a bug, ACKs lost) would hold
+        its clients for ever: give it its credit back (logged), so at worst it is sent what an old front is."""
+        for peer in self.peers.values():
+            if peer.gate.closed and now - peer.held_since > CREDIT_TIMEOUT:
+                self._refuse("credit", now, "! %s %s acknowledged nothing for %.0f s with %d SENDS in flight: "
+                             "giving its credit back", peer.role, _show(peer.identity), now - peer.held_since,
+                             peer.in_flight)
+                peer.in_flight = 0
+                peer.held_since = now
+                self.store.release(peer.gate)
 
     def _drop_peer(self, peer: Peer, why: str, now: float) -> None:
         self._refuse("gone", now, "%s %s gone (%s): closing its %d sessions", peer.role, _show(peer.identity),
@@ -333,6 +371,13 @@ class Router:
                     out_recipients(recipients)
             for identity, parts in by_peer.items():
                 self._send_to_peer(identity, parts)
+                peer = self.peers.get(identity)
+                if peer is not None and peer.credit:
+                    peer.in_flight += (len(parts) + 2 * MAX_PAIRS - 1) // (2 * MAX_PAIRS)  # SENDS messages
+                    if peer.in_flight >= peer.credit:
+                        if not peer.gate.closed:
+                            peer.held_since = time.monotonic()
+                        self.store.hold(peer.gate)  # O(1): later updates wait in the gate, latest wins
             self.counters.traffic("out", deliveries, size, now)
             for frame in internal:  # the introspection session answers production orders at once
                 self.introspection.on_frame(frame, now)
@@ -386,6 +431,13 @@ def serve(bind: str, make_store: Callable[..., ObjectStore] = ObjectStore, secre
     signal.signal(signal.SIGTERM, router.stop)
     signal.signal(signal.SIGINT, router.stop)
     router.run()
+
+
+def _credit(value: object) -> int:
+    """A HELLO's "credit": a positive int (bounded by wire.MAX_CREDIT); anything else means no credit."""
+    if type(value) is not int or value <= 0:
+        return 0
+    return min(value, wire.MAX_CREDIT)
 
 
 def _is_loopback(address: str) -> bool:

@@ -52,15 +52,32 @@ INTERNAL = "internal"
 _EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
 
 
+class Gate:
+    """The sessions of one link (a front's): while the link is out of credit the router closes the gate,
+    and ``_push`` records which objects changed for them (latest wins, like a paused session) in O(1)
+    per (gate, object) instead of each session being paused one by one; ``release`` brings them up to date."""
+
+    __slots__ = ("closed", "stale")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.stale: dict[str, None] = {}  # object ids changed while closed, in order of first change
+
+
+OPEN_GATE = Gate()
+"""The gate of sessions whose link has no credit (workers, the introspection session, old fronts): never closed."""
+
+
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
     __slots__ = ("address", "name", "options", "consumes", "produces", "producing", "prefetch", "held",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
-                 "objects", "pattern_chars", "version_bytes", "known_sizes", "client", "writes")
+                 "objects", "pattern_chars", "version_bytes", "known_sizes", "gate", "client", "writes")
 
-    def __init__(self, address: Any, index: int) -> None:
+    def __init__(self, address: Any, index: int, gate: Gate = OPEN_GATE) -> None:
         self.address = address  # opaque to the store: the router shell's address for this session
+        self.gate = gate  # its link's credit gate (see Gate)
         self.index = index
         self.name = ""
         self.options: dict[str, Any] = {}
@@ -317,10 +334,11 @@ class ObjectStore:
 
     # ---- sessions -----------------------------------------------------------------------------
 
-    def open(self, address: Any, guarded: bool = False) -> Session:
-        """A new session; a guarded one may do nothing until the --auth hook accepts its options."""
+    def open(self, address: Any, guarded: bool = False, gate: Gate = OPEN_GATE) -> Session:
+        """A new session; a guarded one may do nothing until the --auth hook accepts its options. ``gate``:
+        its link's (see hold/release); sessions of one front share one."""
         self._session_count += 1
-        session = Session(address, self._session_count)
+        session = Session(address, self._session_count, gate)
         session.client = guarded
         if guarded and self._authenticate_hook is not None:
             session.guarded = True
@@ -356,6 +374,23 @@ class ObjectStore:
             obj = self.objects.get(object_id)
             if obj is not None and session in obj.consumers:
                 self._push(obj, (session,))
+
+    def hold(self, gate: Gate) -> None:
+        """A link is out of credit (its front is behind): its sessions' updates wait, latest wins. O(1)."""
+        if gate is not OPEN_GATE:
+            gate.closed = True
+
+    def release(self, gate: Gate) -> None:
+        """Credit is back: bring the link's sessions to the latest version of every object that changed
+        while held (a patch from what each holds when retained, else the value; paused ones stay held)."""
+        if not gate.closed:
+            return
+        gate.closed = False
+        stale, gate.stale = gate.stale, {}
+        for object_id in stale:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                self._push(obj, [s for s in obj.consumers if s.gate is gate])
 
     def handle_raw(self, session: Session, raw: bytes, now: float, coalesce: bool = False) -> None:
         """Parse and apply one client frame at time ``now``; an invalid one gets an error frame, nothing
@@ -1341,7 +1376,7 @@ class ObjectStore:
         """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
         obj.history.append((version, data))
         obj.sizes.append(len(full))
-        obj.full_frame = full
+        obj.full_frame = kept(full)
         obj.frames = {}
         if not self._coalesce:
             self._push(obj, list(obj.consumers))
@@ -1385,6 +1420,10 @@ class ObjectStore:
             if session.paused:
                 session.stale[obj.id] = None
                 continue
+            gate = session.gate
+            if gate.closed:  # its front is out of credit: sent on release, latest wins
+                gate.stale[obj.id] = None
+                continue
             held = session.held.get(obj.id, 0)
             if held is version:
                 continue
@@ -1399,7 +1438,10 @@ class ObjectStore:
         for key, (held, members) in groups.items():
             frame = obj.frames.get(key)
             if frame is None:
-                frame = obj.frames[key] = self._update_frame(obj, held, version, data)
+                frame = self._update_frame(obj, held, version, data)
+                if frame is not obj.full_frame:  # (the value frame is kept already)
+                    frame = kept(frame)
+                obj.frames[key] = frame
             self._send(frame, members)
 
     @staticmethod
@@ -1541,6 +1583,16 @@ class ObjectStore:
         self._freed[session] = None
         if requeue:
             self._enqueue(order.obj)
+
+
+def kept(frame: bytes) -> bytes:
+    """A copy of ``frame`` in a buffer of its own size, for bytes the store keeps past the message.
+
+    orjson returns its output in the buffer it wrote into, at least 4 KiB: a 100-byte frame kept as it
+    came costs 4 KiB, so every live object paid ~4 KiB per frame it holds (its latest value and its
+    patches from held versions). One copy per version is what the store pays instead (docs/PERFORMANCE.md,
+    "Stop 19"). Frames that only pass through the outbox are not copied."""
+    return bytes(memoryview(frame))
 
 
 def _forget(table: dict[str, dict[Session, None]], pattern: str, session: Session) -> None:

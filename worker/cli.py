@@ -9,7 +9,7 @@ import typer
 import zmq
 
 from common import logs, wire
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit
 from worker.pool import Pool
 from worker.process import DEFAULT_PREFETCH, DEFAULT_PRODUCTION_TIMEOUT
 
@@ -59,11 +59,7 @@ def sync_worker(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every production (debug level)."),
 ) -> None:
     logs.setup(verbose)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        typer.echo(f"sync-worker: {exc}", err=True)
-        raise typer.Exit(2) from None
+    secret = cluster_secret_or_exit("sync-worker", secret, insecure)
     count = workers or os.cpu_count() or 1
     raise typer.Exit(Pool(count, router, producers.resolve(), verbose, production_timeout, secret,
                           prefetch).run())

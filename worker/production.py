@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import codec, protocol
+from common.deps.errors import DependencyError
+from common.deps.tracked import collecting, merge
 from common.protocol import AnswerError
 from worker.logs import user_traceback
 from worker.producer import Producer
@@ -39,11 +41,18 @@ def produce(producer: Producer, object_id: str) -> Answer:
     """Run ``producer.produce(object_id)`` and turn the outcome into the answer to send."""
     started = time.perf_counter()
     try:
-        result = producer.produce(object_id)
+        with collecting() as reads:  # tables read through tracked() join the version
+            result = producer.produce(object_id)
     except (Exception, SystemExit) as exc:
         log.error("! %s.produce(%r) failed", type(producer).__qualname__, object_id,
                   exc_info=user_traceback(exc))
         return failure(object_id, exc)
+    if reads and isinstance(result, (tuple, list)) and len(result) == 2 and result[0] is not None:
+        try:
+            result = (result[0], merge(result[1], reads))
+        except DependencyError as exc:  # tracked reads, and a version that cannot take them
+            log.error("! %s.produce(%r): %s", type(producer).__qualname__, object_id, exc)
+            return failure(object_id, exc)
     try:
         message = protocol.production_answer(object_id, result)  # the one set of rules (client.py too)
         try:

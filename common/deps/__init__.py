@@ -20,6 +20,7 @@ from common.deps.api import bump, configure, seconds, versions
 from common.deps.errors import (DatabaseUnavailable, DependencyError, InvalidName, SchemaMissing,
                                 UnknownBackend)
 from common.deps.names import PREFIX
+from common.deps.tracked import tracked
 
-__all__ = ["bump", "versions", "seconds", "configure", "PREFIX", "DependencyError", "InvalidName",
+__all__ = ["bump", "versions", "seconds", "tracked", "configure", "PREFIX", "DependencyError", "InvalidName",
            "UnknownBackend", "DatabaseUnavailable", "SchemaMissing"]

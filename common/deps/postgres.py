@@ -6,7 +6,9 @@ on first use)::
     SEQUENCE seasync_dependency_version_seq            every version comes from it
     TABLE    seasync_dependencies(name, current_version, reported_version, updated_at)
     FUNCTION seasync_bump(VARIADIC names text[])       -> (dep_name, dep_version) rows
-    FUNCTION seasync_bump_trigger()                     for ``sync-notifier install-trigger``
+    FUNCTION seasync_bump_trigger()                     for ``sync-notifier install-trigger TABLE NAME...``
+    FUNCTION seasync_table_dependency(regclass)         a table's ``table:SCHEMA.TABLE`` (tracked())
+    FUNCTION seasync_track_trigger()                    for ``sync-notifier install-trigger [--all|TABLE]``
 
 ``seasync_bump`` upserts each name with ``current_version = nextval(seq)`` and runs
 ``NOTIFY seasync_dependencies, 'VERSION NAME'``. Both take effect when the caller's transaction
@@ -39,7 +41,7 @@ CONNECT_TIMEOUT = 5
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 _UNDEFINED = ("42883", "42P01")  # undefined_function, undefined_table
 
-SCHEMA_TAG = "seasync dependencies schema 1"
+SCHEMA_TAG = "seasync dependencies schema 2"
 """Stored as the comment of seasync_bump: a database with another tag gets the schema (re)applied."""
 
 SCHEMA = f"""
@@ -81,6 +83,32 @@ CREATE OR REPLACE FUNCTION seasync_bump_trigger() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     PERFORM seasync_bump(VARIADIC TG_ARGV);
+    RETURN NULL;
+END
+$fn$;
+
+-- the dependency name of a table, for tracked() and the triggers alike: table:SCHEMA.TABLE of its
+-- partition root (a write through the parent or to one partition bumps the same name); '*' and
+-- control characters, which no dependency name may hold, become '_'
+CREATE OR REPLACE FUNCTION seasync_table_dependency(rel regclass) RETURNS text
+LANGUAGE sql STABLE AS $fn$
+    SELECT 'table:' || regexp_replace(n.nspname || '.' || c.relname, '[*[:cntrl:]]', '_', 'g')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = coalesce(pg_partition_root(rel), rel)
+$fn$;
+
+-- sync-notifier install-trigger TABLE / --all: bumps the table's dependency once per transaction
+-- (its writes all become visible at the same commit as the version, so one bump describes them all)
+CREATE OR REPLACE FUNCTION seasync_track_trigger() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    flag text := 'seasync_track.r' || coalesce(pg_partition_root(TG_RELID), TG_RELID)::oid;
+BEGIN
+    IF coalesce(current_setting(flag, true), '') = '1' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config(flag, '1', true);
+    PERFORM seasync_bump(seasync_table_dependency(TG_RELID));
     RETURN NULL;
 END
 $fn$;
@@ -247,18 +275,57 @@ def install_trigger(conn: Any, table: str, names: list[str]) -> None:
                               "write SCHEMA.TABLE)") from None
 
 
-def remove_trigger(conn: Any, table: str) -> bool:
+TRACK_TRIGGER = "seasync_track"
+_ALL_TABLES = r"""
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_%%' AND c.relname NOT LIKE 'seasync\_%%'
+  AND (%s::text[] IS NULL OR n.nspname = ANY(%s::text[]))
+ORDER BY 1, 2
+"""
+
+
+def all_tables(conn: Any, schemas: list[str] | None = None) -> list[str]:
+    """Every table (plain or partitioned) of ``schemas`` (default: every schema not the system's), as
+    SCHEMA.TABLE, without seasync's own tables (a trigger on them would bump forever)."""
+    rows = conn.execute(_ALL_TABLES, (schemas or None, schemas or None)).fetchall()
+    return [f"{s}.{t}" for s, t in rows]
+
+
+def install_tracking(conn: Any, table: str) -> str:
+    """Make every write to ``table`` (INSERT, UPDATE, DELETE, TRUNCATE) bump its ``table:SCHEMA.TABLE``
+    dependency in the writing transaction, for tracked(); installing again replaces the trigger.
+    Returns the dependency name."""
+    psycopg = _psycopg()
+    from psycopg import sql
+    ident = _table_identifier(table)
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRACK_TRIGGER), ident))
+            conn.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                                 "FOR EACH STATEMENT EXECUTE FUNCTION seasync_track_trigger()")
+                         .format(sql.Identifier(TRACK_TRIGGER), ident))
+            return str(conn.execute("SELECT seasync_table_dependency(%s::regclass)", (table,)).fetchone()[0])
+    except psycopg.errors.UndefinedTable:
+        raise DependencyError(f"there is no table {table!r} in this database (for another schema, "
+                              "write SCHEMA.TABLE)") from None
+    except psycopg.errors.WrongObjectType:
+        raise DependencyError(f"{table!r} is not a table (a view is tracked through the tables it reads: "
+                              "install the trigger on those)") from None
+
+
+def remove_trigger(conn: Any, table: str, trigger: str = "seasync_bump") -> bool:
     """Drop the trigger ``install_trigger`` made; False if there was none."""
     psycopg = _psycopg()
     from psycopg import sql
     ident = _table_identifier(table)
     try:
-        exists = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'seasync_bump' AND tgrelid = %s::regclass",
-                              (table,)).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = %s::regclass",
+                              (trigger, table)).fetchone()
     except psycopg.errors.UndefinedTable:
         raise DependencyError(f"there is no table {table!r} in this database") from None
     if exists:
-        conn.execute(sql.SQL("DROP TRIGGER seasync_bump ON {}").format(ident))
+        conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(trigger), ident))
     return bool(exists)
 
 

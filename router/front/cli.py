@@ -13,7 +13,7 @@ import typer
 import zmq
 
 from common import logs
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit
 from common.wire import DEFAULT_ROUTER
 from router.front import Admission, Front, FrontConfig, is_loopback
 
@@ -76,6 +76,13 @@ def front(
         help="Comma-separated names the front answers to in the Host header, besides --host, IP addresses, "
              "loopback names and (listening on 0.0.0.0) this machine's names; '*' for any. Others get 403 "
              "(DNS rebinding)."),
+    credit: int = typer.Option(
+        8, envvar="SEASYNC_FRONT_CREDIT", min=0, max=1024,
+        help="SENDS messages the router may have in flight to this front before it holds their updates, "
+             "latest wins, until the front has written them (0: no credit, every version queued as before)."),
+    write_delay: float = typer.Option(
+        0.0, envvar="SEASYNC_FRONT_WRITE_DELAY", min=0.0, hidden=True,
+        help="Testing only: seconds each burst of router frames blocks the front (a front slower than its router)."),
     metrics_port: int = typer.Option(
         0, envvar="SEASYNC_FRONT_METRICS_PORT", min=0, max=65535,
         help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: off)."),
@@ -93,18 +100,15 @@ def front(
         log.warning("! LISTENING ON %s WITHOUT AN ACCESS HOOK: anyone who can reach this address can "
                     "connect, read and publish every object; set an --auth hook on the router "
                     "(SEASYNC_AUTH).", host)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        log.error("! %s", exc)
-        raise typer.Exit(2) from None
+    secret = cluster_secret_or_exit("sync-front", secret, insecure)
     _raise_fd_limit(max_connections + 256)
     config = FrontConfig(router=router, host=host, port=port, max_frame=max_frame, secret=secret,
                          max_connections=max_connections, pause_above=pause_above,
                          resume_below=resume_below, slow_max_buffer=slow_max_buffer,
                          slow_timeout=slow_timeout, send_buffer=send_buffer,
                          ping_interval=ping_interval, ping_timeout=ping_timeout,
-                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts))
+                         allowed_origins=_split(allowed_origins), allowed_hosts=_split(allowed_hosts),
+                         credit=credit, write_delay=write_delay)
     try:
         Admission.for_front(host, config.allowed_hosts, config.allowed_origins)
     except ValueError as exc:

@@ -34,6 +34,10 @@ except ImportError:  # run from the scripts directory
 
 BIN = 1e-4  # latency histogram bin: 0.1 ms
 CONNECT_CHUNK = 250  # connections opened concurrently (the listen backlog is finite)
+PROBE = "seasync-sync-probe:1"
+"""The seasync clients' sync probe (docs/PROTOCOL.md §9): its error answer comes after every frame the
+registrations before it caused, so a client that holds current versions (and is sent nothing) knows it
+is in sync."""
 
 
 @dataclass
@@ -98,12 +102,13 @@ def _timestamp(msg: dict) -> float | None:
 class Client:
     """One websocket connection (opened again on ``reconnect``) and the versions it holds."""
 
-    __slots__ = ("conn", "held", "group")
+    __slots__ = ("conn", "held", "group", "probed")
 
     def __init__(self, group: "ClientGroup") -> None:
         self.group = group
         self.conn: WsProtocol | None = None
         self.held: dict[str, Any] = {}
+        self.probed = False  # the server answered the sync probe: everything registered before it is current
 
     def on_message(self, raw: bytes, now: float) -> None:
         """Account one server message; ``now`` is when its bytes were read off the socket."""
@@ -118,6 +123,8 @@ class Client:
         oid = msg.get("id") if type(msg) is dict else None
         if type(oid) is not str or msg.get("action") != "object-update":
             s.other += 1
+            if type(msg) is dict and msg.get("action") == "error" and msg.get("pattern") == PROBE:
+                self.probed = True
             return
         s.updates += 1
         vnew = msg.get("version-new")
@@ -178,18 +185,21 @@ class ClientGroup:
         for frame in frames:
             client.conn.send_text(frame)
 
-    def _frames(self, client: Client, subscribe: list[str]) -> list[bytes]:
+    def _frames(self, client: Client, subscribe: list[str], probe: bool = False) -> list[bytes]:
         out = [orjson.dumps({"action": "client-options-set", "options": {"name": "bench"}})]
         for oid in subscribe:
             out.append(orjson.dumps({"action": "object-consumer-register", "pattern": oid,
                                      "version-known": client.held.get(oid, 0)}))
+        if probe:
+            client.probed = False
+            out.append(orjson.dumps({"action": "object-consumer-unregister", "pattern": PROBE}))
         return out
 
-    async def _open_all(self, clients: list[Client], subscribe: list[str]) -> int:
+    async def _open_all(self, clients: list[Client], subscribe: list[str], probe: bool = False) -> int:
         failed = 0
         for i in range(0, len(clients), CONNECT_CHUNK):
             chunk = clients[i:i + CONNECT_CHUNK]
-            results = await asyncio.gather(*(self._open(c, self._frames(c, subscribe)) for c in chunk),
+            results = await asyncio.gather(*(self._open(c, self._frames(c, subscribe, probe)) for c in chunk),
                                            return_exceptions=True)
             failed += sum(isinstance(r, BaseException) for r in results)
         return failed
@@ -211,12 +221,23 @@ class ClientGroup:
         await self._close_all()
         return ("ok",)
 
-    async def cmd_reconnect(self, subscribe: list[str]) -> tuple:
-        """Open every connection again at once, registering the versions held."""
+    async def cmd_reconnect(self, subscribe: list[str], probe: bool = False) -> tuple:
+        """Open every connection again at once, registering the versions held (then the sync probe)."""
         await self._close_all()
         start = time.perf_counter()
-        failed = await self._open_all(self.clients, subscribe)
+        failed = await self._open_all(self.clients, subscribe, probe)
         return ("ok", len(self.clients) - failed, time.perf_counter() - start)
+
+    async def cmd_wait_probed(self, timeout: float) -> tuple:
+        """Wait until every connection got the answer to its sync probe (see ``PROBE``)."""
+        start = time.perf_counter()
+        while True:
+            behind = sum(not c.probed for c in self.clients)
+            elapsed = time.perf_counter() - start
+            if not behind or elapsed > timeout:
+                return ("ok" if not behind else "timeout", len(self.clients) - behind, elapsed,
+                        time.perf_counter())
+            await asyncio.sleep(0.005)
 
     async def _close_all(self) -> None:
         conns = [c.conn for c in self.clients if c.conn is not None]

@@ -66,6 +66,15 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _print_browser_log_on_failure(request: Any) -> Iterator[None]:
+    """A failed browser test prints the page's console (the test that uses ``browser`` only)."""
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed and "browser" in request.fixturenames:
+        print("===== browser console\n" + browser_log(request.getfixturevalue("browser")))
+
+
 def browser_log(driver: Any) -> str:
     """The page's console messages so far (printed when a test fails)."""
     try:

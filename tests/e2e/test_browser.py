@@ -6,20 +6,11 @@ are Python clients (common/client/) on their own event-loop thread.
 
 from __future__ import annotations
 
-import pytest
 
 from common.client import Client, Master
 from tests.e2e.conftest import browser_log, wait_js
 
 STATE = "window.seasyncState"
-
-
-@pytest.fixture(autouse=True)
-def _print_browser_log_on_failure(request, browser):
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print("===== browser console\n" + browser_log(browser))
 
 
 def test_page_shows_an_object_follows_updates_and_survives_a_front_restart(

@@ -6,21 +6,12 @@ so it still loads while the front, which also serves pages, is down; its websock
 
 from __future__ import annotations
 
-import pytest
 
 from common.client import Client, Master
 from tests.cluster import free_port, wait_port
-from tests.e2e.conftest import browser_log, wait_js
+from tests.e2e.conftest import wait_js
 
 STATE = "window.seasyncState"
-
-
-@pytest.fixture(autouse=True)
-def _print_browser_log_on_failure(request, browser):
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print("===== browser console\n" + browser_log(browser))
 
 
 def test_page_reloaded_while_the_front_is_down_shows_the_stale_object_then_catches_up(

@@ -3,21 +3,12 @@ shape (time scales, entities, closed slots, histograms with their multiplier) fr
 
 from __future__ import annotations
 
-import pytest
 
 from common.client import Client
 from tests.e2e.conftest import browser_log, wait_js
 
 ENTITIES = ("connections-count", "message-incoming-count", "message-incoming-size",
             "message-incoming-processing-time", "message-outgoing-count", "message-outgoing-size")
-
-
-@pytest.fixture(autouse=True)
-def _print_browser_log_on_failure(request, browser):
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print("===== browser console\n" + browser_log(browser))
 
 
 def test_statistics_tab_draws_seapigs_time_slots(browser, cluster, py_client, loop_thread, page_url):

@@ -35,6 +35,7 @@ class ScriptedRouter:
     """A real ROUTER socket standing in for sync-router; the test decides every answer."""
 
     def __init__(self, secret: str = "") -> None:
+        self.acks: list[list[bytes]] = []
         self.sync_ctx = zmq.Context()  # the CURVE authenticator needs a plain context (same libzmq one)
         self.ctx = zmq.asyncio.Context.shadow(self.sync_ctx.underlying)
         self.sock = self.ctx.socket(zmq.ROUTER)
@@ -63,11 +64,14 @@ class ScriptedRouter:
         await self.sock.send_multipart([self.peer, *frames])
 
     async def next(self, skip_hello: bool = True) -> list[bytes]:
-        """The next envelope (repeated HELLOs skipped unless asked for)."""
+        """The next envelope (repeated HELLOs skipped unless asked for; credit ACKs always: the front
+        acknowledges every SENDS it has written, see test_front_credit.py)."""
         async with asyncio.timeout(WAIT):
             while True:
                 frames = await self.inbox.get()
-                if not (skip_hello and frames[0] == HELLO):
+                if frames[0] == b"ack":
+                    self.acks.append(frames[1:])
+                elif not (skip_hello and frames[0] == HELLO):
                     return frames
 
     async def expect(self, kind: bytes) -> list[bytes]:

@@ -91,14 +91,17 @@ async def test_a_wildcard_consumer_gets_only_the_ids_the_hook_allows(guarded_clu
 
 # ---- the cluster secret by default (issue 10 item 9) -------------------------------------------
 
+import os  # noqa: E402
 import stat  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import orjson  # noqa: E402
 import zmq  # noqa: E402
 
 from common import wire  # noqa: E402
-from tests.cluster import Proc, free_port, wait_port  # noqa: E402
+from tests.cluster import REPO, Proc, free_port, wait_port  # noqa: E402
 
 WAIT = 30.0
 
@@ -202,3 +205,19 @@ def test_an_explicitly_empty_secret_is_insecure_too(tmp_path, no_secret_env, mon
         assert _hello(None, url)[0] == wire.WELCOME
     finally:
         router.stop()
+
+
+@pytest.mark.parametrize("module", ["router.cli", "router.front.cli", "worker.cli", "worker.notifier.cli"])
+def test_every_command_refuses_a_secret_file_others_can_read(tmp_path, no_secret_env, module):
+    """A secret that other users may read is no secret: each process says which file and what to do, and
+    exits with status 2 before it binds or connects anything (one rule, common/secret.py)."""
+    secret_file = tmp_path / ".seasync-secret"
+    secret_file.write_text("x" * 43 + "\n")
+    secret_file.chmod(0o644)
+    result = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    program = {"router.cli": "sync-router", "router.front.cli": "sync-front", "worker.cli": "sync-worker",
+               "worker.notifier.cli": "sync-notifier"}[module]
+    assert result.returncode == 2, result.stderr
+    assert f"{program}: the cluster secret file .seasync-secret may be read by other users" in result.stderr
+    assert "chmod 600" in result.stderr

@@ -12,7 +12,7 @@ from common import logs, wire
 from common.deps import config
 from common.deps.errors import DependencyError, InvalidName, UnknownBackend
 from common.deps.names import check_names
-from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, SecretError, cluster_secret
+from common.secret import INSECURE_ENV, INSECURE_HELP, SECRET_ENV, SECRET_HELP, cluster_secret_or_exit
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -58,10 +58,7 @@ def run(
 
     logs.setup(verbose)
     target = _target(deps)
-    try:
-        secret = cluster_secret(secret, insecure)
-    except SecretError as exc:
-        raise _fail(exc) from None
+    secret = cluster_secret_or_exit("sync-notifier", secret, insecure)
     raise typer.Exit(Notifier(router, target, name, secret).run())
 
 
@@ -98,48 +95,70 @@ def init(ctx: typer.Context, deps: str = DEPS_OPTION) -> None:
 @app.command("install-trigger")
 def install_trigger(
     ctx: typer.Context,
-    table: str = typer.Argument(..., help="The table to watch (TABLE or SCHEMA.TABLE)."),
-    dependencies: list[str] = typer.Argument(..., metavar="NAME...", help="Dependencies to bump."),
+    table: str = typer.Argument(None, help="The table to watch (TABLE or SCHEMA.TABLE).", show_default=False),
+    dependencies: list[str] = typer.Argument(None, metavar="[NAME...]", show_default=False,
+                                             help="Dependencies to bump; none: the table's own table:SCHEMA.TABLE."),
+    all_tables: bool = typer.Option(False, "--all", help="Every table of --schema (default: every schema "
+                                    "but the system's), seasync's own excepted, bumps its table:SCHEMA.TABLE."),
+    schemas: list[str] = typer.Option(None, "--schema", help="With --all: only this schema (repeatable).",
+                                      show_default=False),
     deps: str = DEPS_OPTION,
 ) -> None:
     """Bump dependencies whenever a table changes (PostgreSQL).
 
     Installs a statement-level trigger: every INSERT, UPDATE, DELETE or TRUNCATE on TABLE bumps each
-    NAME inside the same transaction, with no change to the application. Installing again replaces
-    the trigger (and its list of names)."""
+    NAME inside the same transaction, with no change to the application. With no NAME (or --all), the
+    trigger bumps the table's own dependency table:SCHEMA.TABLE once per transaction: what producers
+    reading through common.deps.tracked() depend on. Installing again replaces the trigger."""
     from common.deps import postgres
 
-    try:
-        checked = check_names(tuple(dependencies))
-    except InvalidName as exc:
-        raise _fail(exc) from None
+    if all_tables == (table is not None):
+        raise _fail(InvalidName("name a TABLE, or pass --all (not both)"))
+    checked: list[str] = []
+    if dependencies:
+        try:
+            checked = check_names(tuple(dependencies))
+        except InvalidName as exc:
+            raise _fail(exc) from None
     conn, _ = _connect(ctx, deps)
     try:
-        postgres.install_trigger(conn, table, checked)
+        if checked:
+            postgres.install_trigger(conn, table, checked)
+            typer.echo(f"every change to {table} now bumps {', '.join(checked)}")
+            return
+        tables = postgres.all_tables(conn, schemas) if all_tables else [table]
+        for name in tables:
+            typer.echo(f"every change to {name} now bumps {postgres.install_tracking(conn, name)}")
+        if not tables:
+            typer.echo("no table to track")
     except DependencyError as exc:
         raise _fail(exc) from None
     finally:
         conn.close()
-    typer.echo(f"every change to {table} now bumps {', '.join(checked)}")
 
 
 @app.command("remove-trigger")
 def remove_trigger(
     ctx: typer.Context,
-    table: str = typer.Argument(..., help="The table whose seasync trigger to drop."),
+    table: str = typer.Argument(None, help="The table whose seasync triggers to drop.", show_default=False),
+    all_tables: bool = typer.Option(False, "--all", help="Every table's tracking trigger (install-trigger --all)."),
     deps: str = DEPS_OPTION,
 ) -> None:
-    """Remove the trigger install-trigger put on a table (PostgreSQL)."""
+    """Remove the triggers install-trigger put on a table (PostgreSQL)."""
     from common.deps import postgres
 
+    if all_tables == (table is not None):
+        raise _fail(InvalidName("name a TABLE, or pass --all (not both)"))
     conn, _ = _connect(ctx, deps)
     try:
-        removed = postgres.remove_trigger(conn, table)
+        for name in postgres.all_tables(conn) if all_tables else [table]:
+            removed = [t for t in ("seasync_bump", postgres.TRACK_TRIGGER)
+                       if postgres.remove_trigger(conn, name, t)]
+            typer.echo(f"removed the seasync trigger of {name}" if removed else f"{name} had no seasync trigger")
     except DependencyError as exc:
         raise _fail(exc) from None
     finally:
         conn.close()
-    typer.echo(f"removed the seasync trigger of {table}" if removed else f"{table} had no seasync trigger")
 
 
 def main() -> None:

@@ -77,6 +77,7 @@ class Notifier:
         self.catch_up_needed = True
         self.stopping = False
         self.uploads = 0
+        self.blocked = False  # an upload found the link full: publish again as soon as it takes more
         self.wakeup = WakePipe()
 
     # ---- main loop ---------------------------------------------------------------------------
@@ -101,14 +102,18 @@ class Notifier:
                 if fd is not None:
                     poller.register(fd, zmq.POLLIN)
                 polled = fd
+            # while blocked, also wake when the link has room again (not at the next 5 s rescan)
+            poller.register(self.link.socket, zmq.POLLIN | zmq.POLLOUT if self.blocked else zmq.POLLIN)
             ready = dict(poller.poll(self._timeout(now) * 1000))
             now = time.monotonic()
             if ready.get(self.wakeup.fd):
                 self.wakeup.drain()
-            if ready.get(self.link.socket):
+            link_events = ready.get(self.link.socket, 0)
+            if link_events & zmq.POLLIN:
                 self._receive(now)
             self._on_events(self.link.tick(now))
-            self._database_step(now, fd is not None and bool(ready.get(fd)))
+            self._database_step(now, fd is not None and bool(ready.get(fd)),
+                                unblocked=self.blocked and bool(link_events & zmq.POLLOUT))
             self._tick_seconds()
         self._shutdown()
         return 0
@@ -216,6 +221,8 @@ class Notifier:
         if sent:
             self.uploads += 1
             log.debug("> %s = %s", object_id, version)
+        else:  # the row stays unreported; before, it waited for the next rescan (RESCAN_INTERVAL)
+            self.blocked = True
         return sent
 
     def _send(self, message: dict) -> bool:
@@ -247,11 +254,17 @@ class Notifier:
         self.feed.close()
         self.db_retry_at = time.monotonic() + RETRY_DELAY
 
-    def _database_step(self, now: float, readable: bool) -> None:
+    def _database_step(self, now: float, readable: bool, unblocked: bool = False) -> None:
+        """``unblocked``: an earlier pass stopped at a full link, which has room now: the rows it left
+        unreported go out at once."""
         if not self.db_up:
             return
         try:
             changed = self._drain() if readable else False
+            if unblocked:
+                self.blocked = False
+                changed = True
+                log.debug("= the router link has room again: publishing the rows left unreported")
             if now >= self.next_check:
                 reopened = getattr(self.feed, "reopened", 0)
                 changed = self.feed.changed() or changed

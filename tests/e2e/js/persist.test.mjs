@@ -4,37 +4,8 @@
 import {afterEach, test} from "node:test";
 import assert from "node:assert/strict";
 
+import {FakeSocket, quiet} from "./fake_socket.mjs";
 import {SeasyncClient} from "../../../router/static/seasync.js";
-
-class FakeSocket {
-  static all = [];
-
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-
-  receive(message) {
-    this.onmessage?.({data: JSON.stringify(message)});
-  }
-
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-
-  close() {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    this.onclose?.({code: 1006});
-  }
-}
 
 class FakeStorage {
   constructor(items = {}) {

@@ -6,41 +6,11 @@ import {afterEach, test} from "node:test";
 import assert from "node:assert/strict";
 import {readFileSync} from "node:fs";
 
+import {FakeSocket, quiet} from "./fake_socket.mjs";
 import {SeasyncClient, backoff, nextVersion, productionMessage, sameVersion} from "../../../router/static/seasync.js";
 
 const TABLE = JSON.parse(readFileSync(new URL("../../fixtures/client_scenarios.json", import.meta.url), "utf8"));
 
-class FakeSocket {
-  static all = [];
-
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-
-  receive(message) {
-    this.onmessage?.({data: JSON.stringify(message)});
-  }
-
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-
-  close() {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    this.onclose?.({code: 1006});
-  }
-}
-
-const quiet = {debug() {}, info() {}, warn() {}, error() {}, log() {}};
 const clients = [];
 afterEach(() => clients.splice(0).forEach((client) => client.close()));
 

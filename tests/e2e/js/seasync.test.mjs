@@ -5,6 +5,7 @@
 import {afterEach, test} from "node:test";
 import assert from "node:assert/strict";
 
+import {FakeSocket, quiet} from "./fake_socket.mjs";
 import {
   PatchError, SeasyncClient, applyPatch, deepEqual, makePatch, matches, nextVersion, parsePointer, sameVersion,
 } from "../../../router/static/seasync.js";
@@ -175,43 +176,6 @@ test("patterns match whole ids, every star", () => {
 
 // ------------------------------------------------------------------------------------------- the client
 
-class FakeSocket {
-  static all = [];
-
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-
-  receive(message) {
-    this.onmessage?.({data: typeof message === "string" ? message : JSON.stringify(message)});
-  }
-
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-
-  take() {
-    const out = this.sent;
-    this.sent = [];
-    return out;
-  }
-
-  close() {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    this.onclose?.({code: 1006});
-  }
-}
-
-const quiet = {debug() {}, warn() {}, error() {}, log() {}};
 
 const clients = [];
 afterEach(() => clients.splice(0).forEach((client) => client.close())); // no timers left behind by a failure

@@ -1,0 +1,50 @@
+"""What an idle connection costs the front (issue 13 item 2, "idle connections"): an in-process Front
+behind the scripted router of test_front.py, inspected directly. No timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.client import connect
+
+from common.wire import OPEN, SENDS, pack_sids
+from router.front.server import Front, FrontConfig
+from tests.cluster import free_port, repo_secret, wait_port
+from tests.integration.test_front import WAIT, ScriptedRouter
+
+
+async def _front(router: ScriptedRouter, **options) -> tuple[Front, asyncio.Task[None], str]:
+    port = free_port()
+    front = Front(FrontConfig(router=router.url, port=port, secret=repo_secret(), **options))
+    task = asyncio.create_task(front.run())
+    await router.welcome()
+    await asyncio.to_thread(wait_port, port)
+    return front, task, f"ws://127.0.0.1:{port}"
+
+
+async def test_an_open_session_keeps_no_handshake_headers_and_still_works():
+    """The handshake's headers (~3 KB per connection) are let go once the session is open; the session still gets frames and answers keepalive pings."""
+    router = ScriptedRouter(secret=repo_secret())
+    front, task, url = await _front(router, ping_interval=0.2, ping_timeout=5.0)
+    try:
+        async with connect(url + "/some/path", compression=None, open_timeout=WAIT,
+                           additional_headers={"X-Big": "x" * 2000}) as ws:
+            (sid,) = await router.expect(OPEN)
+            conn = front._sessions[sid]
+            assert conn.ws.response is None and not conn.ws.request.headers
+            assert conn.ws.request.path == "/some/path"
+            await router.send(SENDS, b'{"action":"object-update"}', pack_sids([sid]))
+            async with asyncio.timeout(WAIT):
+                assert await ws.recv() == '{"action":"object-update"}'
+            # pings go out and are acknowledged (the client answers them): the session stays open
+            async with asyncio.timeout(WAIT):
+                while conn.ping is None:
+                    await asyncio.sleep(0.05)
+                first = conn.ping
+                while conn.ping == first or conn.ws.pending_pings:
+                    await asyncio.sleep(0.05)
+            assert sid in front._sessions
+    finally:
+        front.stop()
+        await asyncio.wait_for(task, WAIT)
+        await router.close()

@@ -1,0 +1,50 @@
+"""The notifier under a backlog (issue 13 item 2, "bumps into the router"): real router, real notifier,
+SQLite. A pass over unreported rows that finds the link full goes on when the link has room, not at
+the next rescan (RESCAN_INTERVAL, 5 s: thousands of bumps took minutes, a few hundred per rescan)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from common.deps import api
+from tests.cluster import Proc
+
+BUMPS = 20_000
+DEADLINE = 45.0  # generous for 20,000 uploads; without the fix, ~20 rescans 5 s apart are needed
+
+
+def unreported(path: str) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM seasync_dependencies WHERE current_version <> reported_version"
+                          ).fetchone()[0]
+
+
+async def test_a_full_link_does_not_hold_the_backlog_until_the_next_rescan(cluster, tmp_path: Path):
+    path = str(tmp_path / "deps.sqlite3")
+    api.bump("warm-up", url=path)
+    notifier = Proc("notifier", ["-m", "worker.notifier.cli", "--router", cluster.router_url, "--deps", path, "-v"])
+    cluster.procs.append(notifier)
+    deadline = time.monotonic() + DEADLINE
+    while unreported(path):  # the notifier is up and has reported the first row
+        assert time.monotonic() < deadline, notifier.output()
+        await asyncio.sleep(0.1)
+    # the router pauses (well under the peers' 3 s silence), so the notifier's link fills up
+    cluster.router.kill(signal.SIGSTOP)
+    try:
+        names = [f"n{i}" for i in range(BUMPS)]
+        for i in range(0, BUMPS, 5000):
+            api.bump(*names[i:i + 5000], url=path)
+        await asyncio.sleep(1.0)
+    finally:
+        cluster.router.kill(signal.SIGCONT)
+    deadline = time.monotonic() + DEADLINE
+    while (left := unreported(path)):
+        assert time.monotonic() < deadline, f"{left} of {BUMPS} bumps not reported\n{notifier.output()[-3000:]}"
+        await asyncio.sleep(0.1)
+    assert notifier.alive()
+    # the link did fill up, and the pass went on when it had room (not at a rescan)
+    assert "the router link has room again" in notifier.output()
