@@ -731,12 +731,16 @@ class Collection:
             raise CollectionError(str(exc), exc.code) from None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        if not client.connected:
-            try:
-                await client.wait_connected(timeout)
+        while not client.connected:
+            if client.closed:
+                raise ClosedError("this client was closed while the update waited for a connection")
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"not connected within {timeout} s: the update of {self.id!r} was not sent")
+            try:  # woken at least every second to notice close()
+                await client.wait_connected(1.0 if remaining is None else min(remaining, 1.0))
             except TimeoutError:
-                raise TimeoutError(f"not connected within {timeout} s: the update of {self.id!r} was not sent") \
-                    from None
+                pass
         if client.closed:
             raise ClosedError("this client was closed")
         ref, frame = client._state.collection_update(self.id, insert, remove, reset)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.client import Client, CollectionError
+from common.client import Client, ClosedError, CollectionError
 
 PRODUCERS = '''
 import time
@@ -141,3 +141,18 @@ async def test_drop_before_answer_is_outcome_unknown_and_not_resent(cluster, pro
         assert version == 3  # "a" applied once (2), not resent
         await coll.wait(lambda _v: coll.version == 3, timeout=30)
         assert coll.ids() == ["a", "b"]
+
+
+async def test_update_while_disconnected_times_out_or_ends_with_close() -> None:
+    """No server at all: an update waits for the connection up to its timeout (nothing sent), and a close
+    ends a wait without a timeout."""
+    client = Client("ws://127.0.0.1:9/", name="offline", reconnect_delay=0.1)
+    await client.connect(wait=False)
+    coll = client.collection("items/offline")
+    with pytest.raises(TimeoutError):
+        await coll.update(insert=[{"id": "a"}], timeout=0.3)
+    waiting = asyncio.ensure_future(coll.update(insert=[{"id": "a"}], timeout=None))
+    await asyncio.sleep(0.2)
+    await client.close()
+    with pytest.raises(ClosedError):
+        await asyncio.wait_for(waiting, 5)
