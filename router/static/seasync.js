@@ -888,13 +888,20 @@ export class Collection {
         }
       };
       if (client.connected) return send();
-      unsubscribe = client.onconnectionchange((up) => { if (up && !client.closed) send(); });
+      const giveUp = (error) => {
+        unsubscribe();
+        clearTimeout(timer);
+        reject(error);
+      };
+      const stopConnection = client.onconnectionchange((up) => { if (up && !client.closed) send(); });
+      client._waiting.add(giveUp);
+      unsubscribe = () => {
+        stopConnection();
+        client._waiting.delete(giveUp);
+      };
       if (deadline !== null) {
-        timer = setTimeout(() => {
-          unsubscribe();
-          reject(new CollectionError(`not connected within ${timeoutMs} ms: the update of ${this.id} was not sent`,
-            "not-connected"));
-        }, timeoutMs);
+        timer = setTimeout(() => giveUp(new CollectionError(
+          `not connected within ${timeoutMs} ms: the update of ${this.id} was not sent`, "not-connected")), timeoutMs);
       }
     });
   }
@@ -935,6 +942,7 @@ export class SeasyncClient {
     this._collections = new Map(); // id -> Collection
     this._writes = new Map(); // ref -> {id, resolve, reject}: collection updates sent on this link
     this._refs = 0;
+    this._waiting = new Set(); // give-up functions of collection updates waiting for a connection
     this._ws = null;
     this._generation = 0; // bumped for every socket: events of an old socket are ignored
     this._attempt = 0; // reconnect attempts since the last stable connection
@@ -1032,6 +1040,9 @@ export class SeasyncClient {
     this._retryTimer = null;
     const ws = this._ws;
     this._lost();
+    for (const giveUp of [...this._waiting]) {
+      giveUp(new CollectionError("this client was closed while the update waited for a connection", "closed"));
+    }
     if (ws) {
       try {
         ws.close(1000, "client closed");

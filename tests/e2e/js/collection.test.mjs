@@ -154,3 +154,12 @@ test("collectionChanges matches common/collection.py changes", () => {
   assert.deepEqual(collectionChanges({a: {id: "a"}, b: {id: "b"}}, {c: {id: "c"}, b: {id: "b", v: 1}}),
     [["a", null, {id: "a"}], ["c", {id: "c"}, null], ["b", {id: "b", v: 1}, {id: "b"}]]);
 });
+
+test("close() ends an update waiting for the connection", async () => {
+  const client = makeClient();
+  const todos = client.collection("todos/list");
+  const waiting = todos.update({insert: [{id: "a"}]}, {timeoutMs: null});
+  client.close();
+  await assert.rejects(waiting, (error) => error instanceof CollectionError && error.code === "closed");
+  assert.deepEqual(lastSocket().sent, []);
+});
