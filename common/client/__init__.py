@@ -23,6 +23,12 @@ objects on demand::
         async for change in cars.changes():              # every new version (coalesced if you are slow)
             print(change.version, change.value)
 
+        # a writable collection (a Collection producer serves "todos/*"): read, write, per-item changes
+        todos = client.collection("todos/list")
+        todos.on_change(lambda item_id, new, old: print(item_id, new, old))   # new None: removed
+        version = await todos.update(insert=[{"id": "t1", "text": "milk"}], remove=["t0"])
+        # CollectionError(.code) if refused; code "outcome-unknown" if the link dropped first (never resent)
+
 Offline: ``Client(url, name="dashboard", state_dir="/var/lib/dashboard")`` keeps the last value and version
 of every consumed id and every keep-current master on disk; started while the server is down (use
 ``await client.connect(wait=False)``), ``consume(id)`` has the persisted data at once with ``stale`` True,
@@ -59,6 +65,8 @@ from common.client.shell import (
                                  ChangeStream,
                                  Client,
                                  ClosedError,
+                                 Collection,
+                                 CollectionError,
                                  Consumer,
                                  Master,
                                  WildcardConsumer,
@@ -66,5 +74,5 @@ from common.client.shell import (
 )
 from common.client.state import ClientState
 
-__all__ = ["Change", "ChangeStream", "Client", "ClientState", "ClosedError", "Consumer", "Master",
+__all__ = ["Change", "ChangeStream", "Client", "ClientState", "ClosedError", "Collection", "CollectionError", "Consumer", "Master",
            "WildcardConsumer", "next_version"]

@@ -22,12 +22,14 @@ from websockets.exceptions import ConnectionClosed
 
 from common import codec, protocol
 from common.client.persist import StateFile
+from common.collection import UpdateError, check_update
+from common.collection import changes as item_changes
 from common.client.state import ClientState, EntryState, Event, MasterState, backoff
 from common.client.state import next_version as _next_version
 from common.patterns import check_id, check_pattern, is_wildcard
 from common.versioning import Version, check_version, is_null
 
-__all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Consumer", "Master", "WildcardConsumer", "next_version"]
+__all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Collection", "CollectionError", "Consumer", "Master", "WildcardConsumer", "next_version"]
 
 log = logging.getLogger("seasync.client")
 
@@ -615,6 +617,172 @@ class Master:
             raise RuntimeError(f"master {self.pattern!r} produces on demand; bump()/set() are for value= masters")
 
 
+class CollectionError(RuntimeError):
+    """A collection update that did not apply, or whose outcome is unknown; ``code`` says which.
+
+    ``code`` is the server's stable error code (docs/PROTOCOL.md §14: ``no-collection``, ``invalid-item``,
+    ``collection-full``, ``forbidden``...), or ``outcome-unknown`` when the connection dropped (or the
+    ``timeout`` passed) after the update was sent and before its answer: it may or may not have applied, and
+    the client never resends it (read the collection to find out).
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+CollectionCallback = Callable[[str, Union[dict, None], Union[dict, None]], Union[None, Awaitable[None]]]
+"""``callback(item_id, new, old)``: ``new`` None = removed, ``old`` None = inserted, both = replaced."""
+
+
+class Collection:
+    """A writable collection (issue 15), made by ``client.collection(id)``: a consumer of the object plus writes.
+
+    The value of a collection is ``{item_id: item}``, every item a dict with a string ``"id"``. Reading
+    (``get``, ``has``, ``items``, ``len``, ``in``, iteration over ids) is the data held, as any consumer's;
+    ``update()`` writes and returns the version that includes the write, which the data held reaches soon
+    after (every writer and watcher gets the same sequence of versions).
+    """
+
+    def __init__(self, client: Client, consumer: Consumer) -> None:
+        self._client = client
+        self.consumer = consumer
+        self.id = consumer.id
+        self._callbacks: list[CollectionCallback] = []
+        self._seen: dict[str, Any] = _copy_items(consumer.value)  # the items as last reported to on_change
+        consumer.on_change(self._consumer_changed)
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.id!r} items={len(self)} version={self.version!r}>"
+
+    @property
+    def version(self) -> Version:
+        """The version of the data held (None before data)."""
+        return self.consumer.version
+
+    @property
+    def valid(self) -> bool:
+        return self.consumer.valid
+
+    def _items(self) -> dict[str, Any]:
+        value = self.consumer.value
+        return value if isinstance(value, dict) else {}
+
+    def get(self, item_id: str, default: Any = None) -> dict | None:
+        """The item with this id, or ``default``."""
+        return self._items().get(item_id, default)
+
+    def has(self, item_id: str) -> bool:
+        return item_id in self._items()
+
+    def items(self) -> list[dict]:
+        """The items held (a list of dicts, in the collection's order)."""
+        return list(self._items().values())
+
+    def ids(self) -> list[str]:
+        return list(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._items()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items()))
+
+    async def wait(self, predicate: Callable[[dict], Any] | None = None, timeout: float | None = None) -> dict:
+        """``Consumer.wait`` on the collection's value (``{item_id: item}``)."""
+        return await self.consumer.wait(predicate, timeout)
+
+    def on_change(self, callback: CollectionCallback) -> Callable[[], None]:
+        """Call ``callback(item_id, new, old)`` for every item that changed with each new version of the
+        collection (``common.collection.changes`` between the value before and after): removals first, then
+        inserts and replacements. Sync callbacks run at once, async ones become tasks; failures are logged.
+        Returns an unsubscribe function."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                pass
+
+        return remove
+
+    async def update(self, insert: list[dict] | None = None, remove: list[str] | None = None, reset: bool = False,
+                     timeout: float | None = 30.0) -> Version:
+        """Write to the collection: ``remove`` (ids) first, then ``insert`` (items; one with an id held replaces
+        it); ``reset`` clears the collection first (``remove`` is then ignored). All of it applies or nothing.
+
+        Returns the version of the collection that first includes the write. Raises ``CollectionError``
+        (``code``) when the server refuses it (nothing applied), or ``CollectionError(code="outcome-unknown")``
+        when the connection drops (or ``timeout`` passes) after it was sent: it is never resent. While
+        disconnected, waits for the connection up to ``timeout`` (then ``TimeoutError``: nothing was sent).
+        """
+        client = self._client
+        if client.closed:
+            raise ClosedError("this client was closed")
+        try:
+            check_update(insert, remove, reset)
+        except UpdateError as exc:
+            raise CollectionError(str(exc), exc.code) from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not client.connected:
+            if client.closed:
+                raise ClosedError("this client was closed while the update waited for a connection")
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"not connected within {timeout} s: the update of {self.id!r} was not sent")
+            try:  # woken at least every second to notice close()
+                await client.wait_connected(1.0 if remaining is None else min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        if client.closed:
+            raise ClosedError("this client was closed")
+        ref, frame = client._state.collection_update(self.id, insert, remove, reset)
+        future: asyncio.Future = loop.create_future()
+        client._writes[ref] = future
+        client._send(frame)
+        try:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            async with asyncio.timeout(remaining):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if future.done() and not future.cancelled():
+                return future.result()
+            raise CollectionError(f"no answer to the update of {self.id!r} within {timeout} s: it may or may not "
+                                  "have applied", "outcome-unknown") from None
+        finally:
+            client._writes.pop(ref, None)
+            client._state.forget_write(ref)
+
+    def _consumer_changed(self, change: Change) -> None:
+        if change.destroyed:
+            return
+        new = _copy_items(change.value)
+        old, self._seen = self._seen, new
+        if not self._callbacks:
+            return
+        for item in item_changes(old, new):
+            for callback in tuple(self._callbacks):
+                self._client._call(_spread(callback), tuple(item))
+
+
+def _spread(callback: CollectionCallback) -> Callback:
+    def call(args: Any) -> Any:
+        return callback(*args)
+    return call
+
+
+def _copy_items(value: dict | None) -> dict[str, Any]:
+    """A deep copy (the consumer's value changes in place with later patches)."""
+    return codec.loads(codec.dumps(value)) if isinstance(value, dict) else {}
+
+
 class _Link:
     """One open websocket: the ordered queue of frames to write and the task writing them."""
 
@@ -695,6 +863,8 @@ class Client:
         self._entries: dict[str, Consumer] = {}
         self._wildcards: dict[str, WildcardConsumer] = {}
         self._masters: dict[str, Master] = {}
+        self._collections: dict[str, Collection] = {}
+        self._writes: dict[int, asyncio.Future] = {}  # ref -> the future of a collection update in flight
         self._link: _Link | None = None
         self._run_task: asyncio.Task | None = None
         self._first_open: asyncio.Future | None = None
@@ -895,6 +1065,21 @@ class Client:
         if entry is None or entry._state is not state:
             entry = self._entries[object_id] = Consumer(self, state)
         return entry
+
+    # ---- collections -----------------------------------------------------------------------------
+
+    def collection(self, collection_id: str) -> Collection:
+        """A writable collection (consumes the id): read it, ``await update(...)`` it, ``on_change`` per item.
+
+        Asking again returns the same object (sharing the consumer of ``consume(collection_id)``)."""
+        check_id(collection_id)
+        existing = self._collections.get(collection_id)
+        if existing is not None and not existing.consumer.destroyed:
+            return existing
+        consumer = self.consume(collection_id)
+        assert isinstance(consumer, Consumer)
+        found = self._collections[collection_id] = Collection(self, consumer)
+        return found
 
     # ---- masters ---------------------------------------------------------------------------------
 
@@ -1173,9 +1358,27 @@ class Client:
                 log.warning("server error: %s (%s)", frame.get("message"),
                             ", ".join(f"{k}={v!r}" for k, v in frame.items() if k not in ("action", "message")))
                 self._on_error.fire(self, frame)
+            elif kind in ("written", "unknown"):
+                self._write_answered(event)
             elif kind == "ignored":
                 log.warning("ignoring a frame%s: %s", f" for {event.id!r}" if event.id else "",
                             (event.frame or {}).get("reason"))
+
+    def _write_answered(self, event: Event) -> None:
+        frame = event.frame or {}
+        future = self._writes.pop(frame.get("ref"), None)  # type: ignore[arg-type]
+        if future is None or future.done():
+            return
+        if event.kind == "unknown":
+            future.set_exception(CollectionError(
+                f"the connection dropped before the answer to the update of {event.id!r}: it may or may not "
+                "have applied (never resent)", "outcome-unknown"))
+        elif frame.get("action") == "collection-updated":
+            future.set_result(frame.get("version"))
+        else:
+            code = frame.get("code")
+            future.set_exception(CollectionError(str(frame.get("message", "collection update failed")),
+                                                 code if isinstance(code, str) else "error"))
 
     def _start_production(self, event: Event) -> None:
         master = self._masters.get(event.pattern)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import codec, protocol
+from common.collection import check_update
 from common.diff import PatchError, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import Version, is_newer, is_null, same
@@ -97,7 +98,10 @@ class Event:
 
     ``changed`` (``id``; ``patch`` or None for a full value), ``status`` (``id``: valid, stale or error
     changed), ``destroyed`` (``id``: forgotten), ``adopted``/``dropped`` (``pattern`` took or lost child
-    ``id``), ``produce`` (``pattern`` must produce ``id``; ``frame`` is the order), ``error`` (``frame``).
+    ``id``), ``produce`` (``pattern`` must produce ``id``; ``frame`` is the order), ``error`` (``frame``),
+    ``written`` (a collection update of ours was answered: ``frame`` is the ``collection-updated`` or the
+    ``error`` frame, with its ``ref``), ``unknown`` (``frame`` ``{"ref": ref}``: the link dropped before the
+    answer, the update may or may not have applied; it is never resent).
     """
 
     kind: str
@@ -160,7 +164,9 @@ class ClientState:
         self.entries: dict[str, EntryState] = {}
         self.wildcards: dict[str, dict[str, None]] = {}  # pattern -> ids of its children, in order
         self.masters: dict[str, MasterState] = {}
+        self.writes: dict[int, str] = {}  # ref of a collection update sent on this link -> collection id
         self._probes = 0
+        self._refs = 0
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -221,6 +227,8 @@ class ClientState:
             entry.confirmed = False
             entry.probe = 0
             events.append(Event("status", entry.id))
+        writes, self.writes = self.writes, {}
+        events.extend(Event("unknown", object_id, frame={"ref": ref}) for ref, object_id in writes.items())
         return events
 
     def _probe_frame(self) -> Frame:
@@ -295,6 +303,33 @@ class ClientState:
     def _registration(entry: EntryState) -> Frame:
         known = entry.version if entry.value is not None and not is_null(entry.version) else 0
         return protocol.consumer_register(entry.id, known)
+
+    # ---- collections ---------------------------------------------------------------------------
+
+    def collection_update(self, object_id: str, insert: Any = None, remove: Any = None,
+                          reset: Any = False) -> tuple[int, Frame]:
+        """A write to a collection: its ``ref`` (a counter of this client) and the frame to send. Raises
+        ``common.collection.UpdateError`` (with the server's code) for an update the server would refuse.
+
+        Call it only while connected: the ref waits for its answer (a ``written`` event), or for the link to
+        drop (an ``unknown`` event)."""
+        update = check_update(insert, remove, reset)
+        self._refs += 1
+        ref = self._refs
+        if self.connected:
+            self.writes[ref] = object_id
+        return ref, protocol.collection_update(object_id, update.insert, update.remove, update.reset, ref)
+
+    def forget_write(self, ref: int) -> None:
+        """Stop waiting for the answer to ``ref`` (the writer gave up on it)."""
+        self.writes.pop(ref, None)
+
+    def _written(self, message: dict[str, Any]) -> Out:
+        ref = message.get("ref")
+        object_id = self.writes.pop(ref, None) if isinstance(ref, int) and not isinstance(ref, bool) else None
+        if object_id is None:
+            return [], [Event("ignored", frame={"reason": f"collection-updated for a ref not waiting ({ref!r})"})]
+        return [], [Event("written", object_id, frame=message)]
 
     # ---- masters -------------------------------------------------------------------------------
 
@@ -392,6 +427,8 @@ class ClientState:
             return self._produce(message)
         if action == "error":
             return self._error(message)
+        if action == "collection-updated":
+            return self._written(message)
         if action == "heartbeat":
             return [], []
         return [], [Event("ignored", frame={"reason": f"unknown action {action!r}"})]
@@ -535,6 +572,10 @@ class ClientState:
                     entry.confirmed = self.connected
                     events.append(Event("status", entry.id))
             return frames, events  # our own probe: not the user's business
+        ref = message.get("ref")
+        if message.get("request") == "collection-update" and isinstance(ref, int) and not isinstance(ref, bool) \
+                and ref in self.writes:
+            return frames, [Event("written", self.writes.pop(ref), frame=message)]
         object_id = message.get("id")
         master = self.masters.get(object_id) if isinstance(object_id, str) else None
         if master is not None and not master.produce and master.last_was_patch \

@@ -14,6 +14,11 @@
  *     status.value.load = 0.3; status.bump();                       // ...uploads a patch (or the value)
  *     client.master("car-*", {produce: async (id, versionInferred) => [await load(id), [Date.now(), 0]]});
  *
+ *     const todos = client.collection("todos/list");    // a writable collection (a Collection producer)
+ *     todos.onChange((id, item, old) => item === null ? unrender(id) : render(item));
+ *     const version = await todos.update({insert: [{id: "t1", text: "milk"}], remove: ["t0"]});
+ *     // rejects with a CollectionError (.code); "outcome-unknown" if the link dropped first (never resent)
+ *
  * Offline: `new SeasyncClient(url, {persist: "dashboard"})` keeps the last value and version of every consumed
  * id and every keep-current master in localStorage; a page reloaded while the server is down shows the last
  * state at once (`consumer.stale` true until the server confirmed it), then catches up with a patch.
@@ -758,6 +763,150 @@ export function productionMessage(id, result) {
   return {action: "object-patch", id, "version-new": version, value: data};
 }
 
+// ============================================================================ writable collections
+
+/**
+ * Per-item changes between two values of a collection (`{itemId: item}`), as common/collection.py `changes`:
+ * `[id, new, old]` triples, removals first (`new` null), then inserts (`old` null) and replacements in the new
+ * value's order. Items equal in both are not changes.
+ */
+export function collectionChanges(oldValue, newValue) {
+  const before = isObject(oldValue) ? oldValue : {};
+  const after = isObject(newValue) ? newValue : {};
+  const out = [];
+  for (const [id, item] of Object.entries(before)) {
+    if (!hasOwn(after, id)) out.push([id, null, item]);
+  }
+  for (const [id, item] of Object.entries(after)) {
+    const old = hasOwn(before, id) ? before[id] : null;
+    if (old === null || !deepEqual(old, item)) out.push([id, item, old]);
+  }
+  return out;
+}
+
+/** A collection update that did not apply (`code`: the server's code), or whose outcome is unknown (`outcome-unknown`). */
+export class CollectionError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.name = "CollectionError";
+    this.code = code;
+  }
+}
+
+const MAX_UPDATE_ITEMS = 10000; // common/collection.py
+
+/** The checks of common/collection.py `check_update`, made before sending (same codes as the server's). */
+function checkUpdate(insert, remove, reset) {
+  if (!Array.isArray(insert)) throw new CollectionError("'insert' must be a list of items", "invalid-update");
+  if (!Array.isArray(remove)) throw new CollectionError("'remove' must be a list of item ids", "invalid-update");
+  if (typeof reset !== "boolean") throw new CollectionError("'reset' must be true or false", "invalid-update");
+  if (insert.length + remove.length > MAX_UPDATE_ITEMS) {
+    throw new CollectionError(`an update holds at most ${MAX_UPDATE_ITEMS} items and ids in all: split it`, "update-too-large");
+  }
+  const checkId = (id, where) => {
+    if (typeof id !== "string" || !id || id.length > MAX_ID_LENGTH) {
+      throw new CollectionError(`${where} must be a string of 1 to ${MAX_ID_LENGTH} characters (the item's id)`, "invalid-item");
+    }
+  };
+  insert.forEach((item, index) => {
+    if (!isObject(item)) throw new CollectionError(`insert[${index}] must be a JSON object`, "invalid-item");
+    checkId(item.id, `insert[${index}].id`);
+  });
+  remove.forEach((id, index) => checkId(id, `remove[${index}]`));
+}
+
+/**
+ * A writable collection (issue 15), made by `client.collection(id)`: a consumer of the object (`consumer`)
+ * plus writes. Its value is `{itemId: item}`, every item an object with a string `id`.
+ */
+export class Collection {
+  constructor(client, consumer) {
+    this.client = client;
+    this.consumer = consumer;
+    this.id = consumer.id;
+    this._changes = new Callbacks(client.logger);
+    this._seen = consumer.value ?? {}; // the value as last reported (a consumer's value is replaced, never mutated)
+    consumer.onchange((entry) => {
+      const before = this._seen;
+      this._seen = entry.value ?? {};
+      for (const [id, item, old] of collectionChanges(before, this._seen)) this._changes.fire(id, item, old);
+    });
+  }
+
+  get version() { return this.consumer.version; }
+  get valid() { return this.consumer.valid; }
+  get _value() { return isObject(this.consumer.value) ? this.consumer.value : {}; }
+  /** The item with this id, or undefined. */
+  get(id) { return hasOwn(this._value, id) ? this._value[id] : undefined; }
+  has(id) { return hasOwn(this._value, id); }
+  get size() { return Object.keys(this._value).length; }
+  /** The items held, in the collection's order. */
+  items() { return Object.values(this._value); }
+  ids() { return Object.keys(this._value); }
+  /** Resolves with the value once valid (and `predicate(value)`), as `Consumer.wait`. */
+  wait(predicate = null, timeoutMs = null) { return this.consumer.wait(predicate, timeoutMs); }
+
+  /** `cb(id, item, old)` per item changed by each new version: `item` null = removed, `old` null = inserted. */
+  onChange(callback) {
+    return this._changes.add(callback);
+  }
+
+  /**
+   * Write: `remove` (ids) first, then `insert` (items; one whose id is held replaces it); `reset` clears the
+   * collection first (`remove` is then ignored). All of it applies or nothing. Resolves with the version that
+   * first includes the write; rejects with a CollectionError (`code`) when refused, or `code` "outcome-unknown"
+   * when the connection drops (or `timeoutMs` passes) after sending: it is never resent. While disconnected it
+   * waits for the connection up to `timeoutMs` (then rejects with code "not-connected": nothing was sent).
+   */
+  update({insert = [], remove = [], reset = false} = {}, {timeoutMs = 30000} = {}) {
+    const client = this.client;
+    return new Promise((resolve, reject) => {
+      if (client.closed) return reject(new CollectionError("this client was closed", "closed"));
+      try {
+        checkUpdate(insert, remove, reset);
+      } catch (error) {
+        return reject(error);
+      }
+      const deadline = timeoutMs == null ? null : Date.now() + timeoutMs;
+      let timer = null;
+      let unsubscribe = null;
+      const send = () => {
+        if (unsubscribe) unsubscribe();
+        clearTimeout(timer);
+        const ref = ++client._refs;
+        const done = (fn, arg) => {
+          clearTimeout(timer);
+          client._writes.delete(ref);
+          fn(arg);
+        };
+        client._writes.set(ref, {id: this.id, resolve: (v) => done(resolve, v), reject: (e) => done(reject, e)});
+        client._send({action: "collection-update", id: this.id, insert, remove, reset, ref});
+        if (deadline !== null) {
+          timer = setTimeout(() => done(reject, new CollectionError(
+            `no answer to the update of ${this.id} within ${timeoutMs} ms: it may or may not have applied`,
+            "outcome-unknown")), Math.max(deadline - Date.now(), 0));
+        }
+      };
+      if (client.connected) return send();
+      const giveUp = (error) => {
+        unsubscribe();
+        clearTimeout(timer);
+        reject(error);
+      };
+      const stopConnection = client.onconnectionchange((up) => { if (up && !client.closed) send(); });
+      client._waiting.add(giveUp);
+      unsubscribe = () => {
+        stopConnection();
+        client._waiting.delete(giveUp);
+      };
+      if (deadline !== null) {
+        timer = setTimeout(() => giveUp(new CollectionError(
+          `not connected within ${timeoutMs} ms: the update of ${this.id} was not sent`, "not-connected")), timeoutMs);
+      }
+    });
+  }
+}
+
 // ============================================================================ the client
 
 const OPEN = 1;
@@ -790,6 +939,10 @@ export class SeasyncClient {
     this._entries = new Map(); // id -> Consumer (exact ones and wildcard children)
     this._wildcards = new Map(); // pattern -> WildcardConsumer
     this._masters = new Map(); // pattern -> Master
+    this._collections = new Map(); // id -> Collection
+    this._writes = new Map(); // ref -> {id, resolve, reject}: collection updates sent on this link
+    this._refs = 0;
+    this._waiting = new Set(); // give-up functions of collection updates waiting for a connection
     this._ws = null;
     this._generation = 0; // bumped for every socket: events of an old socket are ignored
     this._attempt = 0; // reconnect attempts since the last stable connection
@@ -887,6 +1040,9 @@ export class SeasyncClient {
     this._retryTimer = null;
     const ws = this._ws;
     this._lost();
+    for (const giveUp of [...this._waiting]) {
+      giveUp(new CollectionError("this client was closed while the update waited for a connection", "closed"));
+    }
     if (ws) {
       try {
         ws.close(1000, "client closed");
@@ -969,6 +1125,12 @@ export class SeasyncClient {
       entry._setValid(false);
     }
     for (const wildcard of this._wildcards.values()) wildcard._status.fire(wildcard);
+    const writes = [...this._writes.values()];
+    this._writes.clear();
+    for (const write of writes) {
+      write.reject(new CollectionError(`the connection dropped before the answer to the update of ${write.id}: ` +
+        "it may or may not have applied (never resent)", "outcome-unknown"));
+    }
     this._connection.fire(false);
   }
 
@@ -1107,6 +1269,19 @@ export class SeasyncClient {
     return found;
   }
 
+  /**
+   * A writable collection (consumes `id`): `get`, `has`, `size`, `items()`, `onChange(cb)` per item and
+   * `update({insert, remove, reset})`, a Promise of the version. Asking again returns the same object.
+   */
+  collection(id) {
+    let found = this._collections.get(id);
+    if (found && !found.consumer.destroyed) return found;
+    if (isWildcard(id)) throw new TypeError("a collection is one id, not a pattern");
+    found = new Collection(this, this.consume(id));
+    this._collections.set(id, found);
+    return found;
+  }
+
   /** Stop providing `pattern` (a master or its pattern). Returns true if it was mastered. */
   unmaster(pattern) {
     const target = typeof pattern === "string" ? pattern : pattern?.pattern;
@@ -1223,6 +1398,8 @@ export class SeasyncClient {
           return this._handleProduce(message);
         case "error":
           return this._handleError(message);
+        case "collection-updated":
+          return this._handleWritten(message);
         case "heartbeat":
           this._heartbeatSeen = true;
           return;
@@ -1351,7 +1528,18 @@ export class SeasyncClient {
       });
   }
 
+  _handleWritten(message) {
+    const write = this._writes.get(message.ref);
+    if (!write) return this.logger.warn("seasync: collection-updated for a ref not waiting", message.ref);
+    write.resolve(message.version);
+  }
+
   _handleError(message) {
+    if (message.request === "collection-update" && this._writes.has(message.ref)) {
+      const code = typeof message.code === "string" ? message.code : "error";
+      this._writes.get(message.ref).reject(new CollectionError(String(message.message ?? "collection update failed"), code));
+      return;
+    }
     const probe = message.request === "object-consumer-unregister" && typeof message.pattern === "string" &&
       message.pattern.startsWith(SYNC_PREFIX) ? Number(message.pattern.slice(SYNC_PREFIX.length)) : null;
     if (probe !== null) { // our own sync probe: everything registered before it is confirmed

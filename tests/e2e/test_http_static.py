@@ -28,6 +28,7 @@ FILES = [
     ("/viewer.js?v=2", "viewer.js", "text/javascript"),
     ("/viewer.css", "viewer.css", "text/css"),
     ("/test.html?id=cars&url=ws://x/", "test.html", "text/html"),
+    ("/todo.html?list=home", "todo.html", "text/html"),
 ]
 NOT_FOUND = [
     "/missing.js", "/../cli.py", "/%2e%2e/cli.py", "/..%2fcli.py", "/static/seasync.js",

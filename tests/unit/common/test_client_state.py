@@ -216,3 +216,40 @@ def test_next_version_moves_a_timestamp_version_to_now_only_forward():
 def test_backoff_doubles_up_to_its_maximum():
     assert [backoff(n, 1.0, 5.0) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     assert backoff(10_000, 0.2, 1.0) == 1.0
+
+
+# ---- collection updates (issue 15) ---------------------------------------------------------------
+
+def test_collection_update_refs_answers_and_errors_are_matched_by_ref() -> None:
+    state = ClientState("writer")
+    state.connect()
+    ref1, frame1 = state.collection_update("todos/a", insert=[{"id": "x"}])
+    ref2, frame2 = state.collection_update("todos/a", remove=["x"], reset=False)
+    assert ref1 != ref2
+    assert frame1 == {"action": "collection-update", "id": "todos/a", "insert": [{"id": "x"}], "remove": [],
+                      "reset": False, "ref": ref1}
+    assert frame2["remove"] == ["x"] and frame2["ref"] == ref2
+    answered = {"action": "collection-updated", "id": "todos/a", "ref": ref2, "version": 3}
+    assert state.receive(answered) == ([], [Event("written", "todos/a", frame=answered)])
+    refused = {"action": "error", "request": "collection-update", "id": "todos/a", "ref": ref1,
+               "code": "collection-full", "message": "full"}
+    assert state.receive(refused) == ([], [Event("written", "todos/a", frame=refused)])
+    assert state.writes == {}
+    _, events = state.receive(answered)  # answered twice: not waited for any more
+    assert [e.kind for e in events] == ["ignored"]
+
+
+def test_collection_update_checked_before_sending_and_unknown_on_disconnect() -> None:
+    from common.collection import UpdateError
+
+    state = ClientState("writer")
+    state.connect()
+    with pytest.raises(UpdateError) as caught:
+        state.collection_update("todos/a", insert=[{"no": "id"}])
+    assert caught.value.code == "invalid-item"
+    ref, _ = state.collection_update("todos/a", insert=[{"id": "x"}])
+    events = state.disconnect()
+    assert Event("unknown", "todos/a", frame={"ref": ref}) in events
+    assert state.writes == {}
+    frames, _ = state.connect()
+    assert not [f for f in frames if f["action"] == "collection-update"], "never resent"
