@@ -1510,6 +1510,11 @@ class ObjectStore:
                     frame = kept(frame)
                 obj.frames[key] = frame
             self._send(frame, members)
+        if groups and obj.id in self._changed:
+            # a batch-mode push of this object is pending at an earlier place in the outbox: it is computed
+            # from what the sessions hold now, so it must go after what was just sent, never before it
+            del self._changed[obj.id]
+            self._changed[obj.id] = (obj, len(self.outbox))
 
     @staticmethod
     def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import postgres
 from tests.cluster import Cluster
 
 
@@ -30,3 +31,17 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the whole run (tests/postgres.py); each test makes its own
+    database on it (``pg_server.create_database()``). Skipped where PostgreSQL cannot run."""
+    reason = postgres.available()
+    if reason:
+        pytest.skip(reason)
+    server = postgres.Server()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -10,20 +10,7 @@ import pytest
 
 from common.collection import check_update
 from common.storage.postgres import PostgresStore
-from tests import postgres
 from tests.integration.test_collections import RawClient, update, watch, write_producers
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    reason = postgres.available()
-    if reason:
-        pytest.skip(reason)
-    server = postgres.Server()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import pytest
 
 from common import bump, versions, wire
 from common.deps import DatabaseUnavailable, InvalidName, UnknownBackend
-from tests import postgres
 from tests.cluster import REPO, Cluster, Proc, free_port
 from tests.integration.wsclient import RawClient, update_of
 
@@ -373,18 +372,6 @@ def test_trigger_commands_need_postgres(sqlite_deps):
 
 
 # ---- PostgreSQL ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def pg_server():
-    reason = postgres.available()
-    if reason:
-        pytest.skip(reason)
-    server = postgres.Server()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
 
 @pytest.fixture
 def pg_deps(pg_server, monkeypatch) -> str:

@@ -13,7 +13,6 @@ import pytest
 
 from common.deps import tracked
 from common.deps.tracked import collecting, merge
-from tests import postgres
 from tests.integration.test_dependencies import run_cli, start_notifier
 from tests.integration.wsclient import RawClient, update_of
 
@@ -34,18 +33,6 @@ PRODUCERS = textwrap.dedent('''
                 log.write("x")
             return {"bikes": [{"id": i, "name": n} for i, n in rows]}, {}
 ''')
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    reason = postgres.available()
-    if reason:
-        pytest.skip(reason)
-    server = postgres.Server()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -421,7 +421,7 @@ def test_sigterm_closes_the_sessions_and_exits_0(router, producers, start_pool):
 def test_the_example_producers(router, start_pool):
     start_pool(REPO / "producers")
     worker = router.wait_hello()
-    router.wait_registered(worker, {"hello", "counter-*", "hello-shout", "machine"})
+    router.wait_registered(worker, {"hello", "counter-*", "hello-shout", "machine", "todos/*"})
     hello = router.produce(worker, "hello")
     assert hello["value"] == {"message": "Hello, world!"}
     assert router.produce(worker, "hello-shout") == {

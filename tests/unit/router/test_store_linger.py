@@ -5,35 +5,23 @@ from __future__ import annotations
 
 import orjson
 
-from router.store import ObjectStore, Session
+from router.store import Session
+from tests.unit.router import harness
 
 
-class Harness:
+class Harness(harness.Harness):
+    """A store with a producer of ``doc-*`` and its own clock."""
+
     def __init__(self, **options) -> None:
-        self.store = ObjectStore(**options)
+        super().__init__(**options)
         self.now = 100.0
-        self.inbox: dict[Session, list[dict]] = {}
-        self.producer = self.client("producer")
+        self.producer = self.open("producer")
         self.send(self.producer, "object-producer-register", pattern="doc-*")
 
-    def client(self, name: str) -> Session:
-        s = self.store.open(name)
-        self.inbox[s] = []
-        return s
-
     def send(self, session: Session, action: str, **fields) -> None:
-        msg = {"action": action, **{k.replace("_", "-"): v for k, v in fields.items()}}
-        self.store.handle_raw(session, orjson.dumps(msg), self.now)
+        self.store.handle_raw(session, orjson.dumps({"action": action, **{k.replace("_", "-"): v
+                                                                           for k, v in fields.items()}}), self.now)
         self.route()
-
-    def route(self) -> None:
-        for frame, sessions in self.store.take_outbox():
-            for s in sessions:
-                self.inbox[s].append(orjson.loads(frame))
-
-    def take(self, session: Session) -> list[dict]:
-        out, self.inbox[session] = self.inbox[session], []
-        return out
 
     def answer_orders(self, value: dict | None = None) -> int:
         """Answer every order the producer holds (version = inferred + 1 for a number); the count."""
@@ -44,13 +32,12 @@ class Harness:
                       value=value or {"n": version})
         return len(orders)
 
-    def tick(self, seconds: float) -> None:
+    def tick(self, seconds: float) -> None:  # (seconds from now, not a time)
         self.now += seconds
-        self.store.tick(self.now)
-        self.route()
+        super().tick(self.now)
 
     def watch(self, name: str, object_id: str = "doc-1", known: object = 0) -> Session:
-        s = self.client(name)
+        s = self.open(name)
         self.send(s, "object-consumer-register", pattern=object_id, version_known=known)
         return s
 

@@ -22,42 +22,7 @@ from common.versioning import (
     check_version,
     compare,
 )
-from router.store import ObjectStore, Session
-
-
-class Harness:
-    """Sessions talking to one store; the frames each session receives are collected (as in test_store)."""
-
-    def __init__(self, **options) -> None:
-        self.store = ObjectStore(**options)
-        self.inbox: dict[Session, list[dict]] = {}
-
-    def client(self, name: str = "c", guarded: bool = False, **options) -> Session:
-        s = self.store.open(name, guarded=guarded)
-        self.inbox[s] = []
-        self.send(s, "client-options-set", options={"name": name, **options})
-        return s
-
-    def send(self, session: Session, action: str, **fields) -> None:
-        msg = {"action": action, **{k.replace("_", "-"): v for k, v in fields.items()}}
-        self.raw(session, orjson.dumps(msg))
-
-    def raw(self, session: Session, raw: bytes) -> None:
-        self.store.handle_raw(session, raw, self.store.now)
-        self.route()
-
-    def tick(self, now: float) -> None:
-        self.store.tick(now)
-        self.route()
-
-    def route(self) -> None:
-        for frame, sessions in self.store.take_outbox():
-            for s in sessions:
-                self.inbox[s].append(orjson.loads(frame))
-
-    def take(self, session: Session) -> list[dict]:
-        out, self.inbox[session] = self.inbox[session], []
-        return out
+from tests.unit.router.harness import Harness
 
 
 def produce(oid, inferred=None):
