@@ -41,9 +41,15 @@ _POLLIN = int(zmq.POLLIN)
 class RouterLink:
     """One DEALER to the router carrying one producer session (a worker's, or the notifier's)."""
 
-    def __init__(self, ctx: zmq.Context, url: str, name: str, role: str = "worker") -> None:
+    def __init__(self, ctx: zmq.Context, url: str, name: str, role: str = "worker",
+                 send_buffer: int = 0) -> None:
+        """``send_buffer``: the kernel's send buffer for the link in bytes (0: its autotuning); the
+        notifier keeps it small, so uploads to a paused router wait as unreported rows in the
+        database, where nothing is lost, not in megabytes of socket buffers."""
         self.url = url
         self.socket = ctx.socket(zmq.DEALER)
+        if send_buffer:
+            self.socket.setsockopt(zmq.SNDBUF, send_buffer)
         self.socket.setsockopt(zmq.IDENTITY, wire.peer_identity(role))
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, 0)

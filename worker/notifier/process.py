@@ -45,6 +45,8 @@ RETRY_DELAY = 1.0
 RESCAN_INTERVAL = 5.0
 """Seconds between two passes over unreported rows even when nothing signalled a change."""
 MAX_WAIT = 0.5
+LINK_SEND_BUFFER = 256 * 1024
+"""Bytes of uploads the kernel may hold for a router that does not read (the rest wait in the database)."""
 
 
 def open_feed(target: config.Target) -> Any:
@@ -62,7 +64,8 @@ class Notifier:
     def __init__(self, router: str, target: config.Target, name: str | None = None, secret: str = "") -> None:
         self.target = target
         self.ctx = zmq.Context()
-        self.link = RouterLink(self.ctx, router, name or f"notifier@{socket.gethostname()}", role="notifier")
+        self.link = RouterLink(self.ctx, router, name or f"notifier@{socket.gethostname()}", role="notifier",
+                               send_buffer=LINK_SEND_BUFFER)
         if secret:
             wire.secure_peer(self.link.socket, secret)  # before RouterLink.start() connects
         self.feed = open_feed(target)
@@ -221,8 +224,9 @@ class Notifier:
         if sent:
             self.uploads += 1
             log.debug("> %s = %s", object_id, version)
-        else:  # the row stays unreported; before, it waited for the next rescan (RESCAN_INTERVAL)
+        elif not self.blocked:  # the row stays unreported; before, it waited for the next rescan
             self.blocked = True
+            log.debug("= the router link is full: the rows left unreported go out when it has room")
         return sent
 
     def _send(self, message: dict) -> bool:
