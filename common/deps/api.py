@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from common.deps import config, names
-from common.deps.errors import DependencyError
+from common.deps.errors import DependencyError, InvalidName
+from common.patterns import check_id
 
 _lock = threading.Lock()
 _stores: dict[config.Target, Any] = {}
@@ -64,7 +65,7 @@ def bump(*dependency_names: str, connection: Any = None, url: str | None = None)
     Returns the new versions as a dependency hash, e.g. ``{"dep:list-of-bicycles": 13}``.
     Raises InvalidName, UnknownBackend, DatabaseUnavailable or SchemaMissing (all DependencyError).
     """
-    checked = names.check_names(dependency_names)
+    checked = names.check_bumpable(names.check_names(dependency_names))
     if connection is not None:
         found = _postgres_only(url).bump_in(connection, checked)
     else:
@@ -80,12 +81,23 @@ def versions(*dependency_names: str, connection: Any = None, url: str | None = N
     after the data, it could label old data with the new version, and that change would never reach
     the watchers.
     """
-    checked = names.check_names(dependency_names)
+    checked = names.check_bumpable(names.check_names(dependency_names))
     if connection is not None:
         found = _postgres_only(url).versions_in(connection, checked)
     else:
         found = _store(url).versions(checked)
     return {names.object_id(n): found.get(n, 0) for n in checked}
+
+
+def announce(object_id: str, version: int, url: str | None = None) -> int:
+    """Tell the router, through ``sync-notifier``, that ``object_id`` exists at ``version`` (an integer
+    version): it is produced again if it is watched and the router holds an older version. What
+    ``update_collection`` calls after writing storage; any producer whose integer version moves outside
+    the router can use it. The row ``announce:OBJECT-ID`` only rises; returns its version."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2 ** 63:
+        raise InvalidName(f"an announced version is a positive 64-bit integer, not {version!r:.40}")
+    name = names.check_name(names.ANNOUNCE_PREFIX + check_id(object_id))
+    return int(_store(url).advance(name, version, time.time()))
 
 
 def seconds(period: int) -> dict[str, int]:

@@ -21,6 +21,10 @@ from common.patterns import MAX_ID_LENGTH
 PREFIX = "dep:"
 """The prefix of every dependency object id: ``dep:NAME``."""
 PATTERN = PREFIX + "*"
+ANNOUNCE_PREFIX = "announce:"
+"""Rows ``announce:OBJECT-ID`` of the dependency table carry a version *of an object* (``announce``): the
+notifier tells the router "OBJECT-ID exists at this version", so it is produced again without anyone
+connecting (an application write to a collection). They are not dependencies: bump() refuses them."""
 SECONDS_PREFIX = "Seconds:"
 SECONDS_PATTERN = SECONDS_PREFIX + "*"
 MAX_NAME_LENGTH = MAX_ID_LENGTH - len(PREFIX)
@@ -94,3 +98,17 @@ def seconds(period: int, now: float) -> dict[str, int]:
     if isinstance(period, bool) or not isinstance(period, int) or not 0 < period <= MAX_SECONDS:
         raise InvalidName(f"Seconds:N needs a whole number of seconds between 1 and {MAX_SECONDS}, not {period!r}")
     return {f"{SECONDS_PREFIX}{period}": seconds_version(period, now)}
+
+
+def announced_id(name: str) -> str | None:
+    """The object id an ``announce:`` row speaks for, or None for a plain dependency."""
+    return name[len(ANNOUNCE_PREFIX):] or None if name.startswith(ANNOUNCE_PREFIX) else None
+
+
+def check_bumpable(names: list[str]) -> list[str]:
+    """``names`` if none is reserved for announcements (their versions come from ``announce``)."""
+    for name in names:
+        if name.startswith(ANNOUNCE_PREFIX):
+            raise InvalidName(f"{name[:60]!r}: names starting with {ANNOUNCE_PREFIX!r} carry object versions "
+                              f"(announce()), they cannot be bumped or depended on")
+    return names

@@ -28,12 +28,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from common.deps.config import redact
 from common.deps.errors import DatabaseUnavailable, DependencyError, SchemaMissing
 
 log = logging.getLogger("seasync.deps")
+T = TypeVar("T")
 
 CHANNEL = "seasync_dependencies"
 BATCH = 1000
@@ -116,6 +117,14 @@ $fn$;
 
 _BUMP = "SELECT dep_name, dep_version FROM seasync_bump(VARIADIC %s::text[])"
 _VERSIONS = "SELECT name, current_version FROM seasync_dependencies WHERE name = ANY(%s::text[])"
+_ADVANCE = f"""
+WITH raised AS (
+    INSERT INTO seasync_dependencies AS d (name, current_version, updated_at) VALUES (%s, %s, clock_timestamp())
+    ON CONFLICT (name) DO UPDATE
+        SET current_version = GREATEST(d.current_version, EXCLUDED.current_version), updated_at = clock_timestamp()
+    RETURNING d.name, d.current_version)
+SELECT name, current_version, pg_notify('{CHANNEL}', current_version::text || ' ' || name) FROM raised
+"""
 _CLAIM = f"""
 UPDATE seasync_dependencies AS d SET reported_version = d.current_version
 FROM (SELECT name FROM seasync_dependencies WHERE current_version <> reported_version
@@ -228,11 +237,15 @@ class Store:
         return conn
 
     def _call(self, query: str, names: list[str]) -> dict[str, int]:
+        return dict(self._with_connection(lambda conn: _run(conn, query, names)))
+
+    def _with_connection(self, work: Callable[[Any], T]) -> T:
+        """``work(connection)``, reconnecting once if the server dropped the connection we held."""
         psycopg = _psycopg()
         for attempt in (1, 2):
             conn = self._conn()
             try:
-                return dict(_run(conn, query, names))
+                return work(conn)
             except psycopg.OperationalError as exc:
                 broken = conn.broken
                 self._local.conn = None
@@ -247,6 +260,17 @@ class Store:
 
     def versions(self, names: list[str]) -> dict[str, int]:
         return self._call(_VERSIONS, names)
+
+    def advance(self, name: str, version: int, now: float) -> int:
+        """One statement (autocommit): the row raised to at least ``version`` and the notifier told."""
+        def work(conn: Any) -> int:
+            try:
+                return int(conn.execute(_ADVANCE, (name, version)).fetchone()[1])
+            except Exception as exc:
+                if _sqlstate(exc) in _UNDEFINED:
+                    raise _schema_missing(exc) from exc
+                raise
+        return self._with_connection(work)
 
 
 def _table_identifier(table: str) -> Any:

@@ -186,6 +186,23 @@ def bump(conn: sqlite3.Connection, path: str, names: list[str], now: float) -> i
     return version
 
 
+def advance(conn: sqlite3.Connection, path: str, name: str, version: int, now: float) -> int:
+    """Raise one row to at least ``version`` (an ``announce:`` row: the version is the object's, not
+    the counter's) and return the row's version."""
+    try:
+        (found,) = conn.execute(
+            "INSERT INTO seasync_dependencies (name, current_version, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET current_version = max(current_version, excluded.current_version), "
+            "updated_at = excluded.updated_at RETURNING current_version", (name, version, now)).fetchall()[0]
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise _unavailable(path, exc) from None
+    return int(found)
+
+
 def versions(conn: sqlite3.Connection, path: str, names: list[str]) -> dict[str, int]:
     """Current versions of the names that were ever bumped (the others are absent)."""
     found: dict[str, int] = {}
@@ -241,6 +258,11 @@ class Store:
 
     def versions(self, names: list[str]) -> dict[str, int]:
         return versions(self._conn(), self.path, names)
+
+    def advance(self, name: str, version: int, now: float) -> int:
+        found = advance(self._conn(), self.path, name, version, now)
+        self._nudge()
+        return found
 
     def _nudge(self) -> None:
         """Wake the notifier now rather than at its next poll; losing this datagram costs <= 50 ms."""

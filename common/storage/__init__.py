@@ -9,11 +9,14 @@ Kept out of ``common/deps`` (the dependency versions): other data, other file, o
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 from common.storage.base import CollectionStore, StorageError
+
+log = logging.getLogger("seasync.storage")
 
 ENV_VAR = "SEASYNC_COLLECTIONS"
 DEFAULT = "./seasync-collections.sqlite3"
@@ -39,12 +42,25 @@ def open_store(url: str | None = None) -> CollectionStore:
 
 
 def update_collection(collection_id: str, insert: list[dict[str, Any]] | None = None,
-                      remove: list[str] | None = None, reset: bool = False, url: str | None = None) -> int:
-    """Write to a collection from application code, straight into storage (works with the router down, like
-    ``bump()``); returns the new version. Watchers see it at the collection's next production (see README)."""
+                      remove: list[str] | None = None, reset: bool = False, url: str | None = None,
+                      deps: str | None = None) -> int:
+    """Write to a collection from application code and return the new version.
+
+    The write goes straight into storage (one transaction, so it works with the router down, like
+    ``bump()``); then the new version is announced through the dependency database (``deps``, else
+    ``SEASYNC_DEPS``: the one ``sync-notifier`` reads), so every watcher gets the patch within a
+    notifier's wake-up. If that database is down, the write stands and is logged; watchers then see
+    it at the collection's next production."""
     from common.collection import check_update
+    from common.deps.api import announce
+    from common.deps.errors import DependencyError
     update = check_update(insert, remove, reset)
     version, _ = open_store(url).apply(collection_id, update, ticket=None)
+    try:
+        announce(collection_id, version, url=deps)
+    except DependencyError as exc:
+        log.warning("! collection %r is at version %d, but its watchers were not told: %s", collection_id,
+                    version, exc)
     return version
 
 

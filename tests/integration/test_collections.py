@@ -293,3 +293,29 @@ async def test_writes_need_the_hooks_may_write(tmp_path: Path, db: str, producer
         await reader.close()
     finally:
         c.stop()
+
+
+async def test_an_application_write_reaches_watchers(cluster, producers: Path, db: str, tmp_path: Path) -> None:
+    """update_collection writes storage, then announces the version through the dependency database: the
+    notifier tells the router, which has the collection produced again, and the watcher gets a patch
+    (before, it saw the write only at the collection's next production)."""
+    from common import update_collection
+    from tests.cluster import Proc
+
+    deps = str(tmp_path / "deps.sqlite3")
+    notifier = Proc("notifier", ["-m", "worker.notifier.cli", "--router", cluster.router_url, "--deps", deps, "-v"])
+    cluster.procs.append(notifier)
+    cluster.start_workers(producers, 1)
+    watcher = await watch(cluster, "items/app")
+    assert update_collection("items/app", insert=[{"id": "a", "text": "milk"}], url=db, deps=deps) == 2
+    assert await watcher.until(2, timeout=60) == {"a": {"id": "a", "text": "milk"}}
+    assert watcher.patches[-1] == [{"op": "add", "path": "/a", "value": {"id": "a", "text": "milk"}}]
+    # a routed update after it builds on it; an application write after that again reaches the watcher
+    async with RawClient(cluster.ws_url, name="writer") as writer:
+        assert (await update(writer, "items/app", 1, insert=[{"id": "b"}]))["version"] == 3
+    await watcher.until(3)
+    assert update_collection("items/app", remove=["a"], url=db, deps=deps) == 4
+    assert await watcher.until(4, timeout=60) == {"b": {"id": "b"}}
+    assert watcher.patches[-1] == [{"op": "remove", "path": "/a"}]
+    assert notifier.alive()
+    await watcher.client.close()

@@ -47,3 +47,22 @@ async def test_cluster_with_postgres_storage(cluster, tmp_path: Path, pg_url: st
     assert await watcher.until(3, 60) == {"b": {"id": "b"}}
     assert PostgresStore(pg_url).read("items/p") == (3, {"b": {"id": "b"}})
     await watcher.client.close()
+
+
+async def test_an_application_write_on_postgres_reaches_watchers(cluster, tmp_path: Path, pg_url: str) -> None:
+    """Storage and dependencies both in PostgreSQL: update_collection's announcement is a NOTIFY the
+    notifier hears, so the watcher gets the patch; announcing an older version moves nothing."""
+    from common import update_collection
+    from common.deps.api import announce
+    from tests.cluster import Proc
+
+    notifier = Proc("notifier", ["-m", "worker.notifier.cli", "--router", cluster.router_url, "--deps", pg_url, "-v"])
+    cluster.procs.append(notifier)
+    cluster.start_workers(write_producers(tmp_path / "producers", pg_url), 1)
+    watcher = await watch(cluster, "items/pgapp")
+    assert update_collection("items/pgapp", insert=[{"id": "a"}], url=pg_url, deps=pg_url) == 2
+    assert await watcher.until(2, 60) == {"a": {"id": "a"}}
+    assert watcher.patches[-1] == [{"op": "add", "path": "/a", "value": {"id": "a"}}]
+    assert announce("items/pgapp", 1, url=pg_url) == 2  # the row only rises
+    assert notifier.alive()
+    await watcher.client.close()

@@ -217,10 +217,17 @@ class Notifier:
                       "using the same --deps / SEASYNC_DEPS (%s)?", object_id, inferred, version,
                       self.target.describe())
             version = inferred
-        self._upload(object_id, version)
+        self._upload(object_id, version, announce=False)
 
-    def _upload(self, object_id: str, version: Any) -> bool:
-        sent = self._send(protocol.upload(object_id, version, {}))
+    def _upload(self, object_id: str, version: Any, announce: bool = True) -> bool:
+        """Upload one dependency version; an ``announce:X`` row instead announces X's version (the router
+        orders X produced again if it holds an older one), unless the router asked for it as a dependency."""
+        target = (names.announced_id(object_id[len(names.PREFIX):])
+                  if announce and object_id.startswith(names.PREFIX) else None)
+        if target is not None:
+            sent = self._send(protocol.upload(target, version, True))
+        else:
+            sent = self._send(protocol.upload(object_id, version, {}))
         if sent:
             self.uploads += 1
             log.debug("> %s = %s", object_id, version)

@@ -112,6 +112,30 @@ def test_sqlite_versions_rise_and_are_shared_by_one_bump(db):
     assert store.versions(["a", "b", "c"]) == {"a": second["a"], "b": first["b"]}
 
 
+def test_announcements_carry_object_versions_only_rising_and_are_no_dependencies(db):
+    assert names.announced_id("announce:items/a") == "items/a"
+    assert names.announced_id("announce:") is None and names.announced_id("items/a") is None
+    assert api.announce("items/a", 7, url=db) == 7
+    assert api.announce("items/a", 3, url=db) == 7  # an older announcement moves nothing
+    assert api.announce("items/a", 9, url=db) == 9
+    feed = sqlite.Feed(db)
+    feed.open()
+    try:
+        sent: list = []
+        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+        assert sent == [("announce:items/a", 9)]
+    finally:
+        feed.close()
+    for call in (lambda: api.bump("announce:items/a", url=db), lambda: api.versions("announce:items/a", url=db)):
+        with pytest.raises(InvalidName, match="carry object versions"):
+            call()
+    for bad in (0, -1, 2 ** 63, True, 1.5, "3"):
+        with pytest.raises(InvalidName, match="positive 64-bit integer"):
+            api.announce("items/a", bad, url=db)
+    with pytest.raises(ValueError):
+        api.announce("items/*", 1, url=db)
+
+
 def test_sqlite_versions_never_fall_below_the_clock(db):
     store = sqlite.Store(db)
     assert store.bump(["a"], now=2_000_000_000.0)["a"] == 2_000_000_000_000_000
