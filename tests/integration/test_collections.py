@@ -319,3 +319,48 @@ async def test_an_application_write_reaches_watchers(cluster, producers: Path, d
     assert watcher.patches[-1] == [{"op": "remove", "path": "/a"}]
     assert notifier.alive()
     await watcher.client.close()
+
+
+async def test_a_client_with_the_original_seapig_rules_reads_a_collection(cluster, producers: Path) -> None:
+    """A consumer following seapig-client-js 0.2's rules (tests/e2e/js/seapig_slave.mjs: clear on a value,
+    a 1.x JSON-Patch library's ops only) reads a collection as a plain object through inserts, replaces,
+    removes, ids that need JSON Pointer escaping, and a reset: it ends equal to storage, no update lost."""
+    import json
+    import os
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is missing: the seapig-client rules cannot be checked")
+        pytest.skip("node is not installed")
+    script = Path(__file__).parents[1] / "e2e" / "js" / "seapig_slave.mjs"
+    cluster.start_workers(producers, 1)
+    slave = await asyncio.create_subprocess_exec(node, "--experimental-websocket", str(script), cluster.ws_url,
+                                                 "items/seapig", stdout=asyncio.subprocess.PIPE)
+    held: list[dict] = []
+
+    async def until(version) -> dict:
+        while not held or held[-1].get("version") != version:
+            line = await asyncio.wait_for(slave.stdout.readline(), 30)
+            assert line, f"the seapig-rules client ended: {held[-3:]}"
+            held.append(json.loads(line))
+            assert "error" not in held[-1] and "lost" not in held[-1], held[-1]
+        return held[-1]["object"]
+
+    try:
+        assert await until(1) == {}
+        async with RawClient(cluster.ws_url, name="writer") as writer:
+            steps = [dict(insert=[{"id": "a", "n": 1}, {"id": "a/b"}, {"id": "t~x"}]),
+                     dict(insert=[{"id": "a", "n": 2}]),
+                     dict(remove=["a/b"], insert=[{"id": "c", "list": [1, 2, 3]}]),
+                     dict(reset=True, insert=[{"id": "z"}])]
+            for ref, step in enumerate(steps):
+                version = (await update(writer, "items/seapig", ref, **step))["version"]
+                await until(version)
+        assert held[-1]["object"] == {"z": {"id": "z"}}
+        assert [h["version"] for h in held] == [1, 2, 3, 4, 5]  # every version, none skipped
+        assert held[2]["object"]["a"] == {"id": "a", "n": 2} and "a/b" in held[2]["object"]
+    finally:
+        slave.kill()
+        await slave.wait()
