@@ -288,6 +288,9 @@ class ObjectStore:
         self._coalesce = False
         # objects with a new version not pushed yet -> the outbox position where their push goes
         self._changed: dict[str, tuple[SyncObject, int]] = {}
+        # dependencies with a new version whose dependents are raised when the outbox is taken (batch mode:
+        # a dependency bumped 1,000 times in one batch re-checks its dependents once, not 1,000 times)
+        self._moved: dict[str, None] = {}
         self._session_count = 0
         self._freed: dict[Session, None] = {}  # producers that became free in the current message
         self._due: dict[Session, None] = {}  # ... and in earlier messages, not yet offered the queue
@@ -791,12 +794,13 @@ class ObjectStore:
     @property
     def has_output(self) -> bool:
         """True if take_outbox() may have something."""
-        return bool(self.outbox or self._changed or self._freed or self._due)
+        return bool(self.outbox or self._changed or self._moved or self._freed or self._due)
 
     def take_outbox(self) -> list[Delivery]:
         """The frames to send, each with its sessions; objects that changed in batch mode since the last
         call are pushed to their consumers now, at the place of their first change, once each however
         many versions arrived meanwhile."""
+        self._raise_moved()
         self._assign()
         pending, self.outbox = self.outbox, []
         if not self._changed:
@@ -1332,17 +1336,34 @@ class ObjectStore:
                 self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
         if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
-        if known_advanced:
-            for dependent_id in list(self.dependents.get(object_id, ())):
-                dependent = self.objects.get(dependent_id)
-                if dependent is None or not isinstance(dependent.inferred, dict):
-                    continue
-                if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
-                    dependent.inferred = {**dependent.inferred, object_id: version}
-                self._enqueue(dependent)
+        if known_advanced and object_id in self.dependents:
+            if self._coalesce:
+                self._moved[object_id] = None
+            else:
+                self._raise_dependents(object_id, version)
         if behind and cast(Order, order).obj is obj:  # behind is only set with an order
             self._result_behind(obj, cast(Order, order), version)
         self._enqueue(obj)
+
+    def _raise_dependents(self, object_id: str, version: Version) -> None:
+        """Dependency ``object_id`` is now known at ``version``: the objects built from it want it."""
+        for dependent_id in list(self.dependents.get(object_id, ())):
+            dependent = self.objects.get(dependent_id)
+            if dependent is None or not isinstance(dependent.inferred, dict):
+                continue
+            if object_id in dependent.inferred and is_newer(dependent.inferred[object_id], version):
+                dependent.inferred = {**dependent.inferred, object_id: version}
+            self._enqueue(dependent)
+
+    def _raise_moved(self) -> None:
+        """Batch mode: raise the dependents of each dependency that moved during the batch, once, to the
+        version it is known at now (the newest of the batch)."""
+        while self._moved:
+            moved, self._moved = self._moved, {}
+            for object_id in moved:
+                obj = self.objects.get(object_id)
+                if obj is not None:
+                    self._raise_dependents(object_id, obj.known)
 
     def _too_large(self, object_id: str, version: Version, full: bytes) -> bool:
         """True if the value in ``full`` (its update frame) encodes larger than ``limits.max_object``."""

@@ -697,6 +697,34 @@ def test_coalesced_push_keeps_its_place_and_skips_destroyed_objects(h):
     assert h.take(c) == [update_value("x", 2, {"n": 2})]  # y died before the push: not sent at all
 
 
+def test_a_dependency_bumped_many_times_in_a_batch_raises_its_dependents_once(h):
+    """Batch mode: 50 versions of one dependency in one batch re-check its dependents once, when the outbox
+    is taken, at the newest version: one order per dependent, for the last version, none for the others."""
+    c, n, w = h.client("c"), h.client("n"), h.client("w")
+    h.send(n, "object-producer-register", pattern="dep:*")
+    h.send(w, "client-options-set", options={"name": "w", "prefetch": 4})
+    h.send(w, "object-producer-register", pattern="t*")
+    for oid in ("t1", "t2"):
+        h.send(c, "object-consumer-register", pattern=oid, version_known=0)
+    for order in h.take(w):
+        h.send(w, "object-patch", id=order["id"], version_new={"dep:d": 1}, value={"v": 1})
+    h.send(n, "object-patch", id="dep:d", version_new=1, value={})
+    h.take(c), h.take(n)
+    assert h.take(w) == []
+    for v in range(2, 52):
+        h.store.handle_raw(n, orjson.dumps({"action": "object-patch", "id": "dep:d", "version-new": v, "value": {}}),
+                           h.store.now, coalesce=True)
+        assert h.store.has_output
+    h._route()
+    orders = h.take(w)
+    assert sorted(o["id"] for o in orders) == ["t1", "t2"]
+    assert all(o["version-inferred"] == {"dep:d": 51} for o in orders)
+    for order in orders:
+        h.send(w, "object-patch", id=order["id"], version_new={"dep:d": 51}, value={"v": 51})
+    assert [(m["id"], m["version-new"]) for m in h.take(c)] == [("t1", {"dep:d": 51}), ("t2", {"dep:d": 51})]
+    assert h.take(w) == []
+
+
 def test_prefetch_prefers_an_idle_producer(h):
     c, p, q = h.client("c"), h.client("p"), h.client("q")
     for s in (p, q):
