@@ -105,3 +105,25 @@ def changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> Iterator[
 def ids(items: Iterable[dict[str, Any]]) -> list[str]:
     """The ids of items (in order): what a writer removes to undo its inserts."""
     return [item["id"] for item in items]
+
+
+def undo_of(items: dict[str, Any], update: Update) -> dict[str, Any]:
+    """What turns the value after ``update`` back into ``items``: per item id it touches, the item it held
+    before (None: it was absent). Kept by the storage per version, so the value of an earlier version can
+    be rebuilt and a client holding it after a router restart gets a patch, not the whole value."""
+    touched: Iterable[str] = (list(items) if update.reset else update.remove)
+    undo: dict[str, Any] = {item_id: items.get(item_id) for item_id in touched}
+    for item in update.insert:
+        undo.setdefault(item["id"], items.get(item["id"]))
+    return undo
+
+
+def apply_undo(items: dict[str, Any], undo: dict[str, Any]) -> dict[str, Any]:
+    """``items`` one version earlier (``undo`` from :func:`undo_of`); a new dict."""
+    result = dict(items)
+    for item_id, before in undo.items():
+        if before is None:
+            result.pop(item_id, None)
+        else:
+            result[item_id] = before
+    return result

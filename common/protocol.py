@@ -34,6 +34,8 @@ PATCH_INVALID = "patch-invalid"
 
 MAX_OPTIONS_BYTES = 16384  # options are echoed by introspection: keep them small
 MAX_REF_BYTES = 1024
+MAX_BASES = 4
+"""Earlier versions a production may carry (``bases``), and versions an order names as held (``versions-held``)."""
 """Encoded size of a ``collection-update``'s ``ref``: the server echoes it back, so it stays small."""
 
 
@@ -148,6 +150,24 @@ def _patch(message: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError("'version-new' is required with 'value' or 'patch'", "version-required",
                                 request="object-patch", id=object_id)
     out["version-new"] = _version(message, "version-new", None)
+    bases = message.get("bases")
+    if bases is not None and isinstance(out["value"], dict):
+        out["bases"] = _bases(bases, object_id)
+    return out
+
+
+def _bases(bases: Any, object_id: str) -> list[tuple[Version, dict[str, Any]]]:
+    """Additive: the data of earlier versions, oldest first, that a producer could rebuild for watchers the
+    router holds nothing for (after a restart): [{"version": v, "value": {...}}, ...], at most MAX_BASES."""
+    if not isinstance(bases, list) or len(bases) > MAX_BASES:
+        raise ProtocolError(f"'bases' must be a list of at most {MAX_BASES} {{version, value}} objects",
+                            "invalid-bases", request="object-patch", id=object_id)
+    out = []
+    for base in bases:
+        if not isinstance(base, dict) or not isinstance(base.get("value"), dict) or base.get("version") is None:
+            raise ProtocolError("each of 'bases' must be {\"version\": v, \"value\": {...}}", "invalid-bases",
+                                request="object-patch", id=object_id)
+        out.append((_version(base, "version", None), base["value"]))
     return out
 
 
@@ -378,7 +398,12 @@ def update_patch(object_id: str, old: Version, new: Version, patch: list[Any]) -
                         "version-new": new, "patch": patch})
 
 
-def produce(object_id: str, inferred: Version) -> bytes:
+def produce(object_id: str, inferred: Version, held: list[Version] | None = None) -> bytes:
+    """An order; ``held``: versions its watchers hold that the router does not retain (additive
+    ``versions-held``: a producer that can rebuild their data answers them as ``bases``)."""
+    if held:
+        return codec.dumps({"action": "object-produce", "id": object_id, "version-inferred": inferred,
+                            "versions-held": held})
     return codec.dumps({"action": "object-produce", "id": object_id, "version-inferred": inferred})
 
 

@@ -978,8 +978,8 @@ class ObjectStore:
                 if not self._may_spawn():
                     break
                 obj = self._spawn(oid)
+                obj.consumers[session] = None  # before the order: it names the version this session holds
                 self._enqueue(obj)
-                obj.consumers[session] = None
             else:
                 obj.consumers[session] = None
                 if obj.lingering is not None and self._alive(obj):
@@ -1213,7 +1213,8 @@ class ObjectStore:
                 return
         if "error" in message and data is None:
             self._report_production_error(session, object_id, message["error"])
-        self._version_set(session, object_id, message["version-new"] if data is not None else None, data)
+        self._version_set(session, object_id, message["version-new"] if data is not None else None, data,
+                          message.get("bases"))
 
     def _apply_upload_patch(self, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
         """The new data from an uploaded patch, or None if it cannot apply: its base is not retained, its
@@ -1283,8 +1284,10 @@ class ObjectStore:
             self._cancel_production(session, object_id)  # requeued behind the backoff set above
         # (an order taken back by expire_orders keeps the silent producer's slot until it answers)
 
-    def _version_set(self, session: Session, object_id: str, version: Version, data: Any) -> None:
-        """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel)."""
+    def _version_set(self, session: Session, object_id: str, version: Version, data: Any,
+                     bases: list[tuple[Version, dict[str, Any]]] | None = None) -> None:
+        """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel);
+        ``bases``: the data of earlier versions, for watchers holding one the router does not retain."""
         full = None
         if isinstance(data, dict):
             # Encoded once here: this frame goes to every consumer needing the value, its length sizes
@@ -1333,6 +1336,8 @@ class ObjectStore:
                 obj.stalled = True
             else:
                 obj.stalled = False
+                if bases and not obj.history and not session.client:
+                    self._adopt_bases(obj, bases, version)
                 self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
         if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
@@ -1344,6 +1349,43 @@ class ObjectStore:
         if behind and cast(Order, order).obj is obj:  # behind is only set with an order
             self._result_behind(obj, cast(Order, order), version)
         self._enqueue(obj)
+
+    def _adopt_bases(self, obj: SyncObject, bases: list[tuple[Version, dict[str, Any]]], version: Version) -> None:
+        """An object that retains nothing (a restarted router) takes the earlier versions a producer rebuilt
+        (collections: from their undo rows) into its history, so a watcher holding one gets a patch. Only
+        from workers (a websocket master could otherwise make others apply patches to data they do not
+        hold); oldest first, each older than the next and than ``version``, within the object size limit."""
+        newer = version
+        kept: list[tuple[Version, dict[str, Any], int]] = []
+        for base_version, value in reversed(bases):
+            if not is_newer(base_version, newer):  # each base strictly older than the one after it
+                break
+            try:
+                size = len(protocol.update_value(obj.id, base_version, value))
+            except TypeError:
+                break
+            if size > self.limits.max_object:
+                break
+            kept.append((base_version, value, size))
+            newer = base_version
+        for base_version, value, size in reversed(kept):
+            obj.history.append((base_version, value))
+            obj.sizes.append(size)
+
+    def _held_hints(self, obj: SyncObject) -> list[Version]:
+        """Versions the object's watchers hold that it does not retain (it retains nothing yet: a restarted
+        router, a lingering object gone), at most MAX_BASES: named in the order, so a producer that can
+        rebuild them answers with ``bases`` and those watchers get a patch, not the whole value."""
+        if obj.history or not obj.consumers:
+            return []
+        held: dict[Any, Version] = {}
+        for session in obj.consumers:
+            version = session.held.get(obj.id)
+            if version is not None and not is_null(version):
+                held.setdefault(version_key(version), version)
+                if len(held) >= protocol.MAX_BASES:
+                    break
+        return list(held.values())
 
     def _raise_dependents(self, object_id: str, version: Version) -> None:
         """Dependency ``object_id`` is now known at ``version``: the objects built from it want it."""
@@ -1672,7 +1714,7 @@ class ObjectStore:
         session.producing[obj.id] = Order(obj, inferred, self._now, key)
         obj.started_at = self._now
         obj.in_flight[key] = session
-        self._send(protocol.produce(obj.id, inferred), (session,))
+        self._send(protocol.produce(obj.id, inferred, self._held_hints(obj)), (session,))
 
     def _cancel_production(self, session: Session, object_id: str, requeue: bool = True) -> None:
         order = session.producing.pop(object_id, None)

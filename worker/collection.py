@@ -35,6 +35,10 @@ class Collection(Producer):
         version, items = open_store(self.url).read(object_id)
         return items, version
 
+    def earlier(self, object_id: str, versions: list[Any]) -> dict[Any, dict[str, Any]]:
+        """Values of earlier versions rebuilt from the undo rows (the last UNDO_KEPT versions)."""
+        return open_store(self.url).values_at(object_id, [v for v in versions if isinstance(v, int)])[2]
+
     def apply(self, object_id: str, update: Any, ticket: str | None) -> tuple[int, dict[str, Any]]:
         """Apply one checked update (one transaction); override to validate items further (raise UpdateError)."""
         return open_store(self.url).apply(object_id, update, ticket)

@@ -117,7 +117,8 @@ class Worker:
         self.session = 0  # bumped on every new session: answers for an older one are dropped
         self.registered: set[str] = set()
         # received, not handed to the producer thread yet: (session, id, the collection-apply frame or None)
-        self.orders: deque[tuple[int, str, dict | None]] = deque()
+        # (session, id, the collection-apply message or None, the order's versions-held or None)
+        self.orders: deque[tuple[int, str, dict | None, list | None]] = deque()
         self.jobs: deque[_Job] = deque()  # handed over, in the order the producer thread runs them
         self.delayed: deque[tuple[float, int, bytes]] = deque()  # (due, session, frame) of failed answers
         self.outbox: list[bytes] = []  # frames to send at the end of this loop iteration, in one message
@@ -245,13 +246,14 @@ class Worker:
                 if self.debug:
                     log.debug("< object-produce %s (inferred %s)", object_id,
                               codec.dumps(message.get("version-inferred")).decode())
-                self.orders.append((self.session, object_id, None))
+                held = message.get("versions-held")
+                self.orders.append((self.session, object_id, None, held if isinstance(held, list) else None))
             else:
                 log.warning("! object-produce without a valid id: %.200r", raw)
         elif action == "collection-apply":  # a write to a collection, in the same line as the productions
             object_id = message.get("id")
             if isinstance(object_id, str) and object_id:
-                self.orders.append((self.session, object_id, message))
+                self.orders.append((self.session, object_id, message, None))
             else:
                 log.warning("! collection-apply without a valid id: %.200r", raw)
         elif action == "error":
@@ -287,7 +289,7 @@ class Worker:
         if reloading:
             return
         while self.orders and len(self.jobs) < self.prefetch:
-            session, object_id, apply = self.orders.popleft()
+            session, object_id, apply, held = self.orders.popleft()
             if session != self.session:
                 continue
             producer = self.table.find(object_id)
@@ -305,7 +307,8 @@ class Worker:
                 answer = production.failure(object_id, LookupError(f"no producer for {object_id!r} in this worker"))
                 self.delayed.append((now + ERROR_DELAY, session, answer.frame))
                 continue
-            self.jobs.append(_Job(self.thread.submit(production.produce, producer, object_id), session, object_id))
+            self.jobs.append(_Job(self.thread.submit(production.produce, producer, object_id, held), session,
+                                  object_id))
 
     def _collect(self, now: float) -> None:
         """Take every finished job off the front of the line: answers go to the outbox (in order)."""

@@ -108,5 +108,14 @@ class Producer:
         """Build the object ``object_id``: return ``(data, version)`` (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement produce(object_id)")
 
+    def earlier(self, object_id: str, versions: list[Version]) -> dict[Any, dict[str, Any]]:
+        """The data of earlier versions of ``object_id`` you can still rebuild, by version (optional;
+        numeric versions only).
+
+        Called after ``produce`` when the router retains nothing for the object (it restarted) and its
+        watchers hold ``versions``: each one returned reaches those watchers as a patch instead of the
+        whole value. The default rebuilds nothing; ``Collection`` answers from its undo rows."""
+        return {}
+
     def close(self) -> None:
         """Release what ``__init__`` opened; called on reload, removal and worker stop."""

@@ -16,6 +16,7 @@ from common import codec, protocol
 from common.deps.errors import DependencyError
 from common.deps.tracked import collecting, merge
 from common.protocol import AnswerError
+from common.versioning import is_newer
 from worker.logs import user_traceback
 from worker.producer import Producer
 
@@ -37,8 +38,9 @@ class Answer:
     error: str | None = None
 
 
-def produce(producer: Producer, object_id: str) -> Answer:
-    """Run ``producer.produce(object_id)`` and turn the outcome into the answer to send."""
+def produce(producer: Producer, object_id: str, held: list[Any] | None = None) -> Answer:
+    """Run ``producer.produce(object_id)`` and turn the outcome into the answer to send; ``held``: the
+    order's ``versions-held``, answered with ``bases`` when the producer can rebuild them (``earlier``)."""
     started = time.perf_counter()
     try:
         with collecting() as reads:  # tables read through tracked() join the version
@@ -55,6 +57,10 @@ def produce(producer: Producer, object_id: str) -> Answer:
             return failure(object_id, exc)
     try:
         message = protocol.production_answer(object_id, result)  # the one set of rules (client.py too)
+        if held and isinstance(message.get("value"), dict):
+            bases = _bases(producer, object_id, message["version-new"], held)
+            if bases:
+                message["bases"] = bases
         try:
             frame = codec.dumps(message)
         except TypeError as exc:  # orjson: sets, non-str keys, ints over 64 bits...
@@ -70,6 +76,25 @@ def produce(producer: Producer, object_id: str) -> Answer:
                   (time.perf_counter() - started) * 1000, codec.dumps(message["version-new"]).decode(),
                   " (stall)" if message.get("value") is False else "")
     return Answer(object_id, frame)
+
+
+def _bases(producer: Producer, object_id: str, version: Any, held: list[Any]) -> list[dict[str, Any]]:
+    """``producer.earlier`` for the held versions older than ``version``, oldest first; a failure there
+    costs only the bases (those watchers get the whole value), never the production."""
+    wanted = [v for v in held[:protocol.MAX_BASES]  # numbers: what a dict of versions can be keyed by
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and is_newer(v, version)]
+    if not wanted:
+        return []
+    try:
+        found = producer.earlier(object_id, wanted)
+    except Exception as exc:
+        log.error("! %s.earlier(%r) failed", type(producer).__qualname__, object_id, exc_info=user_traceback(exc))
+        return []
+    if not isinstance(found, dict):
+        return []
+    rebuilt = [(v, found[v]) for v in wanted if isinstance(found.get(v), dict)]
+    rebuilt.sort(key=lambda pair: pair[0])
+    return [{"version": v, "value": value} for v, value in rebuilt]
 
 
 def failure(object_id: str, exc: BaseException) -> Answer:

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from common import codec
-from common.collection import Update, UpdateError, apply_update
+from common.collection import Update, UpdateError, apply_undo, apply_update, undo_of
 
 MAX_COLLECTION_ITEMS = 100_000
 """Items one collection may hold: an update that would pass it is refused whole (``collection-full``)."""
@@ -18,6 +18,11 @@ MAX_ITEM_BYTES = 1 << 20
 """Encoded bytes of one item (``item-too-large``)."""
 TICKETS_KEPT = 10_000
 """Tickets remembered per collection (a retry comes within seconds; older ones are pruned)."""
+UNDO_KEPT = 256
+"""Versions per collection whose value can be rebuilt (an undo row each; older ones are pruned)."""
+MAX_UNDO_BYTES = 1 << 20
+"""An update whose undo encodes larger (a reset of a big collection) keeps an empty row: no value before
+it can be rebuilt, and clients holding one get the whole value, as without undo rows."""
 
 
 class StorageError(Exception):
@@ -89,6 +94,35 @@ class CollectionStore:
         cur.execute(f"SELECT item_id, body FROM {table_name(collection_id)} ORDER BY pos")
         return int(row[0]), {item_id: codec.loads(body) for item_id, body in cur.fetchall()}
 
+    def values_at(self, collection_id: str, versions: list[int]) -> tuple[int, dict[str, Any], dict[int, dict[str, Any]]]:
+        """(version, value, {v: value at v}) in one snapshot, for each of ``versions`` older than the current
+        one whose value can be rebuilt from the undo rows (every row after it kept, none empty)."""
+        conn = self._conn()
+        try:
+            cur = conn.cursor()
+            self._begin_read(cur)
+            version, items = self._read(cur, collection_id)
+            wanted = sorted({v for v in versions if isinstance(v, int) and 0 < v < version}, reverse=True)
+            found: dict[int, dict[str, Any]] = {}
+            if wanted:
+                cur.execute(self._q("SELECT version, body FROM seasync_collection_undo WHERE collection = ? "
+                                    "AND version > ? ORDER BY version DESC"), (collection_id, wanted[-1]))
+                value, expected = items, version
+                for row_version, body in cur.fetchall():
+                    if int(row_version) != expected or body is None:
+                        break  # a gap (pruned) or an undo too large: nothing older can be rebuilt
+                    value = apply_undo(value, codec.loads(body))
+                    expected -= 1
+                    if expected in wanted:
+                        found[expected] = value
+            conn.commit()
+            return version, items, found
+        except StorageError:
+            raise
+        except Exception as exc:
+            self._reset(conn)
+            raise StorageError(f"reading {collection_id!r}: {type(exc).__name__}: {exc}") from exc
+
     def apply(self, collection_id: str, update: Update, ticket: str | None) -> tuple[int, dict[str, Any]]:
         """Apply ``update`` in one transaction; returns (version, value) after it. A ``ticket`` already
         applied (a retry after a worker died having committed) returns the current state, applied once.
@@ -111,6 +145,7 @@ class CollectionStore:
                 conn.rollback()
                 return version, items
             new = apply_update(items, update)
+            undo = codec.dumps(undo_of(items, update))
             if len(new) > MAX_COLLECTION_ITEMS:
                 raise UpdateError(f"the collection would hold {len(new)} items; at most {MAX_COLLECTION_ITEMS}",
                                   "collection-full")
@@ -135,6 +170,11 @@ class CollectionStore:
             version += 1
             cur.execute(self._q("INSERT INTO seasync_collections (id, version) VALUES (?, ?) "
                                 "ON CONFLICT (id) DO UPDATE SET version = excluded.version"), (collection_id, version))
+            cur.execute(self._q("INSERT INTO seasync_collection_undo (collection, version, body) VALUES (?, ?, ?) "
+                                "ON CONFLICT (collection, version) DO UPDATE SET body = excluded.body"),
+                        (collection_id, version, undo.decode() if len(undo) <= MAX_UNDO_BYTES else None))
+            cur.execute(self._q("DELETE FROM seasync_collection_undo WHERE collection = ? AND version <= ?"),
+                        (collection_id, version - UNDO_KEPT))
             if ticket is not None:
                 cur.execute(self._q("INSERT INTO seasync_collection_tickets (ticket, collection, version) "
                                     "VALUES (?, ?, ?)"), (ticket, collection_id, version))

@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS seasync_collections (id TEXT PRIMARY KEY, version BIG
 CREATE TABLE IF NOT EXISTS seasync_collection_tickets (
     ticket TEXT PRIMARY KEY, collection TEXT NOT NULL, version BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS seasync_collection_tickets_by ON seasync_collection_tickets (collection, version);
+CREATE TABLE IF NOT EXISTS seasync_collection_undo (
+    collection TEXT NOT NULL, version BIGINT NOT NULL, body TEXT, PRIMARY KEY (collection, version));
 """
 
 

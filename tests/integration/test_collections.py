@@ -236,8 +236,9 @@ async def test_worker_killed_mid_update(cluster, tmp_path: Path, db: str, when: 
 
 async def test_restart_every_process_contents_kept(cluster, producers: Path, db: str) -> None:
     """Router, front and workers stopped; application code writes meanwhile (update_collection, straight
-    into storage); everything restarted: a client that held version 3 is brought to version 4. The router
-    retains nothing across a restart, so that client gets the whole value, not a patch."""
+    into storage); everything restarted: a client that held version 3 is brought to version 4 with a patch.
+    The router retains nothing across a restart: its order names the version held (versions-held), the
+    worker rebuilds version 3 from the collection's undo rows and answers it as a base."""
     from common import update_collection
 
     cluster.start_workers(producers, 1)
@@ -256,7 +257,13 @@ async def test_restart_every_process_contents_kept(cluster, producers: Path, db:
     await client.connect()
     await client.send("object-consumer-register", pattern="items/keep", version_known=3)
     frame = await client.expect(update_of("items/keep"), 60)
-    assert frame["version-new"] == 4 and frame["value"] == {"b": {"id": "b"}, "c": {"id": "c"}}
+    assert frame["version-old"] == 3 and frame["version-new"] == 4
+    assert frame["patch"] == [{"op": "add", "path": "/c", "value": {"id": "c"}}]
+    # a client holding a version older than every undo row kept (or never held: 0) gets the value
+    async with RawClient(cluster.ws_url, name="fresh") as fresh:
+        await fresh.send("object-consumer-register", pattern="items/keep", version_known=0)
+        frame = await fresh.expect(update_of("items/keep"), 60)
+        assert frame["version-new"] == 4 and frame["value"] == {"b": {"id": "b"}, "c": {"id": "c"}}
     assert (await update(client, "items/keep", 3, insert=[{"id": "d"}]))["version"] == 5
     frame = await client.expect(update_of("items/keep"), 60)
     assert frame["version-new"] == 5 and frame["patch"] == [{"op": "add", "path": "/d", "value": {"id": "d"}}]

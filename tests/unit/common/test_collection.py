@@ -82,3 +82,19 @@ def test_the_wire_form_is_checked_whole_at_parse() -> None:
         with pytest.raises(protocol.ProtocolError) as info:
             protocol.parse(codec.dumps(bad))
         assert info.value.code == code
+
+
+@given(st.lists(st.tuples(st.lists(st.sampled_from("abcde"), max_size=4), st.lists(st.sampled_from("abcde"), max_size=3),
+                          st.booleans(), st.integers(0, 9)), min_size=1, max_size=12))
+def test_undo_rebuilds_every_earlier_value(steps):
+    """Applying the undos of the later updates, newest first, to the last value gives each earlier value."""
+    from common.collection import apply_undo, undo_of
+    values, undos = [{}], []
+    for inserted, removed, reset, n in steps:
+        update = check_update(insert=[{"id": i, "n": n} for i in inserted], remove=removed, reset=reset)
+        undos.append(undo_of(values[-1], update))
+        values.append(apply_update(values[-1], update))
+    rebuilt = values[-1]
+    for back in range(len(undos) - 1, -1, -1):
+        rebuilt = apply_undo(rebuilt, undos[back])
+        assert rebuilt == values[back]
