@@ -66,3 +66,14 @@ async def test_an_application_write_on_postgres_reaches_watchers(cluster, tmp_pa
     assert announce("items/pgapp", 1, url=pg_url) == 2  # the row only rises
     assert notifier.alive()
     await watcher.client.close()
+
+
+def test_earlier_versions_rebuilt_from_postgres_undo_rows(pg_url: str) -> None:
+    """The undo rows on PostgreSQL: every recent version's value rebuilt from the current one."""
+    store = PostgresStore(pg_url)
+    values = {1: {}}
+    for step in (dict(insert=[{"id": "a"}, {"id": "b"}]), dict(remove=["a"]), dict(reset=True, insert=[{"id": "c"}])):
+        version, value = store.apply("items/undo", check_update(**step), ticket=None)
+        values[version] = value
+    current, items, found = store.values_at("items/undo", [1, 2, 3])
+    assert (current, items) == (4, values[4]) and found == {v: values[v] for v in (1, 2, 3)}
