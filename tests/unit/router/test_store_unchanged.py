@@ -188,3 +188,25 @@ def test_skipped_versions_are_bounded_and_the_version_pushed_before_the_run_is_k
     h.upload(1001, {"n": 3})
     h.upload(1002, {"n": 4})  # version 1's data is no longer retained: its aliases go with it
     assert obj.aliases == {}
+
+
+def test_introspection_shows_unchanged_per_object_and_per_producer_session():
+    from router.introspection import CONNECTIONS, OBJECTS, WORKERS, Introspection
+
+    h = Harness()
+    intro = Introspection(h.store, ("", "introspection"), 1, lambda s: "peer")
+    worker = h.client("worker")
+    h.send(worker, "object-producer-register", pattern="job-1")
+    tab = h.watch("tab", object_id="job-1")
+    h.take(worker)
+    for version in (1, 2, 3):
+        h.send(worker, "object-patch", id="job-1", version_new=version, value={"same": True})
+    objects = intro.build(OBJECTS, h.store.now)
+    assert (objects["job-1"]["productions"], objects["job-1"]["unchanged"]) == (1, 2)  # 1 ordered, 3 uploads
+    [entry] = intro.build(WORKERS, h.store.now).values()
+    assert entry["unchanged"] == 2
+    connections = {c["id"]: c for c in intro.build(CONNECTIONS, h.store.now).values()}
+    assert connections[worker.client_id]["unchanged"] == 2
+    assert "unchanged" not in connections[tab.client_id]  # a consumer's entry does not carry the counters
+    assert h.store.unchanged_total == 2
+
