@@ -8,10 +8,13 @@ from __future__ import annotations
 import copy
 
 import orjson
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import invariant, precondition, rule
 
 from common.diff import apply_patch
-from router.store import MAX_ALIASES, Session
-from tests.unit.router import harness
+from common.versioning import same
+from router.store import MAX_ALIASES, ObjectStore, Session
+from tests.unit.router import harness, test_store_stateful
 
 
 class Harness(harness.Harness):
@@ -210,3 +213,55 @@ def test_introspection_shows_unchanged_per_object_and_per_producer_session():
     assert "unchanged" not in connections[tab.client_id]  # a consumer's entry does not carry the counters
     assert h.store.unchanged_total == 2
 
+
+
+class SkipStoreMachine(test_store_stateful.StoreMachine):
+    """The store's stateful property test with --skip-unchanged: random sessions, registrations, uploads
+    (small random values: many are unchanged), disconnects and batch mode. A patch is still only ever sent
+    against the version the client holds (the parent's model asserts it), and a consumer not brought to
+    the latest version holds the latest data, at a version the store can still patch from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = ObjectStore(retain=2, skip_unchanged=True)
+
+    @precondition(lambda self: self.sessions)
+    @rule(data=st.data(), oid=st.sampled_from(test_store_stateful.IDS))
+    def upload_the_same_data(self, data, oid) -> None:
+        """The data held again, at the next version: an unchanged production."""
+        obj = self.store.objects.get(oid)
+        if obj is None or obj.latest is None:
+            return
+        known = obj.known
+        if type(known) is int:
+            version: object = known + 1
+        elif type(known) is list and known and all(type(v) is int for v in known):
+            version = [*known[:-1], known[-1] + 1]
+        elif type(known) is dict and known and all(type(v) is int for v in known.values()):
+            version = {k: v + 1 for k, v in known.items()}
+        else:
+            return
+        s = data.draw(st.sampled_from(self.sessions))
+        self._send(s, {"action": "object-patch", "id": oid, "version-new": version, "value": obj.latest[1]})
+
+    @invariant()
+    def consumers_at_latest_version_hold_latest_data(self) -> None:
+        for obj in self.store.objects.values():
+            latest = obj.latest
+            if not latest:
+                continue
+            for s in obj.consumers:
+                version = s.held.get(obj.id)
+                held = self.held.get((s, obj.id))
+                assert version is not None, "a consumer was never sent the object"
+                if held is None:
+                    continue
+                assert same(held[0], version)  # the store knows what the client holds
+                assert test_store_stateful.canon(held[1]) == test_store_stateful.canon(latest[1])
+                if not same(version, latest[0]):
+                    base = obj.data_at(version)  # skipped: its next change is a patch from what it holds
+                    assert base is not None and test_store_stateful.canon(base) == test_store_stateful.canon(latest[1])
+
+
+TestSkipStoreMachine = SkipStoreMachine.TestCase
+TestSkipStoreMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
