@@ -50,6 +50,9 @@ MAX_SESSION_WRITES = 100
 MAX_ALIASES = 64
 """Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
 a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
+_VALUE_AT = len(protocol.update_value("", 0, {})) - 3 - len(codec.dumps("")) - len(codec.dumps(0))
+"""Where the value starts in ``protocol.update_value``'s frame, less the encoded id and version (``value`` is
+its last field; ``{}}`` is the empty value and the frame's end): read once from the frame itself."""
 INTERNAL = "internal"
 """Error code of the frame answering a message whose handling raised inside the store (our own bug)."""
 _EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
@@ -195,7 +198,7 @@ class SyncObject:
         self.unchanged = 0  # uploads whose data equalled the data held (only the version moved)
         # --skip-unchanged: versions that were not pushed because their data equalled the next one's, by
         # version_key -> that data (an entry of history, shared): a client still holding one gets a patch
-        # from it. Kept only while that data is retained, at most MAX_ALIASES (see _alias).
+        # from it. Kept only while that data is retained, at most MAX_ALIASES (see _skip_unchanged).
         self.aliases: dict[Any, dict[str, Any]] = {}
 
     @property
@@ -1354,7 +1357,7 @@ class ObjectStore:
                 if self.skip_unchanged:
                     self._skip_unchanged(obj, version, cast(bytes, full))
                 else:  # (the held data object is kept: equal, so the new one need not stay alive)
-                    self._append(obj, version, cast(dict, obj.history[-1][1]), cast(bytes, full))
+                    self._append(obj, version, obj.history[-1][1], cast(bytes, full))
             else:
                 obj.stalled = False
                 self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
@@ -1490,19 +1493,20 @@ class ObjectStore:
         """True if the value in ``full`` (the new version's value frame) is the value held, byte for byte.
 
         Cheap: both values are already encoded (the new one once, in _version_set; the held one in
-        ``obj.full_frame``), and ``value`` is the frame's last field, so its offset is the length of the
-        frame with an empty value (id and version only) and the comparison is one memcmp, without a
-        second serialization of the value or a diff. orjson does not sort keys here (OPT_SORT_KEYS is
+        ``obj.full_frame``), and ``value`` is the frame's last field, so its offset is a constant plus the
+        encoded id and version (a few bytes to encode) and the comparison is a length check, then one
+        memcmp, without a second serialization of the value or a diff. orjson does not sort keys here (OPT_SORT_KEYS is
         not used), so equal values whose keys come in another order count as changed: the conservative
         side (they are pushed, as before), and a producer emits its keys in one order in practice."""
         latest = obj.latest
         if latest is None:
             return False
         held = obj.full_frame
-        old_start = len(protocol.update_value(obj.id, latest[0], {})) - 3  # (`{}}`: the empty value, the frame's end)
-        new_start = len(protocol.update_value(obj.id, version, {})) - 3
-        return (len(held) - old_start == len(full) - new_start
-                and full.startswith(memoryview(held)[old_start:], new_start))
+        new_version, old_version = len(codec.dumps(version)), len(codec.dumps(latest[0]))
+        if len(full) - new_version != len(held) - old_version:
+            return False  # values of different lengths (the usual change): no need to look further
+        start = _VALUE_AT + len(codec.dumps(obj.id))
+        return full.startswith(memoryview(held)[start + old_version:], start + new_version)
 
     def _skip_unchanged(self, obj: SyncObject, version: Version, full: bytes) -> None:
         """--skip-unchanged: ``version`` carries the data held. The latest entry of the history takes the new
