@@ -7,9 +7,8 @@ Only the production-time histogram is observed as productions finish, once each.
 Metrics (all prefixed ``seasync_router_``): ``sessions``, ``peers``, ``objects``, ``queue_length``,
 ``delayed_objects`` (gauges); ``productions_total``, ``production_errors_total``,
 ``messages_in_total``, ``messages_out_total``, ``bytes_in_total``, ``bytes_out_total`` (counters);
-``seasync_productions_unchanged_total`` (a counter, named as issue 17 asks: uploads whose data equalled
-the data held);
-``production_seconds`` (histogram). A front's (``seasync_front_``): ``connections``, ``paused_sessions``
+``production_seconds`` (histogram); and, without the prefix, as issue 17 names it,
+``seasync_productions_unchanged_total`` (uploads whose data equalled the data held). A front's (``seasync_front_``): ``connections``, ``paused_sessions``
 (gauges), ``messages_in_total``, ``bytes_in_total``, ``messages_out_total``, ``bytes_out_total``.
 """
 
