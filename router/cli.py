@@ -35,6 +35,10 @@ def run(
              "seapig): a page reload or a reconnect storm then costs no production."),
     linger_bytes: int = typer.Option(64 << 20, "--linger-bytes", envvar="SEASYNC_LINGER_BYTES", min=0,
                                      help="Bytes of lingering values kept in all (the oldest dropped first)."),
+    skip_unchanged: bool = typer.Option(
+        False, "--skip-unchanged", envvar="SEASYNC_SKIP_UNCHANGED",
+        help="Do not send consumers a production whose data equals the data held (only the version moved); "
+             "off: they get seapig's 'patch: []' with the new version. Counted either way."),
     max_registrations: int = typer.Option(_L.max_registrations, "--max-registrations", envvar="SEASYNC_MAX_REGISTRATIONS", min=1,
                                           help="Patterns one session may register (consumers and producers)."),
     max_object: int = typer.Option(_L.max_object, "--max-object", envvar="SEASYNC_MAX_OBJECT", min=2,
@@ -105,7 +109,8 @@ def run(
             typer.echo(f"sync-router: cannot load --auth hook {auth!r}: {exc}", err=True)
             raise typer.Exit(2) from None
     make_store = partial(ObjectStore, retain=retain, retain_bytes=retain_bytes, min_interval=min_interval,
-                         limits=limits, authenticate=hook, linger=linger, linger_bytes=linger_bytes)
+                         limits=limits, authenticate=hook, linger=linger, linger_bytes=linger_bytes,
+                         skip_unchanged=skip_unchanged)
     serve(bind, make_store, secret=secret, metrics_port=metrics_port, metrics_host=metrics_host)
 
 

@@ -62,7 +62,7 @@ def declared_secrets(hook: Any) -> frozenset[str]:
 class Counters:
     """Traffic totals and per-second rates, fed by the router shell."""
 
-    KEYS = ("messages_in", "messages_out", "bytes_in", "bytes_out", "productions")
+    KEYS = ("messages_in", "messages_out", "bytes_in", "bytes_out", "productions", "unchanged")
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(self.KEYS, 0)
@@ -217,7 +217,8 @@ class Introspection:
             "version_highest_known": obj.known, "version_highest_inferred": obj.inferred,
             "consumers": [s.client_id for s in obj.consumers],
             "producers": [s.client_id for s in obj.producers],
-            "productions": obj.productions, "production_ms": obj.production_ms, "produced_at": obj.produced_at,
+            "productions": obj.productions, "unchanged": obj.unchanged,
+            "production_ms": obj.production_ms, "produced_at": obj.produced_at,
             "errors": obj.errors, "last_error": obj.last_error, "size": self._size(obj),
         }
 
@@ -265,6 +266,10 @@ class Introspection:
             out[str(s.index)] = {"id": s.client_id, "options": options, "consumes": consumes,
                                  "produces": produces, "producing": producing, "orders": len(s.producing),
                                  "peer": self._peer_name(s),
+                                 # uploads counted for this session (workers: also in the workers object); only
+                                 # on sessions that produced, so a websocket consumer's entry never changes for it
+                                 **({"productions": s.productions, "unchanged": s.unchanged}
+                                    if s.productions or s.unchanged else {}),
                                  "clients": {s.client_id: {
                                      "id": s.client_id, "options": options,
                                      "produces": produces, "consumes": consumes,
@@ -302,6 +307,6 @@ class Introspection:
             out[s.client_id] = {"id": s.client_id, "pid": stats.get("pid"), "host": stats.get("host"),
                                 "cpu_percent": stats.get("cpu_percent"), "rss": stats.get("rss"),
                                 "producing": producing, "orders": len(s.producing), "prefetch": s.prefetch,
-                                "productions": s.productions, "errors": s.errors}
+                                "productions": s.productions, "unchanged": s.unchanged, "errors": s.errors}
         return out
 

@@ -7,7 +7,8 @@ Only the production-time histogram is observed as productions finish, once each.
 Metrics (all prefixed ``seasync_router_``): ``sessions``, ``peers``, ``objects``, ``queue_length``,
 ``delayed_objects`` (gauges); ``productions_total``, ``production_errors_total``,
 ``messages_in_total``, ``messages_out_total``, ``bytes_in_total``, ``bytes_out_total`` (counters);
-``production_seconds`` (histogram). A front's (``seasync_front_``): ``connections``, ``paused_sessions``
+``production_seconds`` (histogram); and, without the prefix, as issue 17 names it,
+``seasync_productions_unchanged_total`` (uploads whose data equalled the data held). A front's (``seasync_front_``): ``connections``, ``paused_sessions``
 (gauges), ``messages_in_total``, ``bytes_in_total``, ``messages_out_total``, ``bytes_out_total``.
 """
 
@@ -131,6 +132,11 @@ class RouterCollector:
         }
         for name, (help_text, value) in counters.items():
             yield CounterMetricFamily(PREFIX + name, help_text, value=value)
+        # the name issue 17 gave it (no "router_": it counts productions, whoever made them); a total only,
+        # as a per-producer label would be unbounded
+        yield CounterMetricFamily("seasync_productions_unchanged",
+                                  "Uploads whose data equalled the data held (only the version moved)",
+                                  value=store.unchanged_total)
 
 
 def serve_metrics(router: "Router", port: int, host: str = "127.0.0.1") -> Histogram:

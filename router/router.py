@@ -99,6 +99,7 @@ class Router:
         self.statistics = self.introspection.statistics
         self.counters = self.introspection.counters
         self._productions_seen = 0
+        self._unchanged_seen = 0
         self._now = time.time()  # the store time of the batch being handled
         self._coalesce = False  # batch mode for the store: many messages waiting (see _drain)
 
@@ -350,6 +351,10 @@ class Router:
         if delta:
             self.counters.add("productions", delta, now)
             self._productions_seen = self.store.productions_total
+        delta = self.store.unchanged_total - self._unchanged_seen
+        if delta:
+            self.counters.add("unchanged", delta, now)
+            self._unchanged_seen = self.store.unchanged_total
         while self.store.has_output:
             internal: list[bytes] = []
             by_peer: dict[bytes, list[bytes]] = {}  # identity -> [frame, packed sids, frame, ...]

@@ -47,6 +47,12 @@ MAX_COLLECTION_QUEUE = 1000
 """Updates waiting per collection (one is applied at a time): past it a writer gets ``collection-busy``."""
 MAX_SESSION_WRITES = 100
 """Collection updates one session may have waiting or in flight: past it, ``too-many-writes``."""
+MAX_ALIASES = 64
+"""Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
+a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
+_VALUE_AT = len(protocol.update_value("", 0, {})) - 3 - len(codec.dumps("")) - len(codec.dumps(0))
+"""Where the value starts in ``protocol.update_value``'s frame, less the encoded id and version (``value`` is
+its last field; ``{}}`` is the empty value and the frame's end): read once from the frame itself."""
 INTERNAL = "internal"
 """Error code of the frame answering a message whose handling raised inside the store (our own bug)."""
 _EXPIRED = object()  # Order.key of an order taken back past limits.order_timeout (no longer in obj.in_flight)
@@ -73,7 +79,8 @@ class Session:
 
     __slots__ = ("address", "name", "options", "consumes", "produces", "producing", "prefetch", "held",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
-                 "objects", "pattern_chars", "version_bytes", "known_sizes", "gate", "client", "writes")
+                 "objects", "pattern_chars", "version_bytes", "known_sizes", "gate", "client", "writes",
+                 "unchanged")
 
     def __init__(self, address: Any, index: int, gate: Gate = OPEN_GATE) -> None:
         self.address = address  # opaque to the store: the router shell's address for this session
@@ -100,6 +107,7 @@ class Session:
         self.known_sizes: dict[str, int] = {}  # pattern -> encoded size of that version-known
         self.client = False  # a websocket client (through a front): never a worker, whatever the hook
         self.writes = 0  # its collection updates waiting or in flight (MAX_SESSION_WRITES)
+        self.unchanged = 0  # its uploads whose data equalled what the router held (only the version moved)
 
     @property
     def has_slot(self) -> bool:
@@ -154,7 +162,8 @@ class SyncObject:
     __slots__ = ("id", "history", "sizes", "full_frame", "known", "stalled", "inferred", "consumers", "producers",
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
-                 "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering")
+                 "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering",
+                 "unchanged", "aliases")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -186,6 +195,11 @@ class SyncObject:
         self.cancels = 0  # consecutive orders answered by an upload that cannot apply (see _upload_cancelled)
         self.cause: int | None = None  # Session.index of the session whose message spawned it (its budget)
         self.lingering: float | None = None  # store time it is dropped at, while kept with nobody watching
+        self.unchanged = 0  # uploads whose data equalled the data held (only the version moved)
+        # --skip-unchanged: versions that were not pushed because their data equalled the next one's, by
+        # version_key -> that data (an entry of history, shared): a client still holding one gets a patch
+        # from it. Kept only while that data is retained, at most MAX_ALIASES (see _skip_unchanged).
+        self.aliases: dict[Any, dict[str, Any]] = {}
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -199,6 +213,8 @@ class SyncObject:
         for v, data in reversed(self.history):
             if same(v, version):
                 return data
+        if self.aliases:
+            return self.aliases.get(version_key(version))
         return None
 
     @property
@@ -227,7 +243,7 @@ class ObjectStore:
                  authenticate: Callable[[dict[str, Any]], Any] | None = None, log: Log | None = None,
                  on_production: Callable[[float], None] | None = None,
                  on_consumer_added: Callable[[SyncObject], None] | None = None, instance: str = "0",
-                 linger: float = 0.0, linger_bytes: int = 64 << 20) -> None:
+                 linger: float = 0.0, linger_bytes: int = 64 << 20, skip_unchanged: bool = False) -> None:
         """``retain``: data versions kept per object, so a client up to ``retain - 1`` versions behind
         resyncs with one patch; versions older than the previous one are kept only while they fit in
         ``retain_bytes`` per object. ``min_interval``: seconds between two
@@ -248,7 +264,11 @@ class ObjectStore:
 
         ``linger``: seconds a current object is kept after its last watcher leaves (0: dropped at once, as
         seapig), so a reload or a reconnect storm finds it current and costs no production; at most
-        ``linger_bytes`` of lingering values are kept (the oldest dropped first)."""
+        ``linger_bytes`` of lingering values are kept (the oldest dropped first).
+
+        ``skip_unchanged``: an upload whose data equals the data held (only the version moved) is not pushed
+        to consumers (seapig, and the default, push ``patch: []`` with the new version); it is counted
+        either way (``unchanged_total``, per object and per session)."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.retain = retain
@@ -297,6 +317,8 @@ class ObjectStore:
         self._now = 0.0  # the time given with the last call that took one: the store reads no clock
         self.productions_total = 0
         self.errors_total = 0
+        self.unchanged_total = 0  # uploads whose data equalled the data held (see _unchanged)
+        self.skip_unchanged = skip_unchanged
         self._on_production = on_production
         self._log = log
         self._on_consumer_added = on_consumer_added
@@ -1334,6 +1356,15 @@ class ObjectStore:
                 self._lift_inferred(obj)
             if data is False:
                 obj.stalled = True
+            elif self._unchanged(obj, version, cast(bytes, full)):
+                obj.stalled = False
+                session.unchanged += 1
+                obj.unchanged += 1
+                self.unchanged_total += 1
+                if self.skip_unchanged:
+                    self._skip_unchanged(obj, version, cast(bytes, full))
+                else:  # (the held data object is kept: equal, so the new one need not stay alive)
+                    self._append(obj, version, obj.history[-1][1], cast(bytes, full))
             else:
                 obj.stalled = False
                 if bases and not obj.history and not session.client:
@@ -1520,6 +1551,51 @@ class ObjectStore:
                 self._changed[obj.id] = (obj, len(self.outbox))
         self._trim_history(obj)
 
+    @staticmethod
+    def _unchanged(obj: SyncObject, version: Version, full: bytes) -> bool:
+        """True if the value in ``full`` (the new version's value frame) is the value held, byte for byte.
+
+        Cheap: both values are already encoded (the new one once, in _version_set; the held one in
+        ``obj.full_frame``), and ``value`` is the frame's last field, so its offset is a constant plus the
+        encoded id and version (a few bytes to encode) and the comparison is a length check, then one
+        memcmp, without a second serialization of the value or a diff. orjson does not sort keys here (OPT_SORT_KEYS is
+        not used), so equal values whose keys come in another order count as changed: the conservative
+        side (they are pushed, as before), and a producer emits its keys in one order in practice."""
+        latest = obj.latest
+        if latest is None:
+            return False
+        held = obj.full_frame
+        new_version, old_version = len(codec.dumps(version)), len(codec.dumps(latest[0]))
+        if len(full) - new_version != len(held) - old_version:
+            return False  # values of different lengths (the usual change): no need to look further
+        start = _VALUE_AT + len(codec.dumps(obj.id))
+        return full.startswith(memoryview(held)[start + old_version:], start + new_version)
+
+    def _skip_unchanged(self, obj: SyncObject, version: Version, full: bytes) -> None:
+        """--skip-unchanged: ``version`` carries the data held. The latest entry of the history takes the new
+        version (so new consumers, resyncs and dependents see it), and the version it had becomes an alias
+        of that data, so a client still holding it (nothing was pushed to it) gets its next real change as
+        a patch from what it holds, and a resync from it gets ``patch: []``. No push: consumers keep the
+        version they hold; a paused or held-back one is brought up to date later as usual."""
+        previous, data = obj.history[-1]
+        aliases = obj.aliases
+        aliases[version_key(previous)] = data
+        if len(aliases) > MAX_ALIASES:
+            # Drop the oldest alias that is not the first of its data: the first is the version every
+            # consumer was last pushed before the run (the one most of them hold); later ones are held
+            # only by clients that registered during the run.
+            last: Any = None
+            doomed = next(iter(aliases))
+            for key, value in aliases.items():
+                if value is last:
+                    doomed = key
+                    break
+                last = value
+            del aliases[doomed]
+        obj.history[-1] = (version, data)
+        obj.full_frame = kept(full)
+        obj.frames = {}  # (patches to the latest data: their version-new moved)
+
     def _trim_history(self, obj: SyncObject) -> None:
         """Keep at most ``retain`` versions, and older ones only while they fit in ``retain_bytes``."""
         drop = max(0, len(obj.history) - self.retain)
@@ -1530,6 +1606,9 @@ class ObjectStore:
         if drop:
             del obj.history[:drop]
             del obj.sizes[:drop]
+            if obj.aliases:  # an alias lives only as long as its data is retained
+                retained = {id(data) for _, data in obj.history}
+                obj.aliases = {k: d for k, d in obj.aliases.items() if id(d) in retained}
 
     # ---- sending data -------------------------------------------------------------------------
 

@@ -201,6 +201,8 @@ const OBJECT_COLUMNS = [
   {key: "consumers", label: "Consumers", desc: true, sort: (o) => (o.consumers || []).length, cell: (o) => chips(o.consumers)},
   {key: "producers", label: "Producers", desc: true, sort: (o) => (o.producers || []).length, cell: (o) => chips(o.producers)},
   {key: "productions", label: "Productions", num: true, sort: (o) => o.productions ?? 0, cell: (o) => fmtInt(o.productions)},
+  // uploads whose data equalled the data held (only the version moved): wasted productions
+  {key: "unchanged", label: "Unchanged", num: true, sort: (o) => o.unchanged ?? 0, cell: (o) => fmtInt(o.unchanged)},
   {key: "production_ms", label: "Took", num: true, sort: (o) => o.production_ms ?? -1, cell: (o) => fmtMs(o.production_ms)},
   {key: "produced_at", label: "Produced", num: true, sort: (o) => o.produced_at ?? 0,
     cell: (o) => (o.produced_at ? `${ago(o.produced_at)} ago` : "–")},
@@ -273,6 +275,7 @@ const WORKER_COLUMNS = [
   {key: "rss", label: "Memory", num: true, sort: (w) => w.rss ?? -1, cell: (w) => fmtBytes(w.rss)},
   {key: "producing", label: "Producing", sort: (w) => (w.producing ? w.producing.id : "~"), cell: (w) => producingNode(w.producing)},
   {key: "productions", label: "Productions", num: true, sort: (w) => w.productions ?? 0, cell: (w) => fmtInt(w.productions)},
+  {key: "unchanged", label: "Unchanged", num: true, sort: (w) => w.unchanged ?? 0, cell: (w) => fmtInt(w.unchanged)},
   {key: "errors", label: "Errors", num: true, sort: (w) => w.errors ?? 0,
     cell: (w) => (w.errors ? h("span", {class: "bad"}, fmtInt(w.errors)) : fmtInt(w.errors ?? 0))},
 ];
@@ -306,9 +309,10 @@ const RATES = [
   ["bytes_in", "Bytes in", fmtBytes, "/s"],
   ["bytes_out", "Bytes out", fmtBytes, "/s"],
   ["productions", "Productions", fmtInt, "/s"],
+  ["unchanged", "Unchanged productions", fmtInt, "/s"],
 ];
 const COUNTS = [["objects", "Objects"], ["sessions", "Sessions"], ["queue", "Queue"], ["peers", "Peers"],
-  ["productions", "Productions"], ["errors", "Errors"]];
+  ["productions", "Productions"], ["unchanged", "Unchanged"], ["errors", "Errors"]];
 
 function renderStatistics() {
   const consumer = view.consumers.get(STATISTICS);

@@ -182,7 +182,8 @@ def _sort_value(column: str, object_id: str, entry: dict[str, Any]) -> Any:
     if column == "age":  # most recent first
         produced = as_number(entry.get("produced_at"))
         return -produced if produced is not None else float("inf")
-    numeric = {"runs": "productions", "ms": "production_ms", "err": "errors", "size": "size"}.get(column)
+    numeric = {"runs": "productions", "same": "unchanged", "ms": "production_ms", "err": "errors",
+               "size": "size"}.get(column)
     if numeric:  # biggest first
         number = as_number(entry.get(numeric))
         return -number if number is not None else float("inf")
@@ -452,6 +453,8 @@ OBJECT_WIDE = [
     Col("consumers", "consumers", lambda e, n: join_ids(e.get("consumers")), flex=2, min=10),
     Col("producers", "producers", lambda e, n: join_ids(e.get("producers")), flex=2, min=10),
     Col("runs", "runs", lambda e, n: fmt_count(e.get("productions")), 5, right=True),
+    # productions whose data equalled the data held (only the version moved): wasted work
+    Col("same", "unchanged", lambda e, n: fmt_count(e.get("unchanged")), 9, right=True),
     Col("ms", "last ms", lambda e, n: fmt_ms(e.get("production_ms")), 7, right=True),
     Col("age", "age", _age_cell, 5, right=True),
     Col("size", "size", lambda e, n: fmt_bytes(e.get("size")), 7, right=True),
@@ -492,6 +495,7 @@ WORKER_COLUMNS = [
     Col("producing", "producing", _producing_cell, flex=2, min=8),
     Col("for", "for", _producing_for_cell, 5, right=True),
     Col("runs", "runs", lambda e, n: fmt_count(e.get("productions")), 5, right=True),
+    Col("same", "same", lambda e, n: fmt_count(e.get("unchanged")), 5, right=True),  # unchanged productions
     Col("err", "err", _errors_cell, 3, right=True),
 ]
 
@@ -514,6 +518,6 @@ CONNECTION_COLUMNS = [
 
 RATES = (("messages_in", "messages in", fmt_rate), ("messages_out", "messages out", fmt_rate),
          ("bytes_in", "bytes in", fmt_bytes), ("bytes_out", "bytes out", fmt_bytes),
-         ("productions", "productions", fmt_rate))
+         ("productions", "productions", fmt_rate), ("unchanged", "unchanged", fmt_rate))
 
 

@@ -184,7 +184,8 @@ class ObjectDetail(Vertical):
             name = state_name(entry.get("state"))
             head.append(name, style=STATE_STYLES.get(name, ""))
             head.append(f" · consumers {join_ids(entry.get('consumers'))} · producers {join_ids(entry.get('producers'))}"
-                        f" · runs {fmt_count(entry.get('productions'))} · {fmt_ms(entry.get('production_ms'))} ms"
+                        f" · runs {fmt_count(entry.get('productions'))} · unchanged {fmt_count(entry.get('unchanged'))}"
+                        f" · {fmt_ms(entry.get('production_ms'))} ms"
                         f" · {fmt_bytes(entry.get('size'))}", style="dim")
             inferred = entry.get("version_highest_inferred")
             if inferred is not None and inferred != entry.get("version_highest_known"):
@@ -214,7 +215,7 @@ class RatesView(Vertical):
         if not isinstance(stats, dict):
             return
         summary = Text()
-        for name in ("objects", "sessions", "queue", "peers", "productions", "errors"):
+        for name in ("objects", "sessions", "queue", "peers", "productions", "unchanged", "errors"):
             if name in stats:
                 summary.append(f"{name} ", style="dim").append(fmt_count(stats[name]),
                                                                 style="bold red" if name == "errors" and stats[name]

@@ -141,6 +141,8 @@ def test_viewer_lists_objects_connections_workers_and_observes_a_wildcard(
     wait_js(browser, "document.querySelector('#objects-table tr[data-id=\"e2e-greeting\"]')", what="e2e-greeting listed")
     row = _row_text(browser, "objects-table", "e2e-greeting")
     assert "current" in row and "watcher:" in row and "worker:" in row, row
+    headers = browser.execute_script("return [...document.querySelectorAll('#objects-table th')].map(t => t.innerText);")
+    assert "PRODUCTIONS UNCHANGED" in " ".join(headers).upper(), headers  # issue 17 item 3: next to Productions
     assert "e2e-view-2" not in _rows(browser, "objects-table"), "nobody consumes e2e-view-2 yet"
     filt = browser.find_element("id", "objects-filter")
     filt.send_keys("e2e-view-*")
@@ -165,6 +167,8 @@ def test_viewer_lists_objects_connections_workers_and_observes_a_wildcard(
     wait_js(browser, "document.querySelector('[data-rate=\"messages_in\"] svg.spark polyline')", what="a sparkline")
     objects = browser.execute_script("return document.querySelector('[data-stat=\"objects\"] .big').textContent;")
     assert int(objects.replace(",", "")) >= 3
+    unchanged = browser.execute_script("return document.querySelector('[data-stat=\"unchanged\"] .big').textContent;")
+    assert unchanged == "0"  # the total of unchanged productions (none here)
 
     _click_tab(browser, "observe")
     field = browser.find_element("id", "observe-pattern")

@@ -106,3 +106,16 @@ def test_worker_cell_shows_orders_held_beyond_the_running_one():
 def test_an_object_in_error_shows_as_error():
     from scripts.observer.format import state_name
     assert state_name({"current": False, "error": True}) == "error"
+
+
+def test_the_observer_shows_an_unchanged_column_next_to_runs():
+    """Issue 17 item 3: productions whose data equalled the data held, beside the productions."""
+    from scripts.observer.format import OBJECT_WIDE
+
+    for columns in (OBJECT_WIDE, WORKER_COLUMNS):
+        keys = [c.key for c in columns]
+        assert keys[keys.index("runs") + 1] == "same"
+        same = columns[keys.index("same")]
+        assert str(same.render({"id": "x", "unchanged": 7}, 0.0)).strip() == "7"
+    widths = column_widths(WORKER_COLUMNS, 79)
+    assert sum(widths) + 2 * len(widths) <= 80  # still fits an 80-column terminal
