@@ -11,7 +11,8 @@ from typing import Any, Literal, TypedDict, Union
 
 from common import codec
 from common.collection import UpdateError, check_update
-from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern
+from common.patterns import MAX_ID_LENGTH, PatternError, check_id, check_pattern, is_wildcard
+from common.subtree import PathError, check_path
 from common.versioning import Version, VersionError, check_version, is_null
 
 CLIENT_ACTIONS = (
@@ -114,7 +115,18 @@ def _options_set(message: dict[str, Any]) -> dict[str, Any]:
 def _register(message: dict[str, Any]) -> dict[str, Any]:
     pattern = _pattern_of(message)
     known = _version(message, "version-known", None)
-    return {"action": message["action"], "pattern": pattern, "version-known": known}
+    out = {"action": message["action"], "pattern": pattern, "version-known": known}
+    if message["action"] == "object-consumer-register" and message.get("path") is not None:
+        try:
+            path = check_path(message["path"])
+        except PathError as exc:
+            raise ProtocolError(str(exc), "invalid-path", request="object-consumer-register",
+                                pattern=pattern) from None
+        if path is not None and is_wildcard(pattern):
+            raise ProtocolError("a 'path' needs an exact id, not a pattern with '*' (subtrees of one object)",
+                                "path-with-pattern", request="object-consumer-register", pattern=pattern)
+        out["path"] = path
+    return out
 
 
 def _unregister(message: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +407,17 @@ def update_value(object_id: str, version: Version, value: dict[str, Any]) -> byt
 
 def update_patch(object_id: str, old: Version, new: Version, patch: list[Any]) -> bytes:
     return codec.dumps({"action": "object-update", "id": object_id, "version-old": old,
+                        "version-new": new, "patch": patch})
+
+
+def update_subtree_value(object_id: str, path: str, version: Version, value: Any) -> bytes:
+    """The subtree at ``path`` as a whole value (additive ``path``: a subtree subscription's update)."""
+    return codec.dumps({"action": "object-update", "id": object_id, "path": path, "version-old": 0,
+                        "version-new": version, "value": value})
+
+
+def update_subtree_patch(object_id: str, path: str, old: Version, new: Version, patch: list[Any]) -> bytes:
+    return codec.dumps({"action": "object-update", "id": object_id, "path": path, "version-old": old,
                         "version-new": new, "patch": patch})
 
 

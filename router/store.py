@@ -24,7 +24,7 @@ from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
 
-from common import codec, protocol
+from common import codec, protocol, subtree
 from common.diff import PatchTooLarge, apply_patch, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import (MIXED, OLDER, Version, below_floor, compare, is_newer, is_null, newest,
@@ -70,6 +70,13 @@ class Gate:
         self.stale: dict[str, None] = {}  # object ids changed while closed, in order of first change
 
 
+class SubtreeKey(NamedTuple):
+    """The key of a subtree subscription's frame in ``SyncObject.frames``: (held version key, path)."""
+
+    held: Any
+    path: str
+
+
 OPEN_GATE = Gate()
 """The gate of sessions whose link has no credit (workers, the introspection session, old fronts): never closed."""
 
@@ -80,7 +87,7 @@ class Session:
     __slots__ = ("address", "name", "options", "consumes", "produces", "producing", "prefetch", "held",
                  "index", "productions", "errors", "guarded", "access", "paused", "stale", "decisions",
                  "objects", "pattern_chars", "version_bytes", "known_sizes", "gate", "client", "writes",
-                 "unchanged")
+                 "unchanged", "paths")
 
     def __init__(self, address: Any, index: int, gate: Gate = OPEN_GATE) -> None:
         self.address = address  # opaque to the store: the router shell's address for this session
@@ -100,6 +107,7 @@ class Session:
         self.paused = False  # the client reads too slowly: updates wait, coalesced, in `stale`
         self.stale: dict[str, None] = {}
         self.held: dict[str, Version] = {}  # object id -> version this client holds (the last one sent to it)
+        self.paths: dict[str, str] = {}  # object id -> the JSON Pointer of the subtree it watches (issue 17)
         # budgets (router/limits.py): what this session costs the router
         self.objects = 0  # objects its messages caused to exist, still alive
         self.pattern_chars = 0  # total length of its registered patterns
@@ -495,7 +503,7 @@ class ObjectStore:
         if action == "object-patch":
             self._patch(session, message)
         elif action == "object-consumer-register":
-            self._consumer_register(session, message["pattern"], message["version-known"])
+            self._consumer_register(session, message["pattern"], message["version-known"], message.get("path"))
         elif action == "object-producer-register":
             self._producer_register(session, message["pattern"], message["version-known"])
         elif action == "object-consumer-unregister":
@@ -980,8 +988,16 @@ class ObjectStore:
 
     # ---- registrations ------------------------------------------------------------------------
 
-    def _consumer_register(self, session: Session, pattern: str, version_known: Version) -> None:
+    def _consumer_register(self, session: Session, pattern: str, version_known: Version,
+                           path: str | None = None) -> None:
+        """``path``: a subtree subscription (exact ids only, checked by the parser); registering again
+        replaces it (one registration per session and id), ``version-known`` then being what the
+        session holds of the new path."""
         session.consumes[pattern] = None
+        if path is not None:
+            session.paths[pattern] = path
+        elif session.paths:
+            session.paths.pop(pattern, None)
         self._index_pattern(self.consumer_patterns, pattern, session)
         if is_wildcard(pattern):
             ids = self._covered_ids(pattern)
@@ -1015,6 +1031,8 @@ class ObjectStore:
             self._not_registered(session, "consumer", pattern)
             return
         del session.consumes[pattern]
+        if session.paths:
+            session.paths.pop(pattern, None)
         self._unindex_pattern(self.consumer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
@@ -1642,9 +1660,16 @@ class ObjectStore:
             key = known[1]
             if key is None:
                 continue
-            groups.setdefault(key, (held, []))[1].append(session)
-            session.held[obj.id] = version
+            path = session.paths.get(obj.id) if session.paths else None
+            groups.setdefault(key if path is None else SubtreeKey(key, path), (held, []))[1].append(session)
+            session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
+        patches: dict[Any, list[Any]] = {}  # held version key -> the object's patch, shared by every path
         for key, (held, members) in groups.items():
+            if type(key) is SubtreeKey:
+                frame = self._subtree_frame(obj, held, version, data, key, patches)
+                if frame:
+                    self._send(frame, members)
+                continue
             frame = obj.frames.get(key)
             if frame is None:
                 frame = self._update_frame(obj, held, version, data)
@@ -1657,6 +1682,35 @@ class ObjectStore:
             # from what the sessions hold now, so it must go after what was just sent, never before it
             del self._changed[obj.id]
             self._changed[obj.id] = (obj, len(self.outbox))
+
+    def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
+                       key: SubtreeKey, patches: dict[Any, list[Any]]) -> bytes:
+        """The update of a subtree subscription, once per (held version, path) and object version: the
+        object's patch rebased to the path, the subtree's value when the held version is not retained
+        (or the patch is bigger), or b"" when nothing under the path moved (then nothing is sent)."""
+        frame = obj.frames.get(key)
+        if frame is not None:
+            return frame
+        held_key, path = key
+        base = None if is_null(held) else obj.data_at(held)
+        full = obj.frames.get(("value", path))
+        if full is None:
+            full = obj.frames[("value", path)] = kept(
+                protocol.update_subtree_value(obj.id, path, version, subtree.resolve(data, subtree.tokens_of(path))))
+        if base is None:
+            frame = full
+        else:
+            patch = patches.get(held_key)
+            if patch is None:
+                patch = patches[held_key] = make_patch(base, data)
+            ops = subtree.rebase(patch, path, data)
+            if not ops:
+                frame = b""
+            else:
+                frame = protocol.update_subtree_patch(obj.id, path, held, version, ops)
+                frame = full if len(frame) >= len(full) and len(full) >= PATCH_ALWAYS_BELOW else kept(frame)
+        obj.frames[key] = frame
+        return frame
 
     @staticmethod
     def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:

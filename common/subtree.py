@@ -1,0 +1,129 @@
+"""Subtree subscriptions (issue 17 item 1): a JSON Pointer into an object, and the object's patches rebased to it.
+
+A consumer that registers with ``"path": "/rows/17"`` (RFC 6901) holds only that subtree (``null`` when
+absent). Its updates are the object's patch operations under the path, with the prefix cut off; an operation
+that replaces, removes or adds an ancestor of the path, or that may shift the array the path indexes into,
+becomes one replacement of the whole subtree with its new value. An update that touches nothing under the
+path is not sent at all. Pure: no I/O; the store calls it once per (object version, held version, path).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MAX_PATH_LENGTH = 1024
+"""Characters of a path (a bound per registration: the store keeps one per session and object)."""
+MAX_PATH_DEPTH = 64
+
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+class PathError(ValueError):
+    """A path that is not a JSON Pointer this server accepts."""
+
+
+def check_path(path: Any) -> str | None:
+    """The normalized pointer (each token escaped the one way), or None for the whole object (``""``)."""
+    if not isinstance(path, str):
+        raise PathError(f"'path' must be a JSON Pointer string such as \"/rows/17\", not {type(path).__name__}")
+    if path == "":
+        return None
+    if not path.startswith("/"):
+        raise PathError("'path' must be empty or start with '/' (a JSON Pointer, RFC 6901)")
+    if len(path) > MAX_PATH_LENGTH:
+        raise PathError(f"'path' is at most {MAX_PATH_LENGTH} characters")
+    tokens = tokens_of(path)
+    if len(tokens) > MAX_PATH_DEPTH:
+        raise PathError(f"'path' is at most {MAX_PATH_DEPTH} levels deep")
+    if re.search(r"~[^01]|~$", path):
+        raise PathError("'path' has a '~' not followed by 0 or 1 (RFC 6901 escapes '~' as ~0 and '/' as ~1)")
+    return "".join("/" + escape(t) for t in tokens)
+
+
+def escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def tokens_of(pointer: str) -> list[str]:
+    """The unescaped tokens of a pointer ("" has none)."""
+    if not pointer:
+        return []
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+
+
+def resolve(data: Any, tokens: list[str]) -> Any:
+    """The value at ``tokens`` in ``data``, or None if there is none."""
+    node = data
+    for token in tokens:
+        if isinstance(node, dict):
+            if token not in node:
+                return None
+            node = node[token]
+        elif isinstance(node, list):
+            if not _INDEX.fullmatch(token) or int(token) >= len(node):
+                return None
+            node = node[int(token)]
+        else:
+            return None
+    return node
+
+
+def rebase(patch: list[dict[str, Any]], path: str, new_data: Any) -> list[dict[str, Any]]:
+    """The operations of ``patch`` (old object -> ``new_data``) that a holder of the subtree at ``path``
+    applies to its subtree: [] if the subtree is untouched, else rebased operations or one replacement
+    of the whole subtree (``{"op": "replace", "path": "", "value": ...}``)."""
+    tokens = tokens_of(path)
+    whole = [{"op": "replace", "path": "", "value": resolve(new_data, tokens)}]
+    out: list[dict[str, Any]] = []
+    prefix = path + "/"
+    for op in patch:
+        kind, where = op.get("op"), op.get("path", "")
+        if kind in ("move", "copy"):  # never made by common.diff; any one near the path: the whole subtree
+            if _related(op.get("from", ""), path) or _related(where, path):
+                return whole
+            continue
+        if where == path:
+            if kind == "remove":
+                out.append({"op": "replace", "path": "", "value": None})
+            else:
+                out.append({"op": "replace", "path": "", "value": op.get("value")})
+        elif where.startswith(prefix):
+            rebased = dict(op)
+            rebased["path"] = where[len(path):]
+            out.append(rebased)
+        elif path.startswith(where + "/") or where == "":
+            return whole  # an ancestor changed
+        elif kind in ("add", "remove") and _shifts(where, path, new_data):
+            return whole  # an element inserted or removed before ours in an array holding it
+    return out
+
+
+def _related(pointer: str, path: str) -> bool:
+    return pointer == path or pointer.startswith(path + "/") or path.startswith(pointer + "/") or pointer == "" \
+        or _sibling_index(pointer, path)
+
+
+def _sibling_index(pointer: str, path: str) -> bool:
+    """Both name elements of one array that is an ancestor of ``path`` (by their shape: index tokens)."""
+    parent = pointer.rsplit("/", 1)[0]
+    if not path.startswith(parent + "/"):
+        return False
+    mine = path[len(parent) + 1:].split("/", 1)[0]
+    last = pointer[len(parent) + 1:]
+    return bool(_INDEX.fullmatch(mine)) and (last == "-" or bool(_INDEX.fullmatch(last)))
+
+
+def _shifts(where: str, path: str, new_data: Any) -> bool:
+    """An add or remove at ``where`` moves the element ``path`` goes through: ``where`` names an element at
+    or before it in an array that is an ancestor of ``path`` (an append, or a change after it, moves
+    nothing; earlier operations that moved it have already made the whole subtree the answer)."""
+    if not _sibling_index(where, path):
+        return False
+    parent = where.rsplit("/", 1)[0]
+    container = resolve(new_data, tokens_of(parent))
+    if container is not None and not isinstance(container, list):
+        return False  # an object with index-like keys: a sibling key, nothing moves
+    last = where[len(parent) + 1:]
+    mine = path[len(parent) + 1:].split("/", 1)[0]
+    return last != "-" and int(last) <= int(mine)
