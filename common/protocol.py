@@ -248,7 +248,8 @@ Register = TypedDict("Register", {
     "action": Literal["object-consumer-register", "object-producer-register"],
     "pattern": str,
     "version-known": Version,
-}, total=False)  # (action and pattern always; version-known when the sender holds one)
+    "path": str,
+}, total=False)  # (action and pattern always; version-known when the sender holds one; path: a subtree)
 
 Unregister = TypedDict("Unregister", {
     "action": Literal["object-consumer-unregister", "object-producer-unregister"],
@@ -281,8 +282,11 @@ def options_set(options: dict[str, Any]) -> OptionsSet:
     return {"action": "client-options-set", "options": options}
 
 
-def consumer_register(pattern: str, known: Version = 0) -> Register:
-    """``known``: the version this client holds (0: nothing), so the router sends a patch from it."""
+def consumer_register(pattern: str, known: Version = 0, path: str | None = None) -> Register:
+    """``known``: the version this client holds (0: nothing), so the router sends a patch from it;
+    ``path``: watch only that subtree (a JSON Pointer, additive)."""
+    if path is not None:
+        return {"action": "object-consumer-register", "pattern": pattern, "version-known": known, "path": path}
     return {"action": "object-consumer-register", "pattern": pattern, "version-known": known}
 
 

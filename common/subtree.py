@@ -84,6 +84,8 @@ def rebase(patch: list[dict[str, Any]], path: str, new_data: Any) -> list[dict[s
                 return whole
             continue
         if where == path:
+            if kind == "remove" and _in_list(path, new_data):
+                return whole  # the next element moved into our index
             if kind == "remove":
                 out.append({"op": "replace", "path": "", "value": None})
             else:
@@ -97,6 +99,11 @@ def rebase(patch: list[dict[str, Any]], path: str, new_data: Any) -> list[dict[s
         elif kind in ("add", "remove") and _shifts(where, path, new_data):
             return whole  # an element inserted or removed before ours in an array holding it
     return out
+
+
+def _in_list(path: str, data: Any) -> bool:
+    """``path`` names an element of an array (its parent is one in ``data``)."""
+    return isinstance(resolve(data, tokens_of(path.rsplit("/", 1)[0])), list)
 
 
 def _related(pointer: str, path: str) -> bool:

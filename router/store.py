@@ -1670,8 +1670,10 @@ class ObjectStore:
                 if frame:
                     self._send(frame, members)
                 continue
-            frame = obj.frames.get(key)
-            if frame is None:
+            cached = obj.frames.get(key)
+            if cached is not None:
+                frame = cached
+            else:
                 frame = self._update_frame(obj, held, version, data)
                 if frame is not obj.full_frame:  # (the value frame is kept already)
                     frame = kept(frame)

@@ -27,6 +27,7 @@ from common.collection import changes as item_changes
 from common.client.state import ClientState, EntryState, Event, MasterState, backoff
 from common.client.state import next_version as _next_version
 from common.patterns import check_id, check_pattern, is_wildcard
+from common.subtree import check_path
 from common.versioning import Version, check_version, is_null
 
 __all__ = ["Change", "ChangeStream", "Client", "ClosedError", "Collection", "CollectionError", "Consumer", "Master", "WildcardConsumer", "next_version"]
@@ -213,9 +214,12 @@ class Consumer:
         return f"<Consumer {self.id!r} version={self.version!r} {state}{' stale' if self.stale else ''}>"
 
     @property
-    def value(self) -> dict | None:
-        """The latest data, updated in place by patches."""
-        return self._state.value
+    def value(self) -> Any:
+        """The latest data, updated in place by patches (with ``path=``: the subtree, any JSON)."""
+        state = self._state
+        if state.path is not None:
+            return state.value["value"] if state.value is not None else None
+        return state.value
 
     @property
     def version(self) -> Version:
@@ -998,16 +1002,29 @@ class Client:
 
     # ---- consumers -------------------------------------------------------------------------------
 
-    def consume(self, pattern: str, *, value: dict | None = None,
-                version: Version = None) -> Consumer | WildcardConsumer:
+    def consume(self, pattern: str, *, value: dict | None = None, version: Version = None,
+                path: str | None = None) -> Consumer | WildcardConsumer:
         """Subscribe to an object id (returns a ``Consumer``) or a ``*`` pattern (returns a ``WildcardConsumer``).
 
         Pre-seed an exact consumer with ``value`` and ``version`` (both or neither), e.g. the state a page was
         rendered with: the server then sends nothing if that version is still current, or just a patch.
         With ``state_dir``, an id consumed before starts with the value persisted (``stale`` until confirmed).
         Consuming the same pattern twice returns the same object. Works before ``connect()`` too.
+
+        ``path`` (a JSON Pointer such as ``"/rows/17"``, exact ids only): watch only that subtree; the
+        consumer's ``value`` is then the subtree (any JSON, None while absent) and updates come only when
+        something under it changes. Not pre-seeded nor persisted.
         """
         check_pattern(pattern)
+        if path is not None:
+            path = check_path(path)
+            if is_wildcard(pattern):
+                raise ValueError("path= needs an exact id, not a pattern with '*'")
+            if value is not None or version is not None:
+                raise ValueError("a consumer with path= cannot be pre-seeded")
+            held = self._state.entries.get(pattern)
+            if held is not None and held.exact and held.path != path:
+                raise ValueError(f"{pattern!r} is consumed already with path={held.path!r}: unconsume it first")
         if self._closed:
             raise ClosedError("this client was closed")
         if is_wildcard(pattern):
@@ -1024,9 +1041,9 @@ class Client:
             raise TypeError(f"value must be a dict, not {type(value).__name__}")
         if value is not None:
             version = check_version(version)
-        elif pattern in self._saved_consumers and pattern not in self._state.entries:
+        elif path is None and pattern in self._saved_consumers and pattern not in self._state.entries:
             version, value = self._saved_consumers[pattern]
-        frames, events = self._state.consume(pattern, value, version)
+        frames, events = self._state.consume(pattern, value, version, path)
         entry = self._handle(pattern)
         self._apply(frames, events)
         self._persist_consumer(pattern)
@@ -1172,7 +1189,8 @@ class Client:
 
     def _persist_consumer(self, object_id: str) -> None:
         state = self._state.entries.get(object_id)
-        if self._file is not None and state is not None and state.exact and state.value is not None:
+        if self._file is not None and state is not None and state.exact and state.value is not None \
+                and state.path is None:
             self._mark_dirty(("consumer", object_id), (state.version, state.value))
 
     def _persist_master(self, master: Master) -> None:

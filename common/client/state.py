@@ -126,6 +126,9 @@ class EntryState:
     error: str | None = None  # the last production error the server reported for it
     last_patch: list[Any] | None = None
     parents: list[str] = field(default_factory=list[Any])  # wildcard patterns holding it as a child
+    # a subtree subscription: the JSON Pointer watched; ``value`` is then a box {"value": subtree}, so the
+    # subtree may be any JSON (null while absent) and patches apply under "/value"
+    path: str | None = None
 
 
 @dataclass(slots=True)
@@ -237,8 +240,10 @@ class ClientState:
 
     # ---- consumers -----------------------------------------------------------------------------
 
-    def consume(self, pattern: str, value: dict[str, Any] | None = None, version: Version = None) -> Out:
-        """Consume an id (optionally seeded with data held from elsewhere) or a wildcard pattern."""
+    def consume(self, pattern: str, value: dict[str, Any] | None = None, version: Version = None,
+                path: str | None = None) -> Out:
+        """Consume an id (optionally seeded with data held from elsewhere) or a wildcard pattern; ``path``
+        (exact ids): only that subtree (a JSON Pointer, checked by the caller)."""
         if is_wildcard(pattern):
             if pattern in self.wildcards:
                 return [], []
@@ -254,6 +259,8 @@ class ClientState:
         entry = self.entries[pattern] = EntryState(pattern) if found is None else found
         if entry.exact:
             return [], []
+        if path is not None and entry.value is None and not entry.temp_exact:
+            entry.path = path
         if value is not None and entry.value is None:
             entry.value, entry.version = value, version
         entry.exact = True
@@ -302,7 +309,7 @@ class ClientState:
     @staticmethod
     def _registration(entry: EntryState) -> Frame:
         known = entry.version if entry.value is not None and not is_null(entry.version) else 0
-        return protocol.consumer_register(entry.id, known)
+        return protocol.consumer_register(entry.id, known, entry.path)
 
     # ---- collections ---------------------------------------------------------------------------
 
@@ -449,17 +456,22 @@ class ClientState:
         patch: list[Any] | None = None
         frames: list[Frame] = []
         events: list[Event] = []
+        boxed = entry.path is not None  # a subtree: any JSON, held as {"value": subtree}
         if "value" in message:
-            value = message["value"]
+            value = {"value": message["value"]} if boxed else message["value"]
             if not isinstance(value, dict):
                 return [], [Event("ignored", object_id, frame={"reason": "object-update value is not an object"})]
         elif "patch" in message:
             patch = message["patch"]
             if not isinstance(patch, list):
                 return [], [Event("ignored", object_id, frame={"reason": "object-update patch is not a list"})]
+            if boxed:
+                patch = _under_box(patch)
             if is_null(version_old):
                 base: dict[str, Any] = {}
-            elif entry.value is not None and same_version(version_old, entry.version):
+            elif entry.value is not None and (same_version(version_old, entry.version) or (
+                    boxed and is_newer(entry.version, version_old))):
+                # (a subtree: the versions between were not sent, nothing under the path moved in them)
                 base = entry.value
             else:
                 if created:
@@ -491,9 +503,10 @@ class ClientState:
                 and value == entry.value:
             events.append(Event("status", object_id))  # a resend of what we hold: confirmed, not a change
         else:
-            entry.value, entry.version, entry.last_patch = value, version_new, patch
+            entry.value, entry.version = value, version_new
+            entry.last_patch = message["patch"] if boxed and patch is not None else patch
             entry.error = None
-            events.append(Event("changed", object_id, patch=patch))
+            events.append(Event("changed", object_id, patch=entry.last_patch))
         if entry.temp_exact and not entry.exact:
             entry.temp_exact = False
             frames.append(protocol.consumer_unregister(object_id))
@@ -516,7 +529,8 @@ class ClientState:
         if not entry.exact:
             entry.temp_exact = True  # a wildcard child: a direct registration, dropped once synced
         known: Version = list(RESYNC_VERSION) if full else entry.version
-        return [protocol.consumer_register(entry.id, known)], events
+        return [protocol.consumer_register(entry.id, known, entry.path)], events
+
 
     def _destroy(self, message: dict[str, Any]) -> Out:
         object_id = message.get("id")
@@ -592,3 +606,15 @@ class ClientState:
 
 def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else codec.loads(codec.dumps(value))
+
+
+def _under_box(patch: list[Any]) -> list[Any]:
+    """A subtree's patch made to apply to its box ``{"value": subtree}`` (a bad op stays bad: it then fails)."""
+    out = []
+    for op in patch:
+        if isinstance(op, dict) and isinstance(op.get("path"), str):
+            op = {**op, "path": "/value" + op["path"]}
+            if isinstance(op.get("from"), str):
+                op["from"] = "/value" + op["from"]
+        out.append(op)
+    return out

@@ -20,6 +20,7 @@ PURE = [
     "common/client/state.py",
     "common/codec.py",
     "common/collection.py",
+    "common/subtree.py",
     "common/diff.py",
     "common/patterns.py",
     "common/peer.py",

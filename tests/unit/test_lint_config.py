@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = {"common.codec", "common.collection", "common.patterns", "common.peer", "common.diff", "common.client.state", "router.limits",
+PURE = {"common.codec", "common.collection", "common.subtree", "common.patterns", "common.peer", "common.diff", "common.client.state", "router.limits",
         "router.timeslots", "worker.notifier.ticker", "scripts.observer.format", "common.protocol",
         "common.versioning", "router.store"}
 

@@ -42,6 +42,9 @@ def test_untouched_ancestor_and_shifts():
     new3 = copy.deepcopy(old)
     del new3["rows"][0]
     assert rebase(make_patch(old, new3), "/rows/1", new3) == [{"op": "replace", "path": "", "value": {"n": 2}}]
+    assert rebase(make_patch(old, new3), "/rows/0", new3) == [{"op": "replace", "path": "", "value": {"n": 1}}]
+    assert rebase([{"op": "remove", "path": "/rows/4"}], "/rows/4", {"rows": old["rows"][:4]}) == \
+        [{"op": "replace", "path": "", "value": None}]  # the last element: nothing moved in
     assert rebase([{"op": "replace", "path": "/rows", "value": []}], "/rows/1", {"rows": []}) == \
         [{"op": "replace", "path": "", "value": None}]
     assert rebase([{"op": "remove", "path": "/title"}], "/title", {}) == [{"op": "replace", "path": "", "value": None}]
@@ -49,7 +52,7 @@ def test_untouched_ancestor_and_shifts():
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(["a", "b", "x/y", "~"]))
 json_value = st.recursive(json_leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["a", "b", "c", "0", "1", "x/y", "~t"]), inner, max_size=4)),
+    st.lists(inner, max_size=6), st.dictionaries(st.sampled_from(["a", "b", "c", "0", "1", "x/y", "~t"]), inner, max_size=4)),
     max_leaves=20)
 objects = st.dictionaries(st.sampled_from(["a", "b", "rows", "0", "x/y"]), json_value, max_size=4)
 
@@ -83,3 +86,25 @@ def test_the_rebased_patch_turns_the_old_subtree_into_the_new(old, new, data):
         return
     result = apply_patch(copy.deepcopy(before), copy.deepcopy(ops))
     assert result == after, (path, patch, ops)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"n": st.integers(0, 3)}), min_size=1, max_size=30), st.data())
+def test_rows_inserted_and_removed_shift_the_watchers_after_them(rows, data):
+    """Long arrays, where the diff inserts and removes elements: a watcher of /rows/i always ends on row i."""
+    new_rows = list(rows)
+    for _ in range(data.draw(st.integers(1, 3))):
+        if new_rows and data.draw(st.booleans()):
+            del new_rows[data.draw(st.integers(0, len(new_rows) - 1))]
+        else:
+            new_rows.insert(data.draw(st.integers(0, len(new_rows))), {"n": data.draw(st.integers(4, 9))})
+    old, new = {"rows": rows}, {"rows": new_rows}
+    patch = make_patch(copy.deepcopy(old), new)
+    for i in range(max(len(rows), len(new_rows)) + 1):
+        path = f"/rows/{i}"
+        ops = rebase(patch, path, new)
+        before, after = resolve(old, ["rows", str(i)]), resolve(new, ["rows", str(i)])
+        if not ops:
+            assert before == after, (path, patch)
+        else:
+            assert apply_patch(copy.deepcopy(before), copy.deepcopy(ops)) == after, (path, patch, ops)
