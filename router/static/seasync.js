@@ -418,6 +418,8 @@ export class Consumer {
     this.receivedAt = null;
     this.lastPatch = null;
     this.error = null;
+    this._path = null; // consume(id, {path}): the JSON Pointer watched
+    this._box = null; // ... and the subtree held, boxed: {value: subtree}
     this._confirmed = false; // the server confirmed or updated it since the link came up
     this._probe = 0; // the sync probe whose answer confirms it
     this._exact = false; // the user consumes this id directly
@@ -985,7 +987,7 @@ export class SeasyncClient {
   }
 
   _persistConsumer(entry) {
-    if (this._persistKey === null || !entry._exact || entry.value === null) return;
+    if (this._persistKey === null || !entry._exact || entry.value === null || entry._path !== null) return;
     this._saved.consumers[entry.id] = [entry.version, entry.value];
     this._scheduleSave();
   }
@@ -1208,9 +1210,10 @@ export class SeasyncClient {
    * consumer with `{value, version}` (both or neither), e.g. the state a page was rendered with: the server then
    * sends nothing if that version is current, or just a patch. Consuming the same pattern again returns the same object.
    */
-  consume(pattern, {value = null, version = null} = {}) {
+  consume(pattern, {value = null, version = null, path = null} = {}) {
     checkPattern(pattern);
     if (this.closed) throw new Error("this client was closed");
+    if (path !== null) return this._consumeSubtree(pattern, path);
     if (isWildcard(pattern)) {
       if (value !== null || !isNullVersion(version)) throw new TypeError("a wildcard consumer cannot be pre-seeded");
       let wildcard = this._wildcards.get(pattern);
@@ -1253,9 +1256,38 @@ export class SeasyncClient {
     return entry;
   }
 
+  /**
+   * `consume(id, {path})`: only the subtree at `path` (a JSON Pointer such as "/rows/17", exact ids only).
+   * The consumer's `value` is the subtree (any JSON, null while absent); updates come only when something
+   * under the path changes. Not pre-seeded nor persisted.
+   */
+  _consumeSubtree(pattern, path) {
+    if (isWildcard(pattern)) throw new TypeError("path needs an exact id, not a pattern with '*'");
+    if (typeof path !== "string" || (path !== "" && !path.startsWith("/"))) {
+      throw new TypeError("path must be a JSON Pointer such as \"/rows/17\"");
+    }
+    if (path === "") return this.consume(pattern);
+    let entry = this._entries.get(pattern);
+    if (entry && entry._exact) {
+      if (entry._path !== path) throw new Error(`${pattern} is consumed already with another path: unconsume it first`);
+      return entry;
+    }
+    if (!entry) {
+      entry = new Consumer(this, pattern);
+      this._entries.set(pattern, entry);
+    }
+    entry._path = path;
+    entry._exact = true;
+    this._send(this._consumerRegistration(entry));
+    return entry;
+  }
+
   _consumerRegistration(entry) {
-    const known = entry.value !== null && !isNullVersion(entry.version) ? entry.version : 0;
-    return {action: "object-consumer-register", pattern: entry.id, "version-known": known};
+    const holds = entry._path !== null ? entry._box !== null : entry.value !== null;
+    const known = holds && !isNullVersion(entry.version) ? entry.version : 0;
+    const message = {action: "object-consumer-register", pattern: entry.id, "version-known": known};
+    if (entry._path !== null) message.path = entry._path;
+    return message;
   }
 
   /** Stop consuming `pattern` (a consumer, wildcard consumer or pattern). Returns true if it was consumed. */
@@ -1422,6 +1454,7 @@ export class SeasyncClient {
     }
     const versionNew = message["version-new"];
     const versionOld = message["version-old"] ?? 0;
+    if (entry._path !== null) return this._handleSubtreeUpdate(entry, message, versionOld, versionNew);
     let value;
     let patch = null;
     if (hasOwn(message, "value")) {
@@ -1463,6 +1496,36 @@ export class SeasyncClient {
     }
   }
 
+  /**
+   * A subtree's update. Held boxed, `{value: subtree}`, so the subtree may be any JSON. The server does not
+   * send the versions that touched nothing under the path, so a patch's `version-old` may be newer than the
+   * version held (never older: the server patches from what it recorded as sent, or from what we said we
+   * hold when registering): it applies to the subtree held.
+   */
+  _handleSubtreeUpdate(entry, message, versionOld, versionNew) {
+    let box;
+    let patch = null;
+    if (hasOwn(message, "value")) {
+      box = {value: message.value};
+    } else if (Array.isArray(message.patch)) {
+      patch = message.patch;
+      if (entry._box === null || isNullVersion(versionOld)) return this._resyncFull(entry);
+      const boxed = patch.map((op) => (op && typeof op.path === "string"
+        ? {...op, path: "/value" + op.path, ...(typeof op.from === "string" ? {from: "/value" + op.from} : {})} : op));
+      try {
+        box = applyPatch(entry._box, boxed);
+      } catch (error) {
+        if (!(error instanceof PatchError)) throw error;
+        this.logger.error(`seasync: ${entry.id} ${entry._path}: patch does not apply (${error.message}); resyncing`);
+        return this._resyncFull(entry);
+      }
+    } else {
+      return this.logger.warn(`seasync: ${entry.id}: update with neither value nor patch`);
+    }
+    entry._box = box;
+    entry._update(box.value, versionNew, patch);
+  }
+
   /** A patch from a version we do not hold: never apply it; re-register with ours so the server resends. */
   _lostUpdate(entry, versionOld, versionNew) {
     if (entry._resyncing) return;
@@ -1476,6 +1539,7 @@ export class SeasyncClient {
   _resyncFull(entry) {
     entry.value = null;
     entry.version = null;
+    entry._box = null;
     this._resyncWith(entry, RESYNC_VERSION);
   }
 
@@ -1484,7 +1548,9 @@ export class SeasyncClient {
     entry._confirmed = false;
     entry._setValid(false);
     if (!entry._exact) entry._tempExact = true; // a wildcard child: a direct registration, dropped once synced
-    this._send({action: "object-consumer-register", pattern: entry.id, "version-known": versionKnown});
+    const message = {action: "object-consumer-register", pattern: entry.id, "version-known": versionKnown};
+    if (entry._path !== null) message.path = entry._path;
+    this._send(message);
   }
 
   _handleDestroy(message) {

@@ -479,3 +479,33 @@ test("wait() resolves on data, rejects on timeout", async () => {
   await assert.rejects(cars.wait((v) => v.n === 3, 20), /timed out/);
   client.close();
 });
+
+test("consume(id, {path}): the subtree, patches under it, skipped versions, re-registration with the path", () => {
+  const client = makeClient();
+  const row = client.consume("table", {path: "/rows/1"});
+  assert.equal(client.consume("table", {path: "/rows/1"}), row, "the same path: the same consumer");
+  assert.throws(() => client.consume("table", {path: "/rows/2"}), /another path/);
+  assert.throws(() => client.consume("t*", {path: "/a"}), TypeError);
+  const ws = lastSocket();
+  ws.open();
+  assert.deepEqual(ws.take().filter((m) => m.action === "object-consumer-register"),
+    [{action: "object-consumer-register", pattern: "table", "version-known": 0, path: "/rows/1"}]);
+  ws.receive({...update("table", 0, 1, {value: {n: 1}}), path: "/rows/1"});
+  assert.deepEqual(row.value, {n: 1});
+  // versions 2 and 3 touched nothing under the path: the next patch comes from 3
+  ws.receive({...update("table", 3, 4, {patch: [{op: "replace", path: "/n", value: 2}]}), path: "/rows/1"});
+  assert.deepEqual(row.value, {n: 2});
+  assert.deepEqual(row.version, 4);
+  ws.receive({...update("table", 4, 5, {patch: [{op: "replace", path: "", value: null}]}), path: "/rows/1"});
+  assert.equal(row.value, null, "an absent subtree is null, and still held");
+  ws.receive({...update("table", 5, 6, {patch: [{op: "replace", path: "", value: 7}]}), path: "/rows/1"});
+  assert.equal(row.value, 7, "a subtree may be any JSON");
+  ws.close();
+  return eventually(() => lastSocket() !== ws, "a reconnect").then(() => {
+    const again = lastSocket();
+    again.open();
+    assert.deepEqual(again.take().filter((m) => m.action === "object-consumer-register"),
+      [{action: "object-consumer-register", pattern: "table", "version-known": 6, path: "/rows/1"}]);
+    client.close();
+  });
+});
