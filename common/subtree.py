@@ -73,19 +73,17 @@ def rebase(patch: list[dict[str, Any]], path: str, new_data: Any) -> list[dict[s
     """The operations of ``patch`` (old object -> ``new_data``) that a holder of the subtree at ``path``
     applies to its subtree: [] if the subtree is untouched, else rebased operations or one replacement
     of the whole subtree (``{"op": "replace", "path": "", "value": ...}``)."""
-    tokens = tokens_of(path)
-    whole = [{"op": "replace", "path": "", "value": resolve(new_data, tokens)}]
     out: list[dict[str, Any]] = []
     prefix = path + "/"
     for op in patch:
         kind, where = op.get("op"), op.get("path", "")
         if kind in ("move", "copy"):  # never made by common.diff; any one near the path: the whole subtree
             if _related(op.get("from", ""), path) or _related(where, path):
-                return whole
+                return _whole(path, new_data)
             continue
         if where == path:
             if kind == "remove" and _in_list(path, new_data):
-                return whole  # the next element moved into our index
+                return _whole(path, new_data)  # the next element moved into our index
             if kind == "remove":
                 out.append({"op": "replace", "path": "", "value": None})
             else:
@@ -95,10 +93,14 @@ def rebase(patch: list[dict[str, Any]], path: str, new_data: Any) -> list[dict[s
             rebased["path"] = where[len(path):]
             out.append(rebased)
         elif path.startswith(where + "/") or where == "":
-            return whole  # an ancestor changed
+            return _whole(path, new_data)  # an ancestor changed
         elif kind in ("add", "remove") and _shifts(where, path, new_data):
-            return whole  # an element inserted or removed before ours in an array holding it
+            return _whole(path, new_data)  # an element inserted or removed before ours, in an array
     return out
+
+
+def _whole(path: str, new_data: Any) -> list[dict[str, Any]]:
+    return [{"op": "replace", "path": "", "value": resolve(new_data, tokens_of(path))}]
 
 
 def _in_list(path: str, data: Any) -> bool:

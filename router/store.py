@@ -1663,7 +1663,7 @@ class ObjectStore:
             path = session.paths.get(obj.id) if session.paths else None
             groups.setdefault(key if path is None else SubtreeKey(key, path), (held, []))[1].append(session)
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
-        patches: dict[Any, list[Any]] = {}  # held version key -> the object's patch, shared by every path
+        patches: dict[Any, list[Any] | None] = {}  # held version key -> the object's patch, for every path
         for key, (held, members) in groups.items():
             if type(key) is SubtreeKey:
                 frame = self._subtree_frame(obj, held, version, data, key, patches)
@@ -1686,7 +1686,7 @@ class ObjectStore:
             self._changed[obj.id] = (obj, len(self.outbox))
 
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
-                       key: SubtreeKey, patches: dict[Any, list[Any]]) -> bytes:
+                       key: SubtreeKey, patches: dict[Any, list[Any] | None]) -> bytes:
         """The update of a subtree subscription, once per (held version, path) and object version: the
         object's patch rebased to the path, the subtree's value when the held version is not retained
         (or the patch is bigger), or b"" when nothing under the path moved (then nothing is sent)."""
@@ -1694,25 +1694,33 @@ class ObjectStore:
         if frame is not None:
             return frame
         held_key, path = key
-        base = None if is_null(held) else obj.data_at(held)
-        full = obj.frames.get(("value", path))
-        if full is None:
-            full = obj.frames[("value", path)] = kept(
-                protocol.update_subtree_value(obj.id, path, version, subtree.resolve(data, subtree.tokens_of(path))))
-        if base is None:
-            frame = full
+        if held_key in patches:
+            patch = patches[held_key]
+        else:  # the object's patch from this held version, once for every path (None: not retained)
+            base = None if is_null(held) else obj.data_at(held)
+            patch = patches[held_key] = None if base is None else make_patch(base, data)
+        if patch is None:
+            frame = self._subtree_value_frame(obj, path, version, data)
         else:
-            patch = patches.get(held_key)
-            if patch is None:
-                patch = patches[held_key] = make_patch(base, data)
             ops = subtree.rebase(patch, path, data)
             if not ops:
                 frame = b""
             else:
                 frame = protocol.update_subtree_patch(obj.id, path, held, version, ops)
-                frame = full if len(frame) >= len(full) and len(full) >= PATCH_ALWAYS_BELOW else kept(frame)
+                if len(frame) >= PATCH_ALWAYS_BELOW:  # (the value is encoded only when it may be smaller)
+                    full = self._subtree_value_frame(obj, path, version, data)
+                    frame = full if len(frame) >= len(full) else kept(frame)
         obj.frames[key] = frame
         return frame
+
+    @staticmethod
+    def _subtree_value_frame(obj: SyncObject, path: str, version: Version, data: dict[str, Any]) -> bytes:
+        """The subtree's value frame of this version, encoded once per path."""
+        full = obj.frames.get(("value", path))
+        if full is None:
+            full = obj.frames[("value", path)] = kept(
+                protocol.update_subtree_value(obj.id, path, version, subtree.resolve(data, subtree.tokens_of(path))))
+        return full
 
     @staticmethod
     def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:
