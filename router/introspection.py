@@ -270,6 +270,8 @@ class Introspection:
                                  # on sessions that produced, so a websocket consumer's entry never changes for it
                                  **({"productions": s.productions, "unchanged": s.unchanged}
                                     if s.productions or s.unchanged else {}),
+                                 # subtree subscriptions: id -> the JSON Pointer watched (only when there are some)
+                                 **({"paths": dict(s.paths)} if s.paths else {}),
                                  "clients": {s.client_id: {
                                      "id": s.client_id, "options": options,
                                      "produces": produces, "consumes": consumes,

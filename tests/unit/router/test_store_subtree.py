@@ -103,3 +103,13 @@ def test_a_path_needs_an_exact_id_and_a_pointer():
     codes = [f["code"] for f in h.take(c)]
     assert codes == ["path-with-pattern", "invalid-path"]
     assert "big*" not in c.consumes and "big" not in c.consumes
+
+
+
+def test_introspection_shows_the_paths_watched():
+    from router.introspection import Introspection
+    h = Harness()
+    m, (c, whole) = start(h, "/rows/1", None)
+    connections = Introspection(h.store, ("", "introspection"), 1, lambda s: "peer")._connections(0.0)
+    assert connections[str(c.index)]["paths"] == {"big": "/rows/1"}
+    assert "paths" not in connections[str(whole.index)]
