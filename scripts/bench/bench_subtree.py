@@ -98,9 +98,9 @@ async def run(args: argparse.Namespace, mode: str) -> dict[str, float]:
             version = await master.bump()
             # the watcher of that row (or, watching the whole object, every watcher) holds the new version
             if mode == "path":
-                await watchers.until(lambda: watchers.versions.get(row) == version)
+                await watchers.until(lambda row=row, version=version: watchers.versions.get(row) == version)
             else:
-                await watchers.until(lambda: all(v == version for v in watchers.versions.values()))
+                await watchers.until(lambda version=version: all(v == version for v in watchers.versions.values()))
         took = time.perf_counter() - started
         return {"deliveries": (watchers.frames - frames0) / args.updates,
                 "bytes": (watchers.bytes - bytes0) / args.updates,
