@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
 
 from common import codec, protocol, subtree
-from common.diff import PatchTooLarge, apply_patch, make_patch
+from common.diff import PatchTooLarge, apply_patch, json_equal, make_patch
 from common.patterns import is_wildcard, matches
 from common.versioning import (MIXED, OLDER, Version, below_floor, compare, is_newer, is_null, newest,
                                raise_floor, same, version_key)
@@ -1031,8 +1031,7 @@ class ObjectStore:
             self._not_registered(session, "consumer", pattern)
             return
         del session.consumes[pattern]
-        if session.paths:
-            session.paths.pop(pattern, None)
+        had_path = bool(session.paths) and session.paths.pop(pattern, None) is not None
         self._unindex_pattern(self.consumer_patterns, pattern, session)
         for oid in self._covered_ids(pattern):
             obj = self.objects[oid]
@@ -1042,6 +1041,11 @@ class ObjectStore:
             self._despawn_if_dead(obj)
         if not is_wildcard(pattern) and not any(matches(p, pattern) for p in session.consumes):
             session.held.pop(pattern, None)
+        elif had_path:  # still consumed through a wildcard: what it holds is the subtree, not the object
+            session.held.pop(pattern, None)
+            still = self.objects.get(pattern)
+            if still is not None:
+                self._push(still, (session,))
 
     def _producer_register(self, session: Session, pattern: str, version_known: Version) -> None:
         session.produces[pattern] = None
@@ -1663,7 +1667,7 @@ class ObjectStore:
             path = session.paths.get(obj.id) if session.paths else None
             groups.setdefault(key if path is None else SubtreeKey(key, path), (held, []))[1].append(session)
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
-        patches: dict[Any, list[Any] | None] = {}  # held version key -> the object's patch, for every path
+        patches: dict[Any, tuple[Any, list[Any] | None]] = {}  # held key -> (its data, the patch), for every path
         for key, (held, members) in groups.items():
             if type(key) is SubtreeKey:
                 frame = self._subtree_frame(obj, held, version, data, key, patches)
@@ -1686,7 +1690,7 @@ class ObjectStore:
             self._changed[obj.id] = (obj, len(self.outbox))
 
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
-                       key: SubtreeKey, patches: dict[Any, list[Any] | None]) -> bytes:
+                       key: SubtreeKey, patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
         """The update of a subtree subscription, once per (held version, path) and object version: the
         object's patch rebased to the path, the subtree's value when the held version is not retained
         (or the patch is bigger), or b"" when nothing under the path moved (then nothing is sent)."""
@@ -1694,15 +1698,18 @@ class ObjectStore:
         if frame is not None:
             return frame
         held_key, path = key
-        if held_key in patches:
-            patch = patches[held_key]
-        else:  # the object's patch from this held version, once for every path (None: not retained)
+        found = patches.get(held_key)
+        if found is None:  # the object's patch from this held version, once for every path
             base = None if is_null(held) else obj.data_at(held)
-            patch = patches[held_key] = None if base is None else make_patch(base, data)
-        if patch is None:
+            found = patches[held_key] = (base, None if base is None else make_patch(base, data))
+        base, patch = found
+        if base is None or patch is None:  # not retained
             frame = self._subtree_value_frame(obj, path, version, data)
         else:
             ops = subtree.rebase(patch, path, data)
+            if len(ops) == 1 and ops[0]["path"] == "" and json_equal(
+                    subtree.resolve(base, subtree.tokens_of(path)), ops[0]["value"]):
+                ops = []  # replaced by what it holds (an array shift that left it in place, or still absent)
             if not ops:
                 frame = b""
             else:

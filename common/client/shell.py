@@ -1016,6 +1016,9 @@ class Client:
         something under it changes. Not pre-seeded nor persisted.
         """
         check_pattern(pattern)
+        held = self._state.entries.get(pattern)
+        if path is None and held is not None and held.exact and held.path is not None:
+            raise ValueError(f"{pattern!r} is consumed with path={held.path!r}: unconsume it first")
         if path is not None:
             path = check_path(path)
             if is_wildcard(pattern):

@@ -418,7 +418,7 @@ export class Consumer {
     this.receivedAt = null;
     this.lastPatch = null;
     this.error = null;
-    this._path = null; // consume(id, {path}): the JSON Pointer watched
+    this._path = null; // consume(id, {path}): the JSON Pointer watched (read it as `path`)
     this._box = null; // ... and the subtree held, boxed: {value: subtree}
     this._confirmed = false; // the server confirmed or updated it since the link came up
     this._probe = 0; // the sync probe whose answer confirms it
@@ -484,6 +484,11 @@ export class Consumer {
       this.error = error;
       this._status.fire(this);
     }
+  }
+
+  /** The JSON Pointer this consumer watches (`consume(id, {path})`), or null for the whole object. */
+  get path() {
+    return this._path;
   }
 
   _update(value, version, patch) {
@@ -1234,6 +1239,9 @@ export class SeasyncClient {
       entry = new Consumer(this, pattern);
       this._entries.set(pattern, entry);
     }
+    if (entry._exact && entry._path !== null) {
+      throw new TypeError(`${pattern} is consumed with path ${entry._path}: unconsume it first`);
+    }
     if (entry._exact) return entry;
     if (value === null && entry.value === null && hasOwn(this._saved.consumers, pattern)) {
       [version, value] = this._saved.consumers[pattern]; // the last state persisted: shown at once, stale
@@ -1269,7 +1277,7 @@ export class SeasyncClient {
     if (path === "") return this.consume(pattern);
     let entry = this._entries.get(pattern);
     if (entry && entry._exact) {
-      if (entry._path !== path) throw new Error(`${pattern} is consumed already with another path: unconsume it first`);
+      if (entry._path !== path) throw new TypeError(`${pattern} is consumed already with another path: unconsume it first`);
       return entry;
     }
     if (!entry) {
