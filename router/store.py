@@ -1332,6 +1332,11 @@ class ObjectStore:
                      bases: list[tuple[Version, dict[str, Any]]] | None = None) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel);
         ``bases``: the data of earlier versions, for watchers holding one the router does not retain."""
+        if data is not None and object_id not in self.objects and object_id not in session.producing \
+                and not self._wanted(object_id):
+            # nobody wants it (a bump nobody depends on): answered at once, before encoding anything
+            self._send(protocol.destroy(object_id), (session,))
+            return
         full = None
         if isinstance(data, dict):
             # Encoded once here: this frame goes to every consumer needing the value, its length sizes
