@@ -17,7 +17,7 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import zmq
 
@@ -361,17 +361,18 @@ class Router:
             deliveries = size = 0
             out_sizes, out_recipients = self.statistics.out_sizes.append, self.statistics.out_recipients.append
             for frame, sessions in self.store.take_outbox():
-                sids_of: dict[bytes, list[bytes]] = {}
-                for session in sessions:
-                    if session.address is INTERNAL:
+                if len(sessions) == 1:  # an answer to one session (most entries): no grouping to do
+                    address = sessions[0].address
+                    if address is INTERNAL:
                         internal.append(frame)
                         continue
-                    identity, sid = session.address
-                    sids_of.setdefault(identity, []).append(sid)
-                recipients = 0
-                for identity, sids in sids_of.items():
-                    by_peer.setdefault(identity, []).extend((frame, wire.pack_sids(sids)))
-                    recipients += len(sids)
+                    parts = by_peer.get(address[0])
+                    if parts is None:
+                        parts = by_peer[address[0]] = []
+                    parts += (frame, address[1])
+                    recipients = 1
+                else:
+                    recipients = self._group(frame, sessions, by_peer, internal)
                 deliveries += recipients
                 size += len(frame) * recipients
                 if recipients and frame.startswith(UPDATE_PREFIX):  # seapig counts object-update frames
@@ -389,6 +390,23 @@ class Router:
             self.counters.traffic("out", deliveries, size, now)
             for frame in internal:  # the introspection session answers production orders at once
                 self.introspection.on_frame(frame, now)
+
+    @staticmethod
+    def _group(frame: bytes, sessions: Sequence[Session], by_peer: dict[bytes, list[bytes]],
+               internal: list[bytes]) -> int:
+        """Add one (frame, packed sids) pair per peer among ``sessions`` to ``by_peer``; the count of sids."""
+        sids_of: dict[bytes, list[bytes]] = {}
+        for session in sessions:
+            if session.address is INTERNAL:
+                internal.append(frame)
+                continue
+            identity, sid = session.address
+            sids_of.setdefault(identity, []).append(sid)
+        recipients = 0
+        for identity, sids in sids_of.items():
+            by_peer.setdefault(identity, []).extend((frame, wire.pack_sids(sids)))
+            recipients += len(sids)
+        return recipients
 
     def _send_to_peer(self, identity: bytes, parts: list[bytes]) -> None:
         """Send [SENDS, frame, sids, frame, sids, ...] in messages of at most MAX_PAIRS pairs."""

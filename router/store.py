@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
+from typing import Any, Callable, Iterable, NamedTuple, Protocol, Sequence, cast
 
 from common import codec, protocol, subtree
 from common.diff import PatchTooLarge, apply_patch, json_equal, make_patch
@@ -135,7 +135,7 @@ class Delivery(NamedTuple):
     """One outbox entry: a frame encoded once, and the sessions it goes to (in the store's order)."""
 
     frame: bytes
-    sessions: list[Session]
+    sessions: Sequence[Session]  # a list, or the one-session tuple of an answer (never changed once queued)
 
 
 class Log(Protocol):
@@ -297,6 +297,7 @@ class ObjectStore:
         self.max_behind = max_behind
         self.delayed: dict[str, float] = {}  # object id -> time before which it is not queued
         self.reserved: dict[str, Session] = {}  # id prefix -> the only session that may produce those ids
+        self._reserved_prefixes: tuple[str, ...] = ()  # its keys, for one str.startswith per id
         self.objects: dict[str, SyncObject] = {}
         self.sessions: dict[Session, None] = {}
         # dependency id -> ids of objects that declare it (a dict: re-production follows declaration order)
@@ -1108,6 +1109,8 @@ class ObjectStore:
         return object_id in self.producer_patterns
 
     def _wildcard_consumed(self, object_id: str) -> bool:
+        if not self.consumer_wildcards:  # the common case of an unwanted upload: no generator to build
+            return False
         return any(matches(p, object_id) and self._any_may(sessions, "consume", object_id)
                    for p, sessions in self.consumer_wildcards.items())
 
@@ -1154,8 +1157,11 @@ class ObjectStore:
     def reserve(self, prefix: str, owner: Session) -> None:
         """Ids starting with ``prefix`` are produced by ``owner`` alone (the introspection objects)."""
         self.reserved[prefix] = owner
+        self._reserved_prefixes = tuple(self.reserved)
 
     def _reserved_owner(self, object_id: str) -> Session | None:
+        if not object_id.startswith(self._reserved_prefixes):  # one C call for every upload's id
+            return None
         for prefix, owner in self.reserved.items():
             if object_id.startswith(prefix):
                 return owner
@@ -1752,9 +1758,10 @@ class ObjectStore:
         return frame
 
     def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
-        sessions = list(sessions)
-        if sessions:
-            self.outbox.append(Delivery(frame, sessions))
+        # an answer's (session,) is queued as it is: no copy per answer
+        queued: Sequence[Session] = sessions if type(sessions) is tuple else list(sessions)
+        if queued:
+            self.outbox.append(Delivery(frame, queued))
 
     # ---- production queue ---------------------------------------------------------------------
 
