@@ -106,6 +106,7 @@ class Front:
                                    config.slow_timeout)
         self._sessions: dict[bytes, Conn] = {}
         self._paused: dict[bytes, Conn] = {}
+        self._any_paused = asyncio.Event()  # wakes _congestion_loop: an empty front does not poll
         self._fanout = FanOut(self._sessions, self.policy, self._on_congestion)
         self._sids = itertools.count(1)
         self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
@@ -278,6 +279,7 @@ class Front:
         if action is Congestion.PAUSE:
             conn.paused_since = time.monotonic()
             self._paused[conn.sid] = conn
+            self._any_paused.set()
             log.info("> pause %s: %d bytes waiting to be written", conn.sid.decode(),
                      conn.transport.get_write_buffer_size())
             self._send([PAUSE, conn.sid])
@@ -304,8 +306,14 @@ class Front:
         asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, _abort_if_open, conn)
 
     async def _congestion_loop(self) -> None:
-        """Resume paused connections that drained; close those paused too long."""
+        """Resume paused connections that drained; close those paused too long.
+
+        Polls every CONGESTION_CHECK only while a connection is paused; with none it waits for the
+        next PAUSE (``_any_paused``): at 20 wake-ups a second this loop was most of an idle front's CPU."""
         while True:
+            if not self._paused:
+                self._any_paused.clear()
+                await self._any_paused.wait()
             await asyncio.sleep(CONGESTION_CHECK)
             if not self._paused:
                 continue
@@ -335,12 +343,13 @@ class Front:
         while True:
             await asyncio.sleep(interval if pinging else CLOSE_TIMEOUT)
             now = loop.time()
+            ping = _Ping(loop, now)
             for conn in list(self._sessions.values()):
                 try:
                     if conn.protocol.state is not State.OPEN:
                         self._end_stuck_close(conn, loop)
                     elif pinging:
-                        self._keepalive(conn, now, timeout, loop)
+                        self._keepalive(conn, now, timeout, loop, ping)
                 except Exception:  # one broken connection must not stop the pings of the others
                     log.exception("! keepalive of %s failed", conn.sid.decode())
 
@@ -351,7 +360,8 @@ class Front:
             conn.closing = True
             loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
 
-    def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop,
+                   ping: "_Ping") -> None:
         ws = conn.ws
         if conn.closing:
             return
@@ -364,7 +374,12 @@ class Front:
                 self._close_ws(ws, CLOSE_INTERNAL, "keepalive ping timeout")
                 loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
             return
-        data = random.getrandbits(32).to_bytes(4, "big")
+        if ping.data not in ws.pending_pings:  # the sweep's one frame, written as FanOut writes
+            ws.pending_pings[ping.data] = ping.entry
+            conn.ping = ping.data
+            conn.transport.write(ping.frame)
+            return
+        data = random.getrandbits(32).to_bytes(4, "big")  # (never seen: a pending ping of that payload)
         while data in ws.pending_pings:
             data = random.getrandbits(32).to_bytes(4, "big")
         ws.pending_pings[data] = (loop.create_future(), now)
@@ -459,6 +474,27 @@ class Front:
             self._link.drop()  # envelopes of sessions the new router will not know: their clients resync
         for conn in sessions.values():
             self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
+
+
+class _Ping:
+    """One keepalive sweep's ping, shared by every connection it pings.
+
+    Per connection the sweep used to draw a payload, make a future, and have websockets build and
+    serialize a Frame; server frames are unmasked, so one payload and one frame serve them all (the
+    payload only has to be unique among one connection's pending pings). The ``pending_pings`` entry
+    is websockets' own shape, (future, sent at): its pong handling (``acknowledge_pings``) sets a
+    result only on a future not done yet, so one future already done is shared as well; nothing of
+    the front awaits it (a pong is seen as the entry leaving ``pending_pings``).
+    """
+
+    __slots__ = ("data", "frame", "entry")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self.data = random.getrandbits(32).to_bytes(4, "big")
+        self.frame = bytes((0x89, 4)) + self.data  # FIN + ping, unmasked, 4-byte payload
+        done: asyncio.Future[float] = loop.create_future()
+        done.set_result(0.0)
+        self.entry = (done, now)
 
 
 def _set_send_buffer(ws: ServerConnection, size: int) -> None:

@@ -109,9 +109,11 @@ class Server:
             self.cluster.start_front(*front_args)
             self.url = self.cluster.ws_url
             self.master_url = self.url + "/"
-        else:
+        else:  # "bare": websockets.broadcast; "floor": no websockets at all (bench_floor.py)
             port = free_port()
-            self.bare = Proc("bare", [str(REPO / "scripts" / "bench" / "bench_bare.py"), "--port", str(port)])
+            script = "bench_floor.py" if kind == "floor" else "bench_bare.py"
+            self.bare = Proc(kind, [str(REPO / "scripts" / "bench" / script), "--port", str(port),
+                                      *(front_args if kind == "floor" else ())])
             wait_port(port)
             self.url = f"ws://127.0.0.1:{port}"
             self.master_url = self.url + "/master"

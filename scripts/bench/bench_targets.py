@@ -48,7 +48,8 @@ async def idle(args: argparse.Namespace) -> None:
     n = 2000 if args.quick else 10_000
     window = 10.5 if args.quick else 30.5  # whole keepalive sweeps (--ping-interval 10 s), plus a margin
     figures: dict[str, tuple[float, float, float]] = {}
-    for kind in ("seasync", "bare") + (() if args.quick else ("seasync-ping30",)):
+    for kind in ("seasync", "bare", "floor") + (() if args.quick else ("seasync-ping30",)):
+        # "floor": a bare asyncio Protocol pinging every 10 s (bench_floor.py), the round trip's own cost;
         # the last: the same front pinging every 30 s (--ping-interval 30), to show what the interval buys
         server = B.Server(kind.split("-")[0], front_args=("--ping-interval", "30") if kind.endswith("30") else ())
         procs = ClientProcs(server.url, CLIENT_PROCS)
@@ -77,7 +78,7 @@ async def idle(args: argparse.Namespace) -> None:
         finally:
             await B.call(procs.close)
             server.stop()
-    s, b = figures["seasync"], figures["bare"]
+    s, b, f = figures["seasync"], figures["bare"], figures["floor"]
     slow = f"{figures['seasync-ping30'][1]:.2f} µs" if "seasync-ping30" in figures else "not run (--quick)"
     B.row(f"idle connections ({n:,}), memory", f"{s[0] / 1000:.1f} KB of front memory per connection (bare "
           f"websockets server {b[0] / 1000:.1f} KB) [{load()}]", "≤ 12 KB", s[0] <= 12_000,
@@ -86,7 +87,8 @@ async def idle(args: argparse.Namespace) -> None:
           f"server's timers included (bare websockets server, one ping task each: {b[1]:.2f} µs)",
           "≤ 2 µs", s[1] <= 2.0,
           f"one keepalive sweep every 10 s: per connection a ping written and its pong read and parsed (two "
-          f"system calls on loopback, most of it); with --ping-interval 30: {slow}")
+          f"system calls on loopback); floor in this run (bare asyncio Protocol, same pings): {f[1]:.2f} µs "
+          f"({f[2]:.2f} above its empty self); with --ping-interval 30: {slow}")
 
 
 # ---------------------------------------------------------------- reconnect storm
@@ -124,9 +126,37 @@ def router_has_linger() -> bool:
     return "--linger" in out.stdout
 
 
+async def storm_floor(n: int) -> tuple[float, float, float]:
+    """The same storm against bench_floor.py (accept, a canned 101, the probe answered, nothing else):
+    (seconds until every client had its probe answered, seconds of handshakes, server µs of CPU each)."""
+    server = B.Server("floor")
+    procs = ClientProcs(server.url, CLIENT_PROCS)
+    try:
+        await B.call(procs.connect, n, [])
+        await B.call(procs.call, "disconnect")
+        await asyncio.sleep(1.0)
+        c0 = B.cpu_seconds(server.fan_pid)
+        start = time.perf_counter()
+        results = await B.call(procs.call, "reconnect", args=(["bench-storm"], True))
+        waited = await B.call(procs.call, "wait_probed", args=(60,))
+        cpu = B.cpu_seconds(server.fan_pid) - c0
+        handshakes = max(r[2] for r in results)
+        done = max(r[3] for r in waited)
+        converged = sum(r[1] for r in waited)
+    finally:
+        await B.call(procs.close)
+        server.stop()
+    if converged != n:
+        raise RuntimeError(f"floor storm: only {converged}/{n} answered")
+    print(f"  floor (bare asyncio Protocol): {n} reconnected and answered {done - start:.2f} s after the storm began "
+          f"(handshakes {handshakes:.2f} s); {cpu * 1e6 / n:.0f} µs of server CPU per reconnect [{load()}]", flush=True)
+    return done - start, handshakes, cpu * 1e6 / n
+
+
 async def storm(args: argparse.Namespace) -> None:
     """10,000 clients holding the current version all reconnect at once: converged, 0 productions."""
     n = 2000 if args.quick else 10_000
+    floor_took, _, floor_us = await storm_floor(n)
     variants = [("a watcher stays", ())]
     if router_has_linger():
         variants.append(("everyone leaves, --linger 5", ("--linger", "5")))
@@ -181,7 +211,8 @@ async def storm(args: argparse.Namespace) -> None:
               f"front {front_cpu * 1e6 / n:.0f} µs, router {router_cpu * 1e6 / n:.0f} µs CPU per reconnect [{load()}]",
               "≤ 2 s, 0 productions, 0 full values",
               converged == n and took <= 2.0 and again == 0 and st.values == 0,
-              "websocket handshakes: the 4 client processes and the front share 2 cores")
+              f"websocket handshakes: the 4 client processes and the front share 2 cores; floor in this run (bare "
+              f"asyncio Protocol, canned 101, bench_floor.py): {floor_took:.2f} s, {floor_us:.0f} µs per reconnect")
 
 
 # ---------------------------------------------------------------- bump -> client at 1,000 watchers
@@ -248,7 +279,7 @@ async def bump_fan(args: argparse.Namespace) -> None:
           f"max {max(st.latency) * 0.1:.1f} ms [{load()}]", flush=True)
     # the same fan-out without the production (a master's upload), and the bare broadcast server's
     plain: dict[str, tuple[float, float]] = {}
-    for kind in ("seasync", "bare"):
+    for kind in ("seasync", "bare", "floor"):  # floor: a bare asyncio write loop (bench_floor.py)
         server, procs, master = await B.setup_fanout(kind, n)
         try:
             last = await master.paced(10, 3 if args.quick else 10)
@@ -265,7 +296,8 @@ async def bump_fan(args: argparse.Namespace) -> None:
           f"{plain['seasync'][1]:.2f} ms; bare broadcast p50 {plain['bare'][0]:.2f}, p99 {plain['bare'][1]:.2f} ms "
           f"[{load()}]", "p50 ≤ 2 ms, p99 ≤ 10 ms", p50 <= 2 and p99 <= 10,
           f"one send() per watcher ({user + system:.1f} µs each here: {(user + system) * n / 1000:.1f} ms for "
-          f"{n}) while the 4 client processes parse on the same 2 cores")
+          f"{n}) while the 4 client processes parse on the same 2 cores; floor in this run (a bare asyncio "
+          f"write loop, bench_floor.py): p50 {plain['floor'][0]:.2f}, p99 {plain['floor'][1]:.2f} ms")
 
 
 # ---------------------------------------------------------------- bumps into the router

@@ -48,3 +48,41 @@ async def test_an_open_session_keeps_no_handshake_headers_and_still_works():
         front.stop()
         await asyncio.wait_for(task, WAIT)
         await router.close()
+
+
+async def test_the_congestion_loop_sleeps_until_a_connection_is_paused(monkeypatch):
+    """An empty front must not poll: the slow-consumer check (every CONGESTION_CHECK) runs only while a
+    connection is paused; before, it woke 20 times a second with nothing to do."""
+    import router.front.server as server
+
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counting_sleep(delay: float, *args):
+        sleeps.append(delay)
+        await real_sleep(0)
+
+    front = Front(FrontConfig())
+    monkeypatch.setattr(server.asyncio, "sleep", counting_sleep)
+    task = asyncio.create_task(front._congestion_loop())
+    try:
+        for _ in range(50):  # many loop iterations with nothing paused
+            await real_sleep(0)
+        assert sleeps == []
+
+        class Gone:  # a paused connection already closed: the check forgets it
+            sid = b"1"
+            protocol = type("P", (), {"state": server.State.CLOSED})()
+
+        front._paused[b"1"] = Gone()  # type: ignore[assignment]
+        front._any_paused.set()       # what _on_congestion(PAUSE) does
+        async with asyncio.timeout(WAIT):
+            while not sleeps or front._paused:
+                await real_sleep(0)
+        assert server.CONGESTION_CHECK in sleeps
+        n = len(sleeps)
+        for _ in range(50):  # nothing paused again: asleep again
+            await real_sleep(0)
+        assert len(sleeps) == n
+    finally:
+        task.cancel()
