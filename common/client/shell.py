@@ -291,27 +291,29 @@ class Consumer:
             stream.push(self.id, None)
         return stream
 
-    async def wait(self, predicate: Callable[[dict], Any] | None = None, timeout: float | None = None) -> dict:
+    async def wait(self, predicate: Callable[[dict], Any] | None = None, timeout: float | None = None) -> Any:
         """Wait until the consumer is valid and ``predicate(value)`` is true (just valid if no predicate).
 
-        Returns the value. Raises ``TimeoutError`` (saying the state it last saw) after ``timeout`` seconds,
-        or ``ClosedError`` if the consumer is unconsumed or the client closed meanwhile. Handy in tests::
+        Returns the value (with ``path=``: the subtree, which may be None when absent). Raises
+        ``TimeoutError`` (saying the state it last saw) after ``timeout`` seconds, or ``ClosedError`` if
+        the consumer is unconsumed or the client closed meanwhile. Handy in tests::
 
             await cars.wait(lambda v: len(v["list"]) == 3, timeout=10)
         """
 
-        def check() -> dict | None:
+        def check() -> tuple[Any] | None:  # in a tuple: a path consumer's subtree may be None, and is data
             if self.destroyed or self._client.closed:
                 raise ClosedError(f"consumer {self.id!r} was closed while waiting")
-            if self.valid and self.value is not None and (predicate is None or predicate(self.value)):
-                return self.value
+            held = self._state.value is not None  # (with path=, the box holding the subtree)
+            if self.valid and held and (predicate is None or predicate(self.value)):
+                return (self.value,)
             return None
 
         def describe() -> str:
             what = "valid data" if predicate is None else "the predicate"
             return f"{what} on {self.id!r} (last: valid={self.valid}, version={self.version!r}, value={self.value!r:.200})"
 
-        return await _wait_until(self._wakers, check, timeout, describe)
+        return (await _wait_until(self._wakers, check, timeout, describe))[0]
 
     # ---- driven by the client -------------------------------------------------------------------
 

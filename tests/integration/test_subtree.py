@@ -30,6 +30,14 @@ async def test_each_update_reaches_only_the_watchers_of_what_changed(cluster) ->
         await reader.connect()
         row7 = reader.consume("table", path="/rows/7")
         assert await row7.wait(timeout=WAIT) == {"n": 7}
+        absent_reader = Client(cluster.ws_url, name="absent", reconnect_delay=0.2)
+        await absent_reader.connect()
+        try:  # a subtree absent from the object is held as None, which is data: wait() returns it
+            absent = absent_reader.consume("table", path=f"/rows/{ROWS + 5}")
+            assert await absent.wait(timeout=WAIT) is None
+            assert absent.valid
+        finally:
+            await absent_reader.close()
 
         master.value["rows"][5]["n"] = 500
         master.value["rows"][150]["n"] = 15000
