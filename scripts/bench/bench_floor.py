@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import os
 import resource
 import signal
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# RFC 6455's accept key and masking, once for the benchmarks (stdlib only: this stays a bare server);
+# masking is an XOR, so the client's ``mask`` unmasks
+from scripts.bench.bench_wsclient import accept_value, mask as unmask
+
 HEAD_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: ")
 PROBE = b"seasync-sync-probe:1"
@@ -42,14 +43,6 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     if n < 65536:
         return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") + payload
     return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big") + payload
-
-
-def unmask(payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    if not n:
-        return b""
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
 
 
 class Floor:
@@ -88,7 +81,7 @@ class FloorConn(asyncio.Protocol):
                 return
             line_end = head.find(b"\r\n", at)
             key = head[at + 18:line_end if line_end >= 0 else len(head)].strip()
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_value(key)
             self.transport.write(HEAD_101 + accept + b"\r\n\r\n")
             self.open = True
             self.master = head.startswith(b"GET /master ")
