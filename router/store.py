@@ -1338,11 +1338,13 @@ class ObjectStore:
                      bases: list[tuple[Version, dict[str, Any]]] | None = None) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel);
         ``bases``: the data of earlier versions, for watchers holding one the router does not retain."""
-        if data is not None and object_id not in self.objects and object_id not in session.producing \
-                and not self._wanted(object_id):
-            # nobody wants it (a bump nobody depends on): answered at once, before encoding anything
-            self._send(protocol.destroy(object_id), (session,))
-            return
+        wanted: bool | None = None  # decided once: on the spawn path below too
+        if data is not None and object_id not in self.objects:
+            wanted = self._wanted(object_id)
+            if not wanted and object_id not in session.producing:
+                # nobody wants it (a bump nobody depends on): answered at once, before encoding anything
+                self._send(protocol.destroy(object_id), (session,))
+                return
         full = None
         if isinstance(data, dict):
             # Encoded once here: this frame goes to every consumer needing the value, its length sizes
@@ -1363,7 +1365,7 @@ class ObjectStore:
         if order is not None:
             self._cancel_production(session, object_id, requeue=False)  # frees its slot (seapig step 1)
         obj = self.objects.get(object_id)
-        if obj is None and data is not None and self._wanted(object_id):
+        if obj is None and data is not None and (self._wanted(object_id) if wanted is None else wanted):
             if not self._may_spawn():
                 return  # refused with an object-limit error (not an object-destroy: someone does want it)
             obj = self._spawn(object_id)
