@@ -71,9 +71,9 @@ class Backpressure:
 class Conn:
     """One session's websocket, with what the fast write path needs at hand."""
 
-    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing", "ping")
+    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing", "ping", "opened")
 
-    def __init__(self, sid: bytes, ws: ServerConnection) -> None:
+    def __init__(self, sid: bytes, ws: ServerConnection, opened: float = 0.0) -> None:
         self.sid = sid
         self.ws = ws
         self.protocol = ws.protocol          # its .state says whether frames may still be written
@@ -82,6 +82,7 @@ class Conn:
         self.pending: list[bytes] = []       # frames of the current burst, written once at its end
         self.closing = False                 # a slow-consumer close is under way
         self.ping: bytes | None = None       # payload of the keepalive ping awaiting its pong
+        self.opened = opened                 # loop time of its handshake (the keepalive skips new ones)
 
 
 class FanOut:

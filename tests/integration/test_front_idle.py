@@ -50,6 +50,35 @@ async def test_an_open_session_keeps_no_handshake_headers_and_still_works():
         await router.close()
 
 
+async def test_a_connection_opened_under_half_an_interval_ago_is_pinged_by_the_next_sweep():
+    """A reconnect storm must not also be a ping storm: a sweep skips connections whose handshake (a proof
+    of life, and a write to the client) is under half an interval old; the sweep after pings them."""
+    from router.front.server import _Ping
+
+    router = ScriptedRouter(secret=repo_secret())
+    interval = 3600.0  # no sweep of its own during the test: the test sweeps by hand
+    front, task, url = await _front(router, ping_interval=interval, ping_timeout=7200.0)
+    try:
+        async with connect(url, compression=None, open_timeout=WAIT) as ws:
+            (sid,) = await router.expect(OPEN)
+            conn = front._sessions[sid]
+            loop = asyncio.get_running_loop()
+            young = conn.opened + interval / 2 - 1
+            front._keepalive(conn, young, 7200.0, loop, _Ping(loop, young))
+            assert conn.ping is None and not conn.ws.pending_pings  # skipped: too young
+            due = conn.opened + interval / 2 + 1
+            front._keepalive(conn, due, 7200.0, loop, _Ping(loop, due))
+            assert conn.ping is not None  # the next sweep pings it; the client answers
+            async with asyncio.timeout(WAIT):
+                while conn.ws.pending_pings:
+                    await asyncio.sleep(0.05)
+            assert ws.state.name == "OPEN" and sid in front._sessions
+    finally:
+        front.stop()
+        await asyncio.wait_for(task, WAIT)
+        await router.close()
+
+
 async def test_the_congestion_loop_sleeps_until_a_connection_is_paused(monkeypatch):
     """An empty front must not poll: the slow-consumer check (every CONGESTION_CHECK) runs only while a
     connection is paused; before, it woke 20 times a second with nothing to do."""
