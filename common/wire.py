@@ -42,7 +42,9 @@ Credit (latest wins between router and front): a front that announces ``"credit"
 acknowledges SENDS messages (ACK) once it has written them; the router keeps at most K unacknowledged
 SENDS in flight to it, and while it has none left it holds that front's updates, per object only the
 newest, sent (as a patch from what each session holds) when an ACK returns credit. A peer that
-announces no credit (a worker, an older front) gets every SENDS at once, as before.
+announces no credit (a worker, an older front) gets every SENDS at once, as before. A front sends its ACKs
+ahead of client messages still waiting for room in ZeroMQ (a flooding master's), so credit does not wait
+behind uploads; the router flushes every FLUSH_FRAMES client frames however they are packed into MSGs.
 
 Liveness: a peer that sends nothing for PEER_TIMEOUT seconds is considered dead and all of its
 sessions are closed (their productions requeued). A peer that hears nothing from the router

@@ -30,6 +30,11 @@ log = logging.getLogger("seasync.router")
 
 INTERNAL = (b"", b"introspection")  # the store address of the router's own introspection session
 BATCH = 512  # messages handled before the outbox is flushed
+FLUSH_FRAMES = 512
+"""Client frames handled before the outbox is flushed, however they are packed: a front merges all that a
+flooding master sent in one loop iteration into one MSG, and a batch of 512 such messages held every push
+(once per drain in batch mode) behind seconds of uploads, so watchers on that front got a few versions a
+second. A flush every 512 frames still coalesces each object's versions into one push."""
 MAX_PAIRS = 1024  # (frame, sessions) pairs in one SENDS message
 # plain ints: pyzmq's send_multipart computes ``SNDMORE | flags`` per part with enum.Flag, which cost
 # two thirds of its time for a SEND to 2,000 sessions (see docs/PERFORMANCE.md)
@@ -102,6 +107,7 @@ class Router:
         self._unchanged_seen = 0
         self._now = time.time()  # the store time of the batch being handled
         self._coalesce = False  # batch mode for the store: many messages waiting (see _drain)
+        self._unflushed = 0  # client frames handled since the last flush (FLUSH_FRAMES)
 
     def _production(self, seconds: float) -> None:
         if self.metrics is not None:
@@ -298,6 +304,9 @@ class Router:
                 log.exception("! internal error while handling %.200r", raw)
             sizes(len(raw))
             times(clock() - started)  # ns
+            self._unflushed += 1
+            if self._unflushed >= FLUSH_FRAMES:
+                self._flush()
         self.counters.traffic("in", count, size, now)
 
     def _hello(self, identity: bytes, raw: bytes, now: float) -> None:
@@ -346,6 +355,7 @@ class Router:
     def _flush(self) -> None:
         """Everything the store has to send: one SENDS message per peer with (frame, sessions) pairs,
         in the store's order; the peer writes each frame to each of its listed sessions."""
+        self._unflushed = 0
         now = self.store.now
         delta = self.store.productions_total - self._productions_seen
         if delta:

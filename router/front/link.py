@@ -75,6 +75,12 @@ class RouterLink:
         self._msg = None
         self._flush_soon()
 
+    def send_ahead(self, frames: list[bytes]) -> None:
+        """Queue an envelope that belongs to no session (an ACK) ahead of every one not yet in ZeroMQ: credit
+        must not wait behind a flooding master's uploads, and no session's order depends on it."""
+        self._backlog.appendleft(frames)  # (a backlog entry is never half sent: see _send_backlog)
+        self._flush_soon()
+
     def post(self, sid: bytes, raw: bytes) -> asyncio.Future[None] | None:
         """Queue a client message (a pair of the current MSG); a future to await if congested."""
         msg = self._msg

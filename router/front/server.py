@@ -415,8 +415,8 @@ class Front:
         except Exception:  # a bug must not stop the loop
             log.exception("! failed to write a burst of frames")
         if self._unacked:  # written: the router may send as many more (credit, common/wire.py)
-            if self.config.credit > 0 and self._peer.welcomed:
-                self._send([ACK, str(self._unacked).encode()])
+            if self.config.credit > 0 and self._peer.welcomed and self._link is not None:
+                self._link.send_ahead([ACK, str(self._unacked).encode()])
             self._unacked = 0
 
     async def _heartbeat_loop(self) -> None:

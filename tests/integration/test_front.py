@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from common.wire import (
-    CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SENDS, WELCOME, pack_sids, pairs,
+    ACK, CLOSE, DROP, HELLO, MSG, OPEN, PAUSE, PING, PONG, RESET, RESUME, SENDS, WELCOME, pack_sids, pairs,
     secure_router,
 )
 from router import front as front_module
@@ -498,6 +498,34 @@ async def test_link_makes_handlers_wait_while_zeromq_is_full():
         got += [raw for env in pair.envelopes() for _, raw in pairs(env)]
         assert got == [b"%d" % i for i in range(sent + 1)] + [b"more"]  # nothing lost, in order
         assert link.post(b"1", b"after") is None
+    finally:
+        pair.close()
+
+
+async def test_an_ack_goes_ahead_of_client_messages_waiting_for_room():
+    """Credit must not wait behind a flooding master: an ACK made while client messages wait for room in
+    ZeroMQ reaches the router before them (it belongs to no session: no order of one depends on it)."""
+    pair = LinkPair(hwm=1)
+    try:
+        link = pair.link
+        sent = 0
+        while link.post(b"1", b"%d" % sent) is None:  # the router does not read: queues fill up
+            sent += 1
+            await asyncio.sleep(0)
+            assert sent < 10_000, "ZeroMQ never refused a message"
+        link.post(b"1", b"waiting")  # in the link's backlog, behind what ZeroMQ holds
+        link.send_ahead([ACK, b"3"])
+        await asyncio.sleep(0)
+        got: list[list[bytes]] = []
+        async with asyncio.timeout(WAIT):
+            while not any(env[-1] == b"waiting" for env in got):
+                if pair.router.poll(10):
+                    got.append(pair.router.recv_multipart()[1:])
+                await asyncio.sleep(0)
+        kinds = [env[0] for env in got]
+        assert kinds.count(ACK) == 1 and kinds.index(ACK) < len(kinds) - 1  # before the waiting MSG
+        raws = [raw for env in got if env[0] == MSG for _, raw in pairs(env)]
+        assert raws == [b"%d" % i for i in range(sent + 1)] + [b"waiting"]  # the messages: all, in order
     finally:
         pair.close()
 

@@ -127,3 +127,19 @@ def test_a_flood_in_one_batch_is_pushed_once_at_its_newest_version(peer):
     updates = updates_for(peer, b"w")
     assert [u["version-new"] for u in updates] == [100]
     assert updates[0]["value"] == {"n": 100}  # the watcher held nothing: the full value
+
+
+def test_a_flood_packed_in_one_envelope_is_pushed_every_flush_frames(peer):
+    """A front merges what a flooding master sent in one loop iteration into one MSG (thousands of
+    uploads): the watchers get the newest version every FLUSH_FRAMES uploads, not once at the end of the
+    whole batch (that was a few versions a second for the watchers on a flooding master's front)."""
+    from router.router import FLUSH_FRAMES
+
+    hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 4 * FLUSH_FRAMES + 1))
+    peer.step()
+    updates = updates_for(peer, b"w")
+    assert [u["version-new"] for u in updates] == [FLUSH_FRAMES * k for k in range(1, 5)]
+    # the versions a watcher held are long gone from the history (2 retained): full values, each right
+    assert [u["value"] for u in updates] == [{"n": FLUSH_FRAMES * k} for k in range(1, 5)]
