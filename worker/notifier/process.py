@@ -24,6 +24,7 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -69,6 +70,26 @@ def upload_frame(object_id: str, version: Any, announce: bool = True) -> bytes:
     if target is not None:
         return codec.dumps(protocol.upload(target, version, True))
     return codec.dumps(protocol.upload(object_id, version, {}))
+
+
+def upload_messages(rows: list[tuple[str, int]], skip: dict[str, int] | None = None,
+                    per_message: int = UPLOADS_PER_MESSAGE) -> Iterator[tuple[int, list[bytes]]]:
+    """The messages that upload dependency rows ``(name, version)`` in order, as ``(first, frames)``:
+    ``rows[first]`` is the first row with a frame in this message, every row before it is in an earlier
+    message or needs none (its version is in ``skip``: already uploaded). So if a message cannot be
+    sent, ``first`` rows were handed over. Built lazily: nothing is encoded past a refused message."""
+    first, raws = 0, []
+    for i, (name, version) in enumerate(rows):
+        if skip is not None and skip.get(name) == version:
+            continue
+        if not raws:
+            first = i
+        raws.append(upload_frame(names.object_id(name), version))
+        if len(raws) == per_message:
+            yield first, raws
+            raws = []
+    if raws:
+        yield first, raws
 
 
 def open_feed(target: config.Target) -> Any:
@@ -262,20 +283,9 @@ class Notifier:
         return done
 
     def _send_rows(self, rows: list[tuple[str, int]], skip: dict[str, int] | None) -> int:
-        raws: list[bytes] = []
-        done = 0  # rows[:done] are handed to the socket (or needed nothing)
-        for i, (name, version) in enumerate(rows):
-            if skip is not None and skip.get(name) == version:
-                if not raws:
-                    done = i + 1
-                continue
-            raws.append(upload_frame(names.object_id(name), version))
-            if len(raws) == UPLOADS_PER_MESSAGE:
-                if not self._send_uploads(raws):
-                    return done
-                done, raws = i + 1, []
-        if raws and not self._send_uploads(raws):
-            return done
+        for first, raws in upload_messages(rows, skip):
+            if not self._send_uploads(raws):
+                return first
         return len(rows)
 
     def _send_uploads(self, raws: list[bytes]) -> bool:

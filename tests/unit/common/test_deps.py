@@ -7,8 +7,10 @@ import sqlite3
 import pytest
 
 import common
+from common import codec, protocol
 from common.deps import api, config, names, sqlite
 from common.deps.errors import DatabaseUnavailable, InvalidName, UnknownBackend
+from worker.notifier.process import upload_frame, upload_messages
 from worker.notifier.ticker import Ticker
 
 
@@ -140,6 +142,24 @@ def test_sqlite_versions_never_fall_below_the_clock(db):
     store = sqlite.Store(db)
     assert store.bump(["a"], now=2_000_000_000.0)["a"] == 2_000_000_000_000_000
     assert store.bump(["a"], now=1.0)["a"] == 2_000_000_000_000_001  # the clock went back: +1
+
+
+def test_upload_messages_pack_rows_and_say_how_many_a_refused_message_leaves_handed_over():
+    """The notifier's batches (worker/notifier/process.py): rows in order, ``per_message`` frames each,
+    rows already uploaded (``skip``) without a frame; ``first`` of a message is how many rows were handed
+    over if that message is refused (the feed marks that prefix reported)."""
+    rows = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5), ("announce:items/x", 6)]
+    skip = {"a": 1, "c": 3, "d": 9}  # "d" was uploaded at another version: it needs a frame
+    messages = list(upload_messages(rows, skip, per_message=2))
+    assert [first for first, _ in messages] == [1, 4]
+    assert [[codec.loads(raw) for raw in raws] for _, raws in messages] == [
+        [protocol.upload("dep:b", 2, {}), protocol.upload("dep:d", 4, {})],
+        [protocol.upload("dep:e", 5, {}), protocol.upload("items/x", 6, True)],  # an announcement
+    ]
+    assert list(upload_messages([("a", 1)], {"a": 1})) == []  # nothing to send: every row handed over
+    assert list(upload_messages([])) == []
+    assert upload_frame("dep:announce:items/x", 6, announce=False) == codec.dumps(
+        protocol.upload("dep:announce:items/x", 6, {}))  # asked for as a dependency: answered as one
 
 
 def take_all(sent: list):
