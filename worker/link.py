@@ -42,14 +42,17 @@ class RouterLink:
     """One DEALER to the router carrying one producer session (a worker's, or the notifier's)."""
 
     def __init__(self, ctx: zmq.Context, url: str, name: str, role: str = "worker",
-                 send_buffer: int = 0) -> None:
-        """``send_buffer``: the kernel's send buffer for the link in bytes (0: its autotuning); the
-        notifier keeps it small, so uploads to a paused router wait as unreported rows in the
+                 send_buffer: int = 0, send_queue: int = 0) -> None:
+        """``send_buffer``: the kernel's send buffer for the link in bytes (0: its autotuning);
+        ``send_queue``: the messages ZeroMQ queues before a send fails (SNDHWM; 0: ZeroMQ's 1,000). The
+        notifier keeps both small, so uploads to a paused router wait as unreported rows in the
         database, where nothing is lost, not in megabytes of socket buffers."""
         self.url = url
         self.socket = ctx.socket(zmq.DEALER)
         if send_buffer:
             self.socket.setsockopt(zmq.SNDBUF, send_buffer)
+        if send_queue:
+            self.socket.setsockopt(zmq.SNDHWM, send_queue)
         self.socket.setsockopt(zmq.IDENTITY, wire.peer_identity(role))
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, 0)

@@ -19,7 +19,8 @@ goes down, even when the transaction that called ``nextval`` first commits last.
 sorted order, so two multi-name bumps cannot deadlock each other.
 
 The notifier LISTENs, and claims unreported rows with ``FOR UPDATE SKIP LOCKED`` so that it never
-waits on an application transaction holding a row (that transaction NOTIFYs again when it commits).
+waits on an application transaction holding a row (that transaction NOTIFYs again when it commits);
+it marks them reported, in the same transaction, once their uploads were handed to the socket.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from common.deps.config import redact
 from common.deps.errors import DatabaseUnavailable, DependencyError, SchemaMissing
+from common.deps.publishing import Send, handed_over
 
 log = logging.getLogger("seasync.deps")
 T = TypeVar("T")
@@ -126,11 +128,12 @@ WITH raised AS (
 SELECT name, current_version, pg_notify('{CHANNEL}', current_version::text || ' ' || name) FROM raised
 """
 _CLAIM = f"""
+SELECT name, current_version FROM seasync_dependencies WHERE current_version <> reported_version
+ORDER BY name LIMIT {BATCH} FOR UPDATE SKIP LOCKED
+"""
+_MARK = """
 UPDATE seasync_dependencies AS d SET reported_version = d.current_version
-FROM (SELECT name FROM seasync_dependencies WHERE current_version <> reported_version
-      ORDER BY name LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AS todo
-WHERE d.name = todo.name
-RETURNING d.name, d.current_version
+FROM unnest(%s::text[]) AS sent(name) WHERE d.name = sent.name
 """
 
 
@@ -404,24 +407,21 @@ class Feed:
         self._guard(lambda: self.conn.execute("SELECT 1").fetchone())
         return False
 
-    def publish_unreported(self, send: Callable[[str, int], bool]) -> int:
-        """Claim unreported rows, send them; commit the claim only if every send succeeded."""
-        psycopg = _psycopg()
-
+    def publish_unreported(self, send: Send) -> int:
+        """Claim unreported rows, BATCH at a time (locked until the transaction ends, so their versions
+        cannot move under us), send them, and mark reported in the same transaction the prefix that
+        ``send`` says it handed to the socket; returns how many were sent. A send that took only part of
+        its rows ends the pass (the link is full): the rest stay unreported."""
         def work() -> int:
             total = 0
             while True:
-                complete = True
                 with self.conn.transaction():
-                    rows = self.conn.execute(_CLAIM).fetchall()
-                    for name, version in rows:
-                        if not send(name, version):
-                            complete = False
-                            raise psycopg.Rollback()  # nothing marked: all of it goes out next time
-                if not complete:
-                    return total
-                total += len(rows)
-                if len(rows) < BATCH:
+                    rows = [(str(name), int(version)) for name, version in self.conn.execute(_CLAIM).fetchall()]
+                    sent = handed_over(send, rows)
+                    if sent:
+                        self.conn.execute(_MARK, ([name for name, _ in rows[:sent]],))
+                total += sent
+                if sent < len(rows) or len(rows) < BATCH:
                     return total
         return self._guard(work)
 

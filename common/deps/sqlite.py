@@ -41,9 +41,9 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 
 from common.deps.errors import DatabaseUnavailable
+from common.deps.publishing import Send, handed_over
 
 log = logging.getLogger("seasync.deps")
 
@@ -364,11 +364,13 @@ class Feed:
             raise DatabaseUnavailable(f"the dependency database {self.path} is not open")
         return self.conn
 
-    def publish_unreported(self, send: Callable[[str, int], bool]) -> int:
-        """Send every row not reported yet, then mark the sent ones reported; returns how many were sent.
+    def publish_unreported(self, send: Send) -> int:
+        """Send every row not reported yet, BATCH rows per call of ``send`` (which returns how many of
+        them, a prefix, it handed to the socket), then mark those reported; returns how many were sent.
 
         The rows are read without a lock and marked with a compare (``current_version`` unchanged), so
-        a bump that lands in between stays unreported and goes out on the next pass.
+        a bump that lands in between stays unreported and goes out on the next pass. A send that took
+        only part of its rows ends the pass (the link is full): the rest stay unreported.
         """
         conn = self._db()
         total = 0
@@ -376,23 +378,20 @@ class Feed:
             while True:
                 rows = conn.execute("SELECT name, current_version FROM seasync_dependencies "
                                     "WHERE current_version <> reported_version LIMIT ?", (BATCH,)).fetchall()
-                sent = []
-                for name, version in rows:
-                    if not send(name, version):
-                        break
-                    sent.append((version, name, version))
+                sent = handed_over(send, rows)
                 if sent:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
                         conn.executemany("UPDATE seasync_dependencies SET reported_version = ? "
-                                         "WHERE name = ? AND current_version = ?", sent)
+                                         "WHERE name = ? AND current_version = ?",
+                                         [(version, name, version) for name, version in rows[:sent]])
                         conn.execute("COMMIT")
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")
                         raise
-                total += len(sent)
-                if len(sent) < BATCH:
+                total += sent
+                if sent < BATCH:
                     return total
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from None

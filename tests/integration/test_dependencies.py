@@ -520,18 +520,33 @@ def test_postgres_feed_announces_versions_and_claims_each_once(pg_deps):
         marker = bump("marker")["dep:marker"]  # notifications arrive in commit order: after this one, none
         assert drain_until(feed, 1) == [("marker", marker)]
 
-        sent = []
-        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 3
-        assert feed.publish_unreported(lambda n, v: pytest.fail("already reported")) == 0
+        sent: list = []
+
+        def take_all(rows: list) -> int:
+            sent.extend(rows)
+            return len(rows)
+        assert feed.publish_unreported(lambda rows: 0) == 0  # the router is unreachable: nothing marked
+        assert feed.publish_unreported(take_all) == 3
+        assert feed.publish_unreported(lambda rows: pytest.fail("already reported")) == 0
 
         with psycopg.connect(pg_deps) as app:  # an open transaction holds row "a"
             held = bump("a", connection=app)["dep:a"]
             b = bump("b")["dep:b"]
-            assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+            assert feed.publish_unreported(take_all) == 1
             assert sent[-1] == ("b", b)
             app.commit()
-        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+        assert feed.publish_unreported(take_all) == 1
         assert sent[-1] == ("a", held)
+
+        # a full link takes only the first rows: those are marked, the rest go out on the next pass
+        many = bump(*(f"m{i}" for i in range(2 * backend.BATCH + 10)))
+        assert feed.publish_unreported(lambda rows: 300) == 300
+        with pytest.raises(ValueError, match="must return how many"):
+            feed.publish_unreported(lambda rows: len(rows) + 1)
+        del sent[:]
+        assert feed.publish_unreported(take_all) == len(many) - 300
+        assert len(set(sent)) == len(sent) == len(many) - 300
+        assert feed.publish_unreported(lambda rows: pytest.fail("already reported")) == 0
         assert feed.current("a") == held and feed.current("never") == 0
     finally:
         feed.close()

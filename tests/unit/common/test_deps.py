@@ -7,8 +7,10 @@ import sqlite3
 import pytest
 
 import common
+from common import codec, protocol
 from common.deps import api, config, names, sqlite
 from common.deps.errors import DatabaseUnavailable, InvalidName, UnknownBackend
+from worker.notifier.process import upload_frame, upload_messages
 from worker.notifier.ticker import Ticker
 
 
@@ -122,7 +124,7 @@ def test_announcements_carry_object_versions_only_rising_and_are_no_dependencies
     feed.open()
     try:
         sent: list = []
-        assert feed.publish_unreported(lambda n, v: sent.append((n, v)) or True) == 1
+        assert feed.publish_unreported(take_all(sent)) == 1
         assert sent == [("announce:items/a", 9)]
     finally:
         feed.close()
@@ -142,6 +144,32 @@ def test_sqlite_versions_never_fall_below_the_clock(db):
     assert store.bump(["a"], now=1.0)["a"] == 2_000_000_000_000_001  # the clock went back: +1
 
 
+def test_upload_messages_pack_rows_and_say_how_many_a_refused_message_leaves_handed_over():
+    """The notifier's batches (worker/notifier/process.py): rows in order, ``per_message`` frames each,
+    rows already uploaded (``skip``) without a frame; ``first`` of a message is how many rows were handed
+    over if that message is refused (the feed marks that prefix reported)."""
+    rows = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5), ("announce:items/x", 6)]
+    skip = {"a": 1, "c": 3, "d": 9}  # "d" was uploaded at another version: it needs a frame
+    messages = list(upload_messages(rows, skip, per_message=2))
+    assert [first for first, _ in messages] == [1, 4]
+    assert [[codec.loads(raw) for raw in raws] for _, raws in messages] == [
+        [protocol.upload("dep:b", 2, {}), protocol.upload("dep:d", 4, {})],
+        [protocol.upload("dep:e", 5, {}), protocol.upload("items/x", 6, True)],  # an announcement
+    ]
+    assert list(upload_messages([("a", 1)], {"a": 1})) == []  # nothing to send: every row handed over
+    assert list(upload_messages([])) == []
+    assert upload_frame("dep:announce:items/x", 6, announce=False) == codec.dumps(
+        protocol.upload("dep:announce:items/x", 6, {}))  # asked for as a dependency: answered as one
+
+
+def take_all(sent: list):
+    """A ``send`` for ``publish_unreported`` that hands over every row (recording them in ``sent``)."""
+    def send(rows: list) -> int:
+        sent.extend(rows)
+        return len(rows)
+    return send
+
+
 def test_sqlite_feed_marks_only_what_was_sent(db):
     store = sqlite.Store(db)
     feed = sqlite.Feed(db)
@@ -152,25 +180,51 @@ def test_sqlite_feed_marks_only_what_was_sent(db):
         assert feed.drain() == (False, [])
         assert feed.changed() and not feed.changed()
 
-        assert feed.publish_unreported(lambda name, version: False) == 0  # the router is unreachable
-        sent = []
-        assert feed.publish_unreported(lambda name, version: sent.append((name, version)) or True) == 2
+        assert feed.publish_unreported(lambda rows: 0) == 0  # the router is unreachable
+        sent: list = []
+        assert feed.publish_unreported(take_all(sent)) == 2
         assert sorted(sent) == [("a", v), ("b", v)]
-        assert feed.publish_unreported(lambda name, version: pytest.fail("nothing left to send")) == 0
+        assert feed.publish_unreported(lambda rows: pytest.fail("nothing left to send")) == 0
 
         # A bump landing between the read and the mark stays unreported.
-        def bump_meanwhile(name: str, version: int) -> bool:
+        def bump_meanwhile(rows: list) -> int:
             store.bump(["a"], now=1.0)
-            return True
+            return len(rows)
         store.bump(["a"], now=1.0)
         assert feed.publish_unreported(bump_meanwhile) == 1
         latest = store.versions(["a"])["a"]
-        assert feed.publish_unreported(lambda name, version: sent.append((name, version)) or True) == 1
+        assert feed.publish_unreported(take_all(sent)) == 1
         assert sent[-1] == ("a", latest)
 
         assert feed.current("a") == latest and feed.current("never") == 0
         assert sorted(n for n, _ in feed.recent(60.0, now=2.0)) == ["a", "b"]
         assert feed.recent(60.0, now=100.0) == []
+    finally:
+        feed.close()
+
+
+def test_sqlite_feed_marks_the_prefix_a_full_link_took_and_refuses_a_wrong_count(db):
+    """The notifier packs uploads in messages; a full link takes only the first ones: exactly those
+    rows are marked reported, the pass stops, and the rest go out on the next one (none lost)."""
+    store = sqlite.Store(db)
+    bumped = store.bump([f"n{i}" for i in range(2 * sqlite.BATCH + 10)], now=1.0)
+    feed = sqlite.Feed(db)
+    feed.open()
+    try:
+        offered: list = []
+
+        def link_full_after(rows: list) -> int:
+            offered.append(len(rows))
+            return 250
+        assert feed.publish_unreported(link_full_after) == 250
+        assert offered == [sqlite.BATCH]  # the pass stopped at the full link
+        for wrong in (-1, sqlite.BATCH + 1, True, 2.0):
+            with pytest.raises(ValueError, match="must return how many"):
+                feed.publish_unreported(lambda rows, wrong=wrong: wrong)
+        sent: list = []
+        assert feed.publish_unreported(take_all(sent)) == len(bumped) - 250
+        assert feed.publish_unreported(lambda rows: pytest.fail("nothing left to send")) == 0
+        assert len(sent) == len(set(sent)) == len(bumped) - 250  # each unreported row sent once
     finally:
         feed.close()
 
