@@ -35,6 +35,7 @@ from common.wire import (
     HEARTBEAT_INTERVAL,
     HELLO,
     MSG,
+    PACKED,
     OPEN,
     PEER_TIMEOUT,
     PING,
@@ -42,6 +43,8 @@ from common.wire import (
     RESET,
     SENDS,
     WELCOME,
+    MalformedPack,
+    pack_pairs,
     pairs,
     unpack_sids,
 )
@@ -123,7 +126,8 @@ class Peer:
         self.timeout = timeout
         self.interval = interval
         self._rand = rand
-        self._hello = [HELLO, codec.dumps(info)]
+        self._hello = [HELLO, codec.dumps({**info, "packed": True})]  # it reads packed SENDS (common/wire.py)
+        self.router_packs = False  # a packed SENDS came: this router reads packed MSGs too (see pack_msg)
         self.state = CONNECTING
         self.epoch: bytes | None = None
         self._last_rx = 0.0
@@ -173,7 +177,13 @@ class Peer:
             if self.state != WELCOMED:
                 return []  # for sessions of an incarnation we already gave up
             self._last_rx = now
-            return [Sends(pairs(frames))]
+            if PACKED in frames[1::2]:
+                self.router_packs = True
+            try:
+                return [Sends(pairs(frames))]
+            except MalformedPack as exc:  # (still a SENDS: a front acknowledges it, or its credit leaks)
+                self.log.warning("! ignoring the frames of a SENDS from the router: %s", exc)
+                return [Sends([])]
         if kind == PONG and n == 2:
             if self.state != WELCOMED:
                 return []
@@ -214,8 +224,17 @@ class Peer:
         self.log.warning("! %s: saying HELLO again", reason)
         return [Lost(reason), *self._join(now)]
 
+    def pack_msg(self, frames: list[bytes]) -> list[bytes]:
+        """A MSG envelope ``[MSG, sid, raw, ...]`` as ``[MSG, PACKED, pack_pairs(...)]`` when this router reads
+        packed pairs and there are several (one part for the router to receive, not two per frame)."""
+        if not self.router_packs or len(frames) <= 3:
+            return frames
+        it = iter(frames[1:])
+        return [frames[0], PACKED, pack_pairs(zip(it, it))]
+
     def _join(self, now: float) -> list[Event]:
         self.state = CONNECTING
+        self.router_packs = False  # maybe another router: it says again by packing a SENDS
         self._hellos = 0
         self._joining_since = now
         self._next_warn = now + NO_ANSWER_WARN
@@ -270,7 +289,7 @@ class OneSession:
         for raw in raws:
             frames.append(sid)
             frames.append(raw)
-        return frames
+        return self.peer.pack_msg(frames)
 
     def close(self) -> list[bytes] | None:
         """The CLOSE envelope that ends our session (the router unregisters everything), if one is open."""

@@ -68,6 +68,7 @@ class Peer:
     in_flight: int = 0  # SENDS sent and not acknowledged yet
     gate: Gate = field(default_factory=Gate)  # its sessions' gate in the store, closed while out of credit
     held_since: float = 0.0  # when the gate last closed, or the last ACK since (monotonic)
+    packed: bool = False  # its HELLO said it reads packed SENDS (common/wire.py, pack_pairs)
 
 
 class Router:
@@ -165,7 +166,7 @@ class Router:
         self._now = time.time()  # the store time of this batch: passed with each message
         self.introspection.roll(self._now)
         batch = self._receive_batch()
-        batch = self._answer_pings(batch)
+        batch = self._unpacked(self._answer_pings(batch))
         # Many client messages waiting at once (a flood, or the router behind): versions of one object
         # that arrive together are coalesced into one push of the newest. A trickle: every version goes
         # out, as in seapig.
@@ -196,6 +197,20 @@ class Router:
             peer.last_seen = now
             self._pong(frames[0])
         return rest
+
+    def _unpacked(self, batch: list[list[bytes]]) -> list[list[bytes]]:
+        """The batch with every packed MSG pair unpacked (so the waiting messages are counted right); a
+        damaged one is refused whole, logged within budget, and the rest of the batch goes on."""
+        out = []
+        for frames in batch:
+            if frames[1] == wire.MSG:
+                try:
+                    frames = wire.flat(frames, 2)
+                except wire.MalformedPack as exc:
+                    self._refuse("envelope", time.monotonic(), "ignoring a MSG from %s: %s", _show(frames[0]), exc)
+                    continue
+            out.append(frames)
+        return out
 
     def _pong(self, identity: bytes) -> None:
         self.sock.send_multipart([identity, wire.PONG, self.epoch])
@@ -288,7 +303,8 @@ class Router:
         # seapig's per-frame statistics: two appends of raw values, counted once per batch (router/timeslots.py)
         sizes, times, clock = self.statistics.in_sizes.append, self.statistics.in_times.append, time.perf_counter_ns
         handle_raw, now, coalesce = self.store.handle_raw, self._now, self._coalesce
-        for sid, raw in wire.pairs(frames, 2):
+        it = iter(frames[2:])  # (unpacked by _drain)
+        for sid, raw in zip(it, it):
             session = peer.sessions.get(sid)
             if session is None:
                 self._refuse("session", time.monotonic(), "DROP of session %s of %s: not open (never "
@@ -319,7 +335,7 @@ class Router:
         if old is not None and old.sessions:
             self._drop_peer(old, "said hello again: it lost us, or restarted", now)
         peer = Peer(identity, str(info.get("role", "?"))[:64], str(info.get("name", ""))[:200], now,
-                    credit=_credit(info.get("credit")))
+                    credit=_credit(info.get("credit")), packed=info.get("packed") is True)
         self.peers[identity] = peer
         self._refuse("hello", now, "%s %s joined (%s)", peer.role, _show(identity), peer.name, level=logging.INFO,
                      limit=self.arrivals)
@@ -419,13 +435,18 @@ class Router:
         return recipients
 
     def _send_to_peer(self, identity: bytes, parts: list[bytes]) -> None:
-        """Send [SENDS, frame, sids, frame, sids, ...] in messages of at most MAX_PAIRS pairs."""
-        if identity not in self.peers:
+        """Send [SENDS, frame, sids, frame, sids, ...] in messages of at most MAX_PAIRS pairs; to a peer that
+        reads packed pairs, each message's pairs packed in one part (one part to receive, not 2 per pair)."""
+        peer = self.peers.get(identity)
+        if peer is None:
             return
         send = self.sock.send  # parts sent one by one with int flags (see _MORE_NOBLOCK)
         try:
             for start in range(0, len(parts), 2 * MAX_PAIRS):
                 chunk = parts[start:start + 2 * MAX_PAIRS]
+                if peer.packed and len(chunk) > 2:
+                    it = iter(chunk)
+                    chunk = [wire.PACKED, wire.pack_pairs(zip(it, it))]
                 send(identity, _MORE_NOBLOCK)
                 send(wire.SENDS, _MORE_NOBLOCK)
                 for part in chunk[:-1]:

@@ -52,8 +52,12 @@ class RouterLink:
     """
 
     def __init__(self, sock: zmq.Socket, on_message: Callable[[list[bytes]], None],
-                 on_drained: Callable[[], None]) -> None:
+                 on_drained: Callable[[], None],
+                 pack_msg: Callable[[list[bytes]], list[bytes]] = lambda frames: frames) -> None:
+        """``pack_msg``: turns a MSG envelope into its packed form when the router reads it
+        (``Peer.pack_msg``); applied once per MSG, when it leaves the iteration's queue."""
         self.sock = sock
+        self._pack_msg = pack_msg
         self._on_message = on_message
         self._on_drained = on_drained            # after each drain: the end of a burst
         self._loop = asyncio.get_running_loop()
@@ -108,7 +112,8 @@ class RouterLink:
         queue, self._queue, self._msg = self._queue, [], None
         if self.sock.closed:  # a handler outliving shutdown: the router is gone for us
             return
-        self._backlog.extend(queue)
+        pack = self._pack_msg
+        self._backlog.extend(pack(frames) if frames[0] == MSG else frames for frames in queue)
         self._send_backlog()
 
     def _flush_soon(self) -> None:

@@ -144,7 +144,7 @@ class Front:
         link = None
         try:
             dealer.connect(self.config.router)
-            link = self._link = RouterLink(dealer, self._dispatch, self._flush)
+            link = self._link = RouterLink(dealer, self._dispatch, self._flush, self._peer.pack_msg)
             server = await serve(
                 self._handle, self.config.host, self.config.port,
                 process_request=self._process_request,

@@ -143,3 +143,49 @@ def test_a_flood_packed_in_one_envelope_is_pushed_every_flush_frames(peer):
     assert [u["version-new"] for u in updates] == [FLUSH_FRAMES * k for k in range(1, 5)]
     # the versions a watcher held are long gone from the history (2 retained): full values, each right
     assert [u["value"] for u in updates] == [{"n": FLUSH_FRAMES * k} for k in range(1, 5)]
+
+
+def packed_hello(peer: Peer, *sids: bytes) -> None:
+    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test", "packed": True})])
+    peer.step()
+    assert peer.received()[0][0] == wire.WELCOME
+    for sid in sids:
+        peer.sock.send_multipart([wire.OPEN, sid])
+
+
+def test_a_peer_that_reads_packed_pairs_gets_each_sends_in_one_part_and_others_do_not(peer):
+    """To a peer whose HELLO said "packed", the pairs of a SENDS travel in one part (one receive instead
+    of two per frame); a peer that did not say it (an older front) gets plain pairs."""
+    packed_hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 31))
+    peer.step()
+    messages = peer.received()
+    assert messages and all(m[0] == wire.SENDS and m[1] == wire.PACKED and len(m) == 3 for m in messages)
+    updates = [orjson.loads(f) for m in messages for f, sids in wire.pairs(m) if b"w" in wire.unpack_sids(sids)]
+    assert [u["version-new"] for u in updates if u["action"] == "object-update"] == list(range(1, 31))
+
+
+def test_an_older_peer_gets_plain_pairs(peer):
+    hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    burst(peer, b"m", range(1, 31))
+    peer.step()
+    messages = peer.received()
+    assert messages and all(wire.PACKED not in m[1::2] for m in messages)
+
+
+def test_a_packed_msg_is_handled_as_the_pairs_it_packs_and_a_damaged_one_is_refused(peer, caplog):
+    """Any peer may pack its MSG pairs; a pack whose lengths do not add up is refused whole (logged), and
+    the router goes on with the next message."""
+    hello(peer, b"w", b"m")
+    watch_x(peer, b"w", b"m")
+    uploads = [(b"m", orjson.dumps({"action": "object-patch", "id": "x", "version-new": n, "value": {"n": n}}))
+               for n in range(1, 11)]
+    peer.sock.send_multipart([wire.MSG, uploads[0][0], uploads[0][1], wire.PACKED, wire.pack_pairs(uploads[1:5])])
+    peer.sock.send_multipart([wire.MSG, wire.PACKED, wire.pack_pairs(uploads[5:8])[:-3]])  # damaged: 6-8 lost
+    peer.sock.send_multipart([wire.MSG, wire.PACKED, wire.pack_pairs(uploads[8:])])
+    with caplog.at_level("WARNING", logger="seasync.router"):
+        peer.step()
+    assert [u["version-new"] for u in updates_for(peer, b"w")] == [1, 2, 3, 4, 5, 9, 10]
+    assert "ignoring a MSG" in caplog.text and "packed part" in caplog.text

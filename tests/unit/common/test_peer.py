@@ -29,12 +29,14 @@ from common.wire import (
     HELLO,
     MSG,
     OPEN,
+    PACKED,
     PEER_TIMEOUT,
     PING,
     PONG,
     RESET,
     SENDS,
     WELCOME,
+    pack_pairs,
 )
 
 URL = "tcp://127.0.0.1:5556"
@@ -78,7 +80,7 @@ def test_backoff_doubles_up_to_the_cap_with_jitter_from_the_injected_value():
 def test_hello_carries_the_info_and_is_retried_with_backoff_while_no_answer():
     peer = Peer(INFO, URL, rand=lambda: 0.0)
     (hello,) = sent(peer.start(0.0))
-    assert hello[0] == HELLO and codec.loads(hello[1]) == INFO
+    assert hello[0] == HELLO and codec.loads(hello[1]) == {**INFO, "packed": True}  # it reads packed SENDS
     times, now = [], 0.0
     while now < 10:
         now = peer.deadline()
@@ -236,6 +238,29 @@ def test_one_session_opens_after_welcome_and_gets_the_frames_that_name_it():
     assert events == [Frame(b"a"), Frame(b"c")]
     assert link.messages([b"x", b"y"]) == [MSG, b"1", b"x", b"1", b"y"]
     assert link.close() == [CLOSE, b"1"] and link.close() is None
+
+
+def test_a_session_packs_its_frames_once_its_router_packed_a_sends_until_it_joins_again():
+    """An older router reads no packed MSG: a peer packs only after a packed SENDS showed that this router
+    knows the format, and forgets it when it joins again (maybe another router)."""
+    link = OneSession(Peer(INFO, URL))
+    link.start(0.0)
+    link.on_message([WELCOME, b"e1"], 0.0)
+    assert link.messages([b"x", b"y"]) == [MSG, b"1", b"x", b"1", b"y"]  # nothing known yet: plain pairs
+    events = link.on_message([SENDS, PACKED, pack_pairs([(b"a", b"1"), (b"b", b"2"), (b"c", b"1")])], 0.1)
+    assert events == [Frame(b"a"), Frame(b"c")]
+    assert link.messages([b"x", b"y"]) == [MSG, PACKED, pack_pairs([(b"1", b"x"), (b"1", b"y")])]
+    assert link.messages([b"z"]) == [MSG, b"1", b"z"]  # one frame: nothing to gain
+    link.on_message([RESET], 0.2)  # joins again
+    link.on_message([WELCOME, b"e2"], 0.3)
+    assert link.messages([b"x", b"y"]) == [MSG, link.sid, b"x", link.sid, b"y"]
+
+
+def test_a_damaged_packed_sends_is_logged_and_still_counts_as_a_sends(caplog):
+    peer = joined()
+    with caplog.at_level(logging.WARNING):
+        assert peer.on_message([SENDS, PACKED, b"\x00\x00\x00\x09abc"], 0.1) == [Sends([])]
+    assert "ignoring the frames of a SENDS" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["reset", "pong-epoch", "welcome-epoch", "silence"])
