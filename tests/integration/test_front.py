@@ -422,6 +422,16 @@ class LinkPair:
     def _drained(self) -> None:
         self.drains += 1
 
+    async def fill(self) -> int:
+        """Post session 1's messages b"0", b"1", ... until ZeroMQ is full (the router side does not read):
+        how many went before the one that had to wait (which is in the link's backlog)."""
+        sent = 0
+        while self.link.post(b"1", b"%d" % sent) is None:
+            sent += 1
+            await asyncio.sleep(0)
+            assert sent < 10_000, "ZeroMQ never refused a message"
+        return sent
+
     def envelopes(self) -> list[list[bytes]]:
         """Everything the router side has received so far (identity stripped)."""
         out = []
@@ -479,11 +489,7 @@ async def test_link_makes_handlers_wait_while_zeromq_is_full():
     pair = LinkPair(hwm=1)
     try:
         link = pair.link
-        sent = 0
-        while link.post(b"1", b"%d" % sent) is None:  # the router does not read: queues fill up
-            sent += 1
-            await asyncio.sleep(0)
-            assert sent < 10_000, "ZeroMQ never refused a message"
+        sent = await pair.fill()
         wait = link.post(b"2", b"more")
         assert wait is not None and not wait.done()
         await asyncio.sleep(0.05)
@@ -508,11 +514,7 @@ async def test_an_ack_goes_ahead_of_client_messages_waiting_for_room():
     pair = LinkPair(hwm=1)
     try:
         link = pair.link
-        sent = 0
-        while link.post(b"1", b"%d" % sent) is None:  # the router does not read: queues fill up
-            sent += 1
-            await asyncio.sleep(0)
-            assert sent < 10_000, "ZeroMQ never refused a message"
+        sent = await pair.fill()
         link.post(b"1", b"waiting")  # in the link's backlog, behind what ZeroMQ holds
         link.send_ahead([ACK, b"3"])
         await asyncio.sleep(0)

@@ -57,8 +57,9 @@ def peer() -> Iterator[Peer]:
     p.close()
 
 
-def hello(peer: Peer, *sids: bytes) -> None:
-    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test"})])
+def hello(peer: Peer, *sids: bytes, **info: object) -> None:
+    """HELLO as a front (``info``: more of its HELLO, e.g. ``packed=True``), then OPEN ``sids``."""
+    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test", **info})])
     peer.step()
     assert peer.received()[0][0] == wire.WELCOME
     for sid in sids:
@@ -145,18 +146,10 @@ def test_a_flood_packed_in_one_envelope_is_pushed_every_flush_frames(peer):
     assert [u["value"] for u in updates] == [{"n": FLUSH_FRAMES * k} for k in range(1, 5)]
 
 
-def packed_hello(peer: Peer, *sids: bytes) -> None:
-    peer.sock.send_multipart([wire.HELLO, orjson.dumps({"role": "front", "name": "test", "packed": True})])
-    peer.step()
-    assert peer.received()[0][0] == wire.WELCOME
-    for sid in sids:
-        peer.sock.send_multipart([wire.OPEN, sid])
-
-
 def test_a_peer_that_reads_packed_pairs_gets_each_sends_in_one_part_and_others_do_not(peer):
     """To a peer whose HELLO said "packed", the pairs of a SENDS travel in one part (one receive instead
     of two per frame); a peer that did not say it (an older front) gets plain pairs."""
-    packed_hello(peer, b"w", b"m")
+    hello(peer, b"w", b"m", packed=True)
     watch_x(peer, b"w", b"m")
     burst(peer, b"m", range(1, 31))
     peer.step()
