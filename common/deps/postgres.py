@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from common.deps.config import redact
@@ -162,6 +163,18 @@ def _schema_missing(exc: BaseException) -> SchemaMissing:
                          "sync-notifier once")
 
 
+@contextmanager
+def _schema_errors() -> Iterator[None]:
+    """An undefined table or function means the schema was never installed: say so (SchemaMissing, with
+    what to run) instead of PostgreSQL's own error; anything else passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if _sqlstate(exc) in _UNDEFINED:
+            raise _schema_missing(exc) from exc
+        raise
+
+
 def connect(dsn: str, notifier: bool = False) -> Any:
     """An autocommit connection with TCP keepalives (a vanished server is noticed in about 10 s)."""
     psycopg = _psycopg()
@@ -208,12 +221,9 @@ def versions_in(connection: Any, names: list[str]) -> dict[str, int]:
 def _run(connection: Any, query: str, names: list[str]) -> list[tuple[str, int]]:
     cursor = connection if hasattr(connection, "fetchall") else connection.cursor()
     try:
-        cursor.execute(query, (names,))
-        return [(str(name), int(version)) for name, version in cursor.fetchall()]
-    except Exception as exc:
-        if _sqlstate(exc) in _UNDEFINED:
-            raise _schema_missing(exc) from exc
-        raise
+        with _schema_errors():
+            cursor.execute(query, (names,))
+            return [(str(name), int(version)) for name, version in cursor.fetchall()]
     finally:
         if cursor is not connection:
             cursor.close()
@@ -267,12 +277,8 @@ class Store:
     def advance(self, name: str, version: int, now: float) -> int:
         """One statement (autocommit): the row raised to at least ``version`` and the notifier told."""
         def work(conn: Any) -> int:
-            try:
+            with _schema_errors():
                 return int(conn.execute(_ADVANCE, (name, version)).fetchone()[1])
-            except Exception as exc:
-                if _sqlstate(exc) in _UNDEFINED:
-                    raise _schema_missing(exc) from exc
-                raise
         return self._with_connection(work)
 
 

@@ -552,6 +552,25 @@ def test_postgres_feed_announces_versions_and_claims_each_once(pg_deps):
         feed.close()
 
 
+def test_postgres_tables_dropped_under_a_running_app_say_what_to_run(pg_deps):
+    """An application whose dependency tables vanished (the database replaced, a migration gone wrong)
+    gets SchemaMissing naming `sync-notifier init`, from bump() and from versions(), not PostgreSQL's own
+    undefined-table error."""
+    import psycopg
+
+    from common.deps import SchemaMissing
+    from common.deps.postgres import Store
+
+    store = Store(pg_deps)
+    assert store.advance("bikes", 3, time.time()) == 3
+    with psycopg.connect(pg_deps, autocommit=True) as conn:
+        conn.execute("DROP TABLE seasync_dependencies CASCADE")
+    with pytest.raises(SchemaMissing, match="sync-notifier init"):
+        store.advance("bikes", 4, time.time())
+    with pytest.raises(SchemaMissing, match="sync-notifier init"):
+        store.versions(["bikes"])
+
+
 def test_postgres_schema_is_reapplied_when_its_tag_differs(pg_deps):
     import psycopg
     from common.deps import postgres as backend
