@@ -1727,9 +1727,9 @@ class ObjectStore:
                 frame = b""
             else:
                 frame = protocol.update_subtree_patch(obj.id, path, held, version, ops)
-                if len(frame) >= PATCH_ALWAYS_BELOW:  # (the value is encoded only when it may be smaller)
+                if len(frame) >= PATCH_ALWAYS_BELOW:  # (else the patch stays whatever the value: no encoding)
                     full = self._subtree_value_frame(obj, path, version, data)
-                    frame = full if len(frame) >= len(full) else kept(frame)
+                    frame = full if value_instead(frame, full) else kept(frame)
         obj.frames[key] = frame
         return frame
 
@@ -1744,20 +1744,14 @@ class ObjectStore:
 
     @staticmethod
     def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:
-        """A patch from ``held`` if it is retained, else the full value.
-
-        A patch bigger than the value is replaced by the value, except for small values (under
-        PATCH_ALWAYS_BELOW bytes) where the patch is kept: it costs little and keeps seapig's
-        behaviour of always patching from a retained version.
-        """
+        """A patch from ``held`` if it is retained, else the full value (and the value instead of a patch
+        that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too)."""
         full = obj.full_frame
         base = None if is_null(held) else obj.data_at(held)
         if base is None:
             return full
         frame = protocol.update_patch(obj.id, held, version, make_patch(base, data))
-        if len(frame) >= len(full) and len(full) >= PATCH_ALWAYS_BELOW:
-            return full
-        return frame
+        return full if value_instead(frame, full) else frame
 
     def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
         # an answer's (session,) is queued as it is: no copy per answer
@@ -1889,6 +1883,15 @@ class ObjectStore:
         self._freed[session] = None
         if requeue:
             self._enqueue(order.obj)
+
+
+def value_instead(patch: bytes, value: bytes) -> bool:
+    """The one rule for an update from a retained version (objects and subtrees alike): its patch, unless
+    the patch is no smaller than the value and the value is not small (under PATCH_ALWAYS_BELOW bytes a
+    patch is always kept: it costs little and keeps seapig's behaviour of patching from a retained
+    version). A patch under PATCH_ALWAYS_BELOW is thus never replaced, so callers may skip encoding the
+    value for it."""
+    return len(patch) >= len(value) and len(value) >= PATCH_ALWAYS_BELOW
 
 
 def kept(frame: bytes) -> bytes:

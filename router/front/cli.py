@@ -116,7 +116,11 @@ def front(
         raise typer.Exit(2) from None
     _tune_gc()
     try:
-        asyncio.run(_serve(config, metrics_port))
+        if os.environ.get("X_UVLOOP"):
+            import uvloop
+            uvloop.run(_serve(config, metrics_port))
+        else:
+            asyncio.run(_serve(config, metrics_port))
     except OSError as exc:
         log.error("! cannot listen on %s:%d: %s", host, port, exc)
         raise typer.Exit(1) from None

@@ -113,3 +113,28 @@ def test_introspection_shows_the_paths_watched():
     connections = Introspection(h.store, ("", "introspection"), 1, lambda s: "peer")._connections(0.0)
     assert connections[str(c.index)]["paths"] == {"big": "/rows/1"}
     assert "paths" not in connections[str(whole.index)]
+
+
+def test_a_subtree_and_the_whole_object_follow_the_same_patch_or_value_rule():
+    """From a retained version: a patch, unless it is no smaller than the value and the value is not small
+    (PATCH_ALWAYS_BELOW); the same for a subtree as for the whole object (both subscriptions see the same
+    document when the path is the root of what changed)."""
+    from router.store import PATCH_ALWAYS_BELOW
+
+    h = Harness(retain=8)
+    m, (sub, whole) = start(h, "/doc", None)
+    small = {"doc": {"k": "a"}}
+    upload(h, m, 1, small)
+    h.take(sub), h.take(whole)
+    upload(h, m, 2, {"doc": {"k": "b"}})  # small values: patches, whatever their size
+    assert "patch" in h.take(sub)[0] and "patch" in h.take(whole)[0]
+    big = {"doc": {f"k{i}": "x" * 20 for i in range(PATCH_ALWAYS_BELOW // 10)}}
+    upload(h, m, 3, big)
+    h.take(sub), h.take(whole)
+    replaced = {"doc": {f"j{i}": "y" * 20 for i in range(PATCH_ALWAYS_BELOW // 10)}}  # every key replaced
+    upload(h, m, 4, replaced)
+    to_sub, to_whole = h.take(sub)[0], h.take(whole)[0]
+    assert to_sub["value"] == replaced["doc"] and to_whole["value"] == replaced  # the values, not patches
+    nudged = {"doc": {**replaced["doc"], "j0": "z"}}
+    upload(h, m, 5, nudged)
+    assert "patch" in h.take(sub)[0] and "patch" in h.take(whole)[0]  # a small change of a big value: patches
