@@ -59,6 +59,9 @@ def declared_secrets(hook: Any) -> frozenset[str]:
     return frozenset(str(n).lower() for n in names)
 
 
+_TRAFFIC_KEYS = {d: (f"messages_{d}", f"bytes_{d}") for d in ("in", "out")}
+
+
 class Counters:
     """Traffic totals and per-second rates, fed by the router shell."""
 
@@ -79,9 +82,12 @@ class Counters:
         """Count ``messages`` frames of ``nbytes`` bytes, ``direction`` "in" or "out" (one roll per call:
         this runs for every message the router handles)."""
         self.roll(now)
-        for key, amount in ((f"messages_{direction}", messages), (f"bytes_{direction}", nbytes)):
-            self.totals[key] += amount
-            self._current[key] += amount
+        count_key, bytes_key = _TRAFFIC_KEYS[direction]  # (no key built per call)
+        totals, current = self.totals, self._current
+        totals[count_key] += messages
+        current[count_key] += messages
+        totals[bytes_key] += nbytes
+        current[bytes_key] += nbytes
 
     def roll(self, now: float) -> None:
         """Close the finished seconds (a quiet second counts as zero)."""
