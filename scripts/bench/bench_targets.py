@@ -61,7 +61,9 @@ async def idle(args: argparse.Namespace) -> None:
             base = (B.cpu_seconds(pid) - c0) / window  # CPU s/s of the empty server (router link, timers)
             before = B.rss(pid)
             connected, seconds = await B.call(procs.connect, n, [])
-            await asyncio.sleep(3.0)
+            # older than half a ping interval before the window opens: the front's sweep leaves younger
+            # connections for the next one (a storm is not a ping storm), which would hide a third of the cost
+            await asyncio.sleep((30.0 if kind.endswith("30") else 10.0) / 2 + 1.0)
             after = B.rss(pid)
             prof = B.Profiler(args.profile, f"idle{n}-{kind}", {"front": pid})
             c0 = B.cpu_seconds(pid)
