@@ -68,6 +68,7 @@ new connection's HELLO is heard even while the old one is not yet known to be de
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -198,6 +199,10 @@ retries every few hundred milliseconds: one line each would flood the log)."""
 
 NO_SECRET = "no cluster secret (it connects without CURVE: started with --insecure or an empty SEASYNC_SECRET?)"
 WRONG_SECRET = "wrong cluster secret (its keys come from another secret: another SEASYNC_SECRET or .seasync-secret file?)"
+BROKE_OFF = ("it broke off the handshake: no cluster secret (a peer without one hangs up when it sees the "
+             "router's CURVE greeting: started with --insecure or an empty SEASYNC_SECRET?), or not a seasync peer")
+MAX_PENDING_FAILURES = 64
+"""Handshake failures remembered until their DISCONNECTED (more at once: the oldest reasons are dropped)."""
 
 
 class RouterGuard:
@@ -205,10 +210,14 @@ class RouterGuard:
 
     A peer with the wrong secret fails the CURVE handshake itself (its keys do not match the
     router's), and a peer without a secret speaks another mechanism: neither ever reaches the ZAP
-    callback, so the socket's monitor events are what says it (HANDSHAKE_FAILED_*). The address is
-    read from the accepted descriptor, best effort."""
+    callback, so the socket's monitor events are what says it (HANDSHAKE_FAILED_*). A peer without a
+    secret often sees the router's greeting first and hangs up: the router then sees the handshake broken
+    off (NO_DETAIL), not a mechanism mismatch. The events carry no descriptor: failures are matched with
+    the disconnects that follow them in order (two refused peers' failures may both come before either
+    disconnect). The address is read from the accepted descriptor, best effort."""
 
-    EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
     def __init__(self, ctx: zmq.Context, sock: zmq.Socket, peer_public: bytes) -> None:
         from zmq.auth.thread import ThreadAuthenticator
@@ -217,7 +226,7 @@ class RouterGuard:
         self.refusals = LogLimit(burst=1, period=REFUSAL_LOG_INTERVAL)
         self._lock = threading.Lock()
         self._addresses: dict[int, str] = {}   # accepted descriptor -> peer address
-        self._failed: str | None = None        # the reason of the last handshake failure, until its DISCONNECTED
+        self._failed: collections.deque[str] = collections.deque(maxlen=MAX_PENDING_FAILURES)  # until their DISCONNECTED
 
         class _SamePeerKey:
             def callback(self, domain: str, key: bytes) -> bool:
@@ -270,14 +279,13 @@ class RouterGuard:
         if kind == zmq.EVENT_ACCEPTED:
             self._addresses[value] = _peer_address(value)
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            self._failed = NO_SECRET if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else WRONG_SECRET
-        # HANDSHAKE_FAILED_AUTH: the ZAP callback above said it already, with the address; NO_DETAIL:
-        # the connection broke mid-handshake (a reset, a peer that went away), nothing about secrets
+            self._failed.append(NO_SECRET if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else WRONG_SECRET)
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # (HANDSHAKE_FAILED_AUTH: the ZAP callback said it)
+            self._failed.append(BROKE_OFF)
         elif kind == zmq.EVENT_DISCONNECTED:
             address = self._addresses.pop(value, "?")
-            if self._failed is not None:
-                self.refuse(self._failed, f"on {endpoint}" + (f" from {address}" if address != "?" else ""))
-                self._failed = None
+            if self._failed:
+                self.refuse(self._failed.popleft(), f"on {endpoint}" + (f" from {address}" if address != "?" else ""))
 
     def stop(self) -> None:
         """Stop the monitor and the authenticator (before the context is terminated)."""

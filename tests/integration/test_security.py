@@ -189,6 +189,28 @@ async def test_a_default_cluster_admits_only_processes_holding_its_secret(tmp_pa
         router.stop()
 
 
+def test_a_peer_that_hangs_up_mid_handshake_is_named_as_one_without_the_secret(tmp_path, no_secret_env):
+    """A peer without the secret often reads the router's CURVE greeting first and hangs up: the router sees
+    the handshake broken off, not a mechanism mismatch, and must still say what is probably wrong."""
+    import socket
+
+    from common.wire import BROKE_OFF
+
+    router, url = _router(tmp_path)
+    try:
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        deadline = time.monotonic() + WAIT
+        while BROKE_OFF not in router.output():  # (the monitor's events are best effort: try again)
+            assert time.monotonic() < deadline, f"not said:\n{router.output()}"
+            with socket.create_connection((host, int(port)), timeout=5.0) as raw:
+                raw.sendall(b"\xff" + b"\x00" * 8 + b"\x7f")  # the first bytes of a ZMTP greeting, then gone
+                raw.recv(10)  # the router's greeting has begun
+            time.sleep(0.3)
+        assert "no cluster secret" in BROKE_OFF and router.alive()
+    finally:
+        router.stop()
+
+
 def test_insecure_keeps_the_open_cluster_of_old(tmp_path, no_secret_env):
     router, url = _router(tmp_path, "--insecure")
     try:
