@@ -51,7 +51,8 @@ async def idle(args: argparse.Namespace) -> None:
     for kind in ("seasync", "bare", "floor") + (() if args.quick else ("seasync-ping30",)):
         # "floor": a bare asyncio Protocol pinging every 10 s (bench_floor.py), the round trip's own cost;
         # the last: the same front pinging every 30 s (--ping-interval 30), to show what the interval buys
-        server = B.Server(kind.split("-")[0], front_args=("--ping-interval", "30") if kind.endswith("30") else ())
+        interval = 30.0 if kind.endswith("30") else 10.0  # every server here pings every 10 s but the last
+        server = B.Server(kind.split("-")[0], front_args=("--ping-interval", "30") if interval == 30.0 else ())
         procs = ClientProcs(server.url, CLIENT_PROCS)
         try:
             await asyncio.sleep(1.0)
@@ -63,7 +64,7 @@ async def idle(args: argparse.Namespace) -> None:
             connected, seconds = await B.call(procs.connect, n, [])
             # older than half a ping interval before the window opens: the front's sweep leaves younger
             # connections for the next one (a storm is not a ping storm), which would hide a third of the cost
-            await asyncio.sleep((30.0 if kind.endswith("30") else 10.0) / 2 + 1.0)
+            await asyncio.sleep(interval / 2 + 1.0)
             after = B.rss(pid)
             prof = B.Profiler(args.profile, f"idle{n}-{kind}", {"front": pid})
             c0 = B.cpu_seconds(pid)
