@@ -24,20 +24,21 @@ slow", so the front's memory stays bounded and the other clients never wait for 
 Plain HTTP GETs on the same port (anything that is not a websocket upgrade) are answered with the
 files of ``router/static/``: ``/`` is the viewer page, ``/seasync.js`` the browser client.
 
-Modules: ``server`` (the ``Front`` process: sessions, keepalive, slow consumers), ``fanout``
+Modules: ``server`` (the ``Front`` process: sessions, keepalive, slow consumers), ``connection``
+(``Conn``, one websocket's I/O), ``fanout``
 (``FanOut``, ``Backpressure``), ``link`` (the I/O ``RouterLink``; its protocol is common/peer.py),
 ``web`` (static files, ``Admission`` by Host and Origin), ``cli`` (``sync-front``).
 The names below are the package's public surface (``from router.front import Front, FrontConfig``).
 """
 
-from router.front.fanout import Backpressure, Congestion, Conn, FanOut, text_frame
+from router.front.connection import CLOSE_TIMEOUT, OPEN_TIMEOUT, Conn, Sessions
+from router.front.fanout import Backpressure, Congestion, FanOut, text_frame
 from router.front.link import DRAIN_BATCH, RouterLink
 from router.front.server import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_RESTART,
-    CLOSE_TIMEOUT,
     CLOSE_TRY_AGAIN,
     CONGESTION_CHECK,
     SLOW_CLOSE_GRACE,
@@ -68,8 +69,8 @@ from router.front.web import (
 __all__ = [
     "Admission", "Backpressure", "CLOSE_GOING_AWAY", "CLOSE_INTERNAL", "CLOSE_POLICY", "CLOSE_RESTART",
     "CLOSE_TIMEOUT", "CLOSE_TRY_AGAIN", "CONGESTION_CHECK", "CONTENT_TYPES", "Congestion", "Conn",
-    "DRAIN_BATCH", "FanOut", "Front", "FrontConfig", "LOOPBACK", "RouterLink", "SLOW_CLOSE_GRACE",
-    "SLOW_REASON", "STATIC_DIR", "STOP_TIMEOUT", "WELCOME_WAIT", "busy_response", "close_reason",
+    "DRAIN_BATCH", "FanOut", "Front", "FrontConfig", "LOOPBACK", "OPEN_TIMEOUT", "RouterLink", "SLOW_CLOSE_GRACE",
+    "SLOW_REASON", "STATIC_DIR", "STOP_TIMEOUT", "Sessions", "WELCOME_WAIT", "busy_response", "close_reason",
     "forbidden_response", "http_response", "is_ip_literal", "is_loopback", "is_loopback_name",
     "listen_backlog", "parse_origin", "split_host", "static_file", "text_frame",
 ]

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
+
+from router.front.connection import Conn
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -68,31 +69,14 @@ class Backpressure:
 # ---------------------------------------------------------------- fan-out
 
 
-class Conn:
-    """One session's websocket, with what the fast write path needs at hand."""
-
-    __slots__ = ("sid", "ws", "protocol", "transport", "paused_since", "pending", "closing", "ping", "opened")
-
-    def __init__(self, sid: bytes, ws: ServerConnection, opened: float = 0.0) -> None:
-        self.sid = sid
-        self.ws = ws
-        self.protocol = ws.protocol          # its .state says whether frames may still be written
-        self.transport = ws.transport
-        self.paused_since: float | None = None  # set while the router holds this session's updates
-        self.pending: list[bytes] = []       # frames of the current burst, written once at its end
-        self.closing = False                 # a slow-consumer close is under way
-        self.ping: bytes | None = None       # payload of the keepalive ping awaiting its pong
-        self.opened = opened                 # loop time of its handshake (the keepalive skips new ones)
-
-
 class FanOut:
     """Writes router frames to connections: one encoding per frame, one write per connection and burst.
 
-    Why writing to the transport directly is safe: everything here and in websockets runs on the
-    event loop thread; websockets 17.4 serializes each frame to one ``bytes`` and hands it to
-    ``transport.write`` whole (``Connection.send_data``), so frames never interleave mid-frame. A
-    frame is written only while the protocol is OPEN: once websockets has queued a close frame
-    (CLOSING) nothing more is written after it. The front never sends fragmented messages itself.
+    Why writing to the transport directly is safe: everything here and in the connection's protocol
+    runs on the event loop thread, and each writes whole frames (router/front/connection.py), so
+    frames never interleave mid-frame. A frame is written only while the protocol is OPEN: once a
+    close frame is queued (CLOSING) nothing more is written after it. The front never sends
+    fragmented messages itself.
     """
 
     def __init__(self, sessions: dict[bytes, Conn], policy: Backpressure,
@@ -129,7 +113,7 @@ class FanOut:
             transport.write(data)
             written += 1
             if transport.get_write_buffer_size() > watch:
-                self._check(conn)
+                self.check(conn)
         self.deliveries += written
         self.bytes_out += written * len(data)
 
@@ -157,10 +141,11 @@ class FanOut:
             written += len(frames)
             self.bytes_out += len(data)
             if transport.get_write_buffer_size() > watch:
-                self._check(conn)
+                self.check(conn)
         self.deliveries += written
 
-    def _check(self, conn: Conn) -> None:
+    def check(self, conn: Conn) -> None:
+        """Apply the slow-consumer policy to a connection whose write buffer is above the watch mark."""
         action = self._policy.decide(conn.transport.get_write_buffer_size(), conn.paused_since,
                                      time.monotonic())
         if action is not Congestion.NONE:

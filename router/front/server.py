@@ -16,10 +16,7 @@ import time
 from dataclasses import dataclass
 
 import zmq
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from common.logs import LogLimit
@@ -37,14 +34,14 @@ from common.wire import (
     secure_peer,
     unpack_sids,
 )
-from router.front.fanout import Backpressure, Congestion, Conn, FanOut
+from router.front.connection import Conn
+from router.front.fanout import Backpressure, Congestion, FanOut
 from router.front.link import RouterLink
-from router.front.web import Admission, busy_response, forbidden_response, http_response
+from router.front.web import Admission, RequestHeaders, busy_response, forbidden_response, http_response
 
 log = logging.getLogger("seasync.front")
 
 WELCOME_WAIT = 5.0        # a websocket opened while the router is away waits this long, then 1013
-CLOSE_TIMEOUT = 3.0       # closing handshake; keeps shutdown under honcho's 5 s SIGKILL
 STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
 CONGESTION_CHECK = 0.05   # how often paused connections are checked for drain or timeout
 SLOW_CLOSE_GRACE = 30.0   # a slow consumer's close frame waits behind its buffer this long, then abort
@@ -110,14 +107,15 @@ class Front:
         self._fanout = FanOut(self._sessions, self.policy, self._on_congestion)
         self._sids = itertools.count(1)
         self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
-        self._connections = 0                     # websockets handled right now (for --max-connections)
+        self._connections = 0                     # websockets open right now (for --max-connections)
+        self._waiting: dict[Conn, list[bytes]] = {}  # open while the router is away: their messages so far
+        self._all_lost = asyncio.Event()          # set when the last open websocket is gone (shutdown)
         self._peer = Peer({"role": "front", "name": f"front@{config.host}:{config.port}",
                            "pid": os.getpid(), "host": socket.gethostname(),
                            **({"credit": config.credit} if config.credit > 0 else {})},
                           config.router, log, random.random)  # the envelope's protocol (common/peer.py)
         self._welcomed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._closing: set[asyncio.Task[None]] = set()  # websocket closes in flight
         self._link: RouterLink | None = None
         self._unacked = 0  # SENDS messages of the current burst, acknowledged once written (credit)
         self.admission = Admission.for_front(config.host, config.allowed_hosts, config.allowed_origins,
@@ -145,14 +143,10 @@ class Front:
         try:
             dealer.connect(self.config.router)
             link = self._link = RouterLink(dealer, self._dispatch, self._flush, self._peer.pack_msg)
-            server = await serve(
-                self._handle, self.config.host, self.config.port,
-                process_request=self._process_request,
-                compression=None, max_size=self.config.max_frame,
-                ping_interval=None,  # one keepalive loop for all (see _keepalive_loop), no task each
-                close_timeout=CLOSE_TIMEOUT,
-                backlog=listen_backlog(self.config.max_connections),
-            )
+            max_frame, max_buffer = self.config.max_frame, self.config.slow_max_buffer
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Conn(self, max_frame, max_buffer), self.config.host, self.config.port,
+                backlog=listen_backlog(self.config.max_connections))
             log.info("= listening on ws://%s:%d, router %s as %s (max %d connections)", self.config.host,
                      self.config.port, self.config.router, self.identity.decode(),
                      self.config.max_connections)
@@ -169,14 +163,19 @@ class Front:
             dealer.close(linger=linger)
             ctx.term()
 
-    async def _shutdown(self, server: Server, loops: list[asyncio.Task[None]]) -> None:
-        """Close websockets with 1001 (their handlers send CLOSE), then stop the router loops."""
+    async def _shutdown(self, server: asyncio.Server, loops: list[asyncio.Task[None]]) -> None:
+        """Stop listening, close websockets with 1001 (each tells the router CLOSE as it goes), then stop
+        the router loops."""
         log.info("= stopping: closing %d websockets", len(self._sessions))
-        server.close(code=CLOSE_GOING_AWAY, reason="server stopping")
-        try:
-            await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("! some websocket handlers did not finish within %.0f s", STOP_TIMEOUT)
+        server.close()
+        for conn in [*self._sessions.values(), *self._waiting]:
+            conn.close(CLOSE_GOING_AWAY, "server stopping")
+        if self._connections:
+            self._all_lost.clear()
+            try:
+                await asyncio.wait_for(self._all_lost.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("! %d websockets did not close within %.0f s", self._connections, STOP_TIMEOUT)
         for sid in list(self._sessions):
             self._end_session(sid)
         for task in loops:
@@ -185,92 +184,103 @@ class Front:
 
     # ---------------------------------------------------------------- websockets
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    # (the calls of router/front/connection.py's Conn: the ``Sessions`` it is written against)
+
+    def request(self, conn: Conn, path: str, headers: RequestHeaders) -> Response | None:
         """403 for a Host the front does not serve or a page from a foreign Origin (``Admission``);
-        static files for plain GETs; 503 for an upgrade beyond --max-connections."""
-        refused = self.admission.refusal(request.headers)
+        static files for plain GETs; 503 for an upgrade beyond --max-connections; None: the upgrade."""
+        refused = self.admission.refusal(headers)
         if refused is not None:
             code, message = refused
-            peer = connection.remote_address
+            peer = conn.transport.get_extra_info("peername")
             line = self._refusals.line(code, f"! refused a request from {peer[0] if peer else '?'} (Host "
-                                             f"{request.headers.get('Host', '')[:100]!r}, Origin "
-                                             f"{request.headers.get('Origin', '')[:100]!r}): {code} (403)",
+                                             f"{headers.get('Host', '')[:100]!r}, Origin "
+                                             f"{headers.get('Origin', '')[:100]!r}): {code} (403)",
                                        time.monotonic())
             if line is not None:
                 log.warning("%s", line)
             return forbidden_response(code, message)
-        response = http_response(request)
+        response = http_response(path, headers)
         if response is None and self._connections >= self.config.max_connections:
             log.warning("! refused a connection: %d connections is the limit (--max-connections)",
                         self.config.max_connections)
             return busy_response()
         return response
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        """One websocket = one session: OPEN, a MSG per frame, CLOSE however it ends."""
+    def opened(self, conn: Conn) -> None:
+        """One websocket = one session, once the router is there (until then it waits, WELCOME_WAIT)."""
         self._connections += 1
-        try:
-            if self._connections > self.config.max_connections:  # handshakes raced past the check
-                await ws.close(CLOSE_TRY_AGAIN, "too many connections, try again later")
-                return
-            await self._session(ws)
-        finally:
-            self._connections -= 1
-
-    async def _session(self, ws: ServerConnection) -> None:
-        peer = ws.remote_address
-        if not await self._wait_welcome(ws):
-            if ws.state is State.OPEN:
-                log.info("! refused %s: router not available", peer)
-                await ws.close(CLOSE_TRY_AGAIN, "router not available, try again")
-            return
-        if self.config.send_buffer:
-            _set_send_buffer(ws, self.config.send_buffer)
-        sid = str(next(self._sids)).encode()
-        conn = Conn(sid, ws, asyncio.get_running_loop().time())
-        self._sessions[sid] = conn
-        log.debug("= open %s from %s path=%s", sid.decode(), peer, ws.request.path if ws.request else "?")
-        _forget_handshake(ws)
-        try:
-            self._send([OPEN, sid])
-            while True:
-                frame = await ws.recv(decode=False)  # text frames stay UTF-8 bytes, untouched
-                self.messages_in += 1
-                self.bytes_in += len(frame)
-                if self._sessions.get(sid) is conn:
-                    congested = self._post(sid, frame)
-                    if congested is not None:  # the router link is full: wait for room
-                        await congested
-        except ConnectionClosed:
-            pass
-        finally:
-            if self._sessions.get(sid) is conn:
-                self._end_session(sid)
-            log.debug("= close %s code=%s %s", sid.decode(), ws.close_code, ws.close_reason or "")
-
-    async def _wait_welcome(self, ws: ServerConnection) -> bool:
-        """True once the router is welcomed; False after WELCOME_WAIT or if the client left."""
         if self._welcomed.is_set():
-            return True
-        waiters = [asyncio.create_task(self._welcomed.wait()),
-                   asyncio.create_task(ws.wait_closed())]
-        await asyncio.wait(waiters, timeout=WELCOME_WAIT, return_when=asyncio.FIRST_COMPLETED)
-        for task in waiters:
-            task.cancel()
-        return self._welcomed.is_set() and ws.state is State.OPEN
+            self._start_session(conn)
+            return
+        self._waiting[conn] = []
+        asyncio.get_running_loop().call_later(WELCOME_WAIT, self._welcome_timeout, conn)
+
+    def message(self, conn: Conn, data: bytes) -> asyncio.Future[None] | None:
+        """A client frame: a MSG for the router (``RouterLink.post``; a future while the link is full)."""
+        self.messages_in += 1
+        self.bytes_in += len(data)
+        sid = conn.sid
+        if sid and self._sessions.get(sid) is conn and self._link is not None:
+            return self._link.post(sid, data)
+        early = self._waiting.get(conn)
+        if early is not None:  # kept for the session (one read's worth: reading pauses until then)
+            early.append(data)
+            conn.transport.pause_reading()
+        return None
+
+    def lost(self, conn: Conn) -> None:
+        """The TCP connection is gone: the session ends (CLOSE to the router, once)."""
+        if not conn.opened:
+            return  # never upgraded (a static file, a refusal, a bad request)
+        self._connections -= 1
+        self._waiting.pop(conn, None)
+        if conn.sid and self._sessions.get(conn.sid) is conn:
+            self._end_session(conn.sid)
+        if conn.sid and log.isEnabledFor(logging.DEBUG):
+            log.debug("= close %s code=%s %s", conn.sid.decode(), conn.protocol.close_code,
+                      conn.protocol.close_reason or "")
+        if not self._connections:
+            self._all_lost.set()
+
+    def overfull(self, conn: Conn) -> None:
+        """The slow-consumer policy, for a buffer the protocol's pongs filled (see ``Sessions.overfull``)."""
+        self._fanout.check(conn)
+
+    # ---------------------------------------------------------------- sessions
+
+    def _start_session(self, conn: Conn) -> None:
+        if self.config.send_buffer:
+            _set_send_buffer(conn, self.config.send_buffer)
+        conn.sid = sid = str(next(self._sids)).encode()
+        self._sessions[sid] = conn
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("= open %s from %s path=%s", sid.decode(), conn.transport.get_extra_info("peername"),
+                      conn.path)
+        self._send([OPEN, sid])
+
+    def _admit_waiting(self) -> None:
+        """The router is there: the websockets that waited for it get their sessions, and their messages."""
+        waiting, self._waiting = self._waiting, {}
+        for conn, early in waiting.items():
+            if conn.protocol.state is not State.OPEN:
+                continue
+            self._start_session(conn)
+            for data in early:
+                self._post(conn.sid, data)
+            if early:
+                conn.transport.resume_reading()
+
+    def _welcome_timeout(self, conn: Conn) -> None:
+        if self._waiting.pop(conn, None) is not None and conn.protocol.state is State.OPEN:
+            log.info("! refused %s: router not available", conn.transport.get_extra_info("peername"))
+            conn.close(CLOSE_TRY_AGAIN, "router not available, try again")
 
     def _end_session(self, sid: bytes) -> None:
         """Forget a session and tell the router, exactly once per session."""
         self._paused.pop(sid, None)
         if self._sessions.pop(sid, None) is not None:
             self._send([CLOSE, sid])
-
-    def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> asyncio.Task[None]:
-        """Start a closing handshake without waiting for it."""
-        task = asyncio.create_task(ws.close(code, reason))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-        return task
 
     # ---------------------------------------------------------------- slow consumers
 
@@ -302,8 +312,7 @@ class Front:
         paused = time.monotonic() - conn.paused_since if conn.paused_since is not None else 0.0
         log.warning("! closing %s: %s (%d bytes buffered, paused %.1f s)", conn.sid.decode(), SLOW_REASON,
                     buffered, paused)
-        self._close_ws(conn.ws, CLOSE_POLICY, SLOW_REASON)
-        asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, _abort_if_open, conn)
+        conn.close(CLOSE_POLICY, SLOW_REASON, SLOW_CLOSE_GRACE)
 
     async def _congestion_loop(self) -> None:
         """Resume paused connections that drained; close those paused too long.
@@ -331,67 +340,41 @@ class Front:
     async def _keepalive_loop(self) -> None:
         """Ping every session each ``ping_interval``; close one whose last ping is unanswered too long.
 
-        websockets' own keepalive runs one task per connection (about 2 KiB each); this loop does
-        the same for all of them. A ping is registered in ``pending_pings`` exactly as
-        ``Connection.ping`` does, so websockets' pong handling acknowledges it; the ping frame is
-        written by websockets itself (``protocol.send_ping`` + ``send_data``), whole. The same sweep
-        (every CLOSE_TIMEOUT when pings are off) aborts connections stuck in a closing handshake.
-        Connections opened under half an interval ago wait for the next sweep (see ``_keepalive``).
+        websockets' own keepalive runs one task per connection (about 2 KiB each); this loop does the
+        same for all of them, and every connection it pings gets the same frame (``_Ping``). Connections
+        opened under half an interval ago wait for the next sweep (see ``_keepalive``). Closing
+        handshakes have their own deadline (router/front/connection.py), not this sweep.
         """
         interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        pinging = interval > 0
+        if interval <= 0:
+            return
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval if pinging else CLOSE_TIMEOUT)
+            await asyncio.sleep(interval)
             now = loop.time()
-            ping = _Ping(loop, now)
+            ping = _Ping()
             for conn in list(self._sessions.values()):
                 try:
-                    if conn.protocol.state is not State.OPEN:
-                        self._end_stuck_close(conn, loop)
-                    elif pinging:
-                        self._keepalive(conn, now, timeout, loop, ping)
+                    self._keepalive(conn, now, timeout, ping)
                 except Exception:  # one broken connection must not stop the pings of the others
                     log.exception("! keepalive of %s failed", conn.sid.decode())
 
-    def _end_stuck_close(self, conn: Conn, loop: asyncio.AbstractEventLoop) -> None:
-        """A closing handshake the client started (or websockets, on a protocol error) waits for the
-        client to close TCP, with no deadline while the handler only reads: give it CLOSE_TIMEOUT."""
-        if not conn.closing:
-            conn.closing = True
-            loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
-
-    def _keepalive(self, conn: Conn, now: float, timeout: float, loop: asyncio.AbstractEventLoop,
-                   ping: "_Ping") -> None:
-        ws = conn.ws
-        if conn.closing:
+    def _keepalive(self, conn: Conn, now: float, timeout: float, ping: "_Ping") -> None:
+        if conn.closing or conn.protocol.state is not State.OPEN:
             return
-        pending = ws.pending_pings.get(conn.ping) if conn.ping is not None else None
-        if pending is not None:  # no pong yet
-            if now - pending[1] > timeout:
+        if conn.ping is not None:  # no pong yet
+            if now - conn.ping_at > timeout:
                 conn.closing = True
                 log.info("= closing %s: keepalive ping timeout (%.0f s)", conn.sid.decode(), timeout)
                 self._end_session(conn.sid)
-                self._close_ws(ws, CLOSE_INTERNAL, "keepalive ping timeout")
-                loop.call_later(CLOSE_TIMEOUT, _abort_if_open, conn)
+                conn.close(CLOSE_INTERNAL, "keepalive ping timeout")
             return
         if now - conn.opened < self.config.ping_interval / 2:
             # its handshake is proof of life and was a write to it, under half an interval ago: its first
             # ping goes with the next sweep (at most 1.5 intervals after the handshake, within the 20 s a
             # seapig Ruby client waits at the default 10 s). A reconnect storm is not also a ping storm.
             return
-        if ping.data not in ws.pending_pings:  # the sweep's one frame, written as FanOut writes
-            ws.pending_pings[ping.data] = ping.entry
-            conn.ping = ping.data
-            conn.transport.write(ping.frame)
-            return
-        data = random.getrandbits(32).to_bytes(4, "big")  # (never seen: a pending ping of that payload)
-        while data in ws.pending_pings:
-            data = random.getrandbits(32).to_bytes(4, "big")
-        ws.pending_pings[data] = (loop.create_future(), now)
-        conn.ping = data
-        conn.protocol.send_ping(data)
-        ws.send_data()
+        conn.ping_with(ping.data, ping.frame, now)
 
     # ---------------------------------------------------------------- router
 
@@ -457,6 +440,7 @@ class Front:
                 self._drop(event.sid, close_reason(event.reason))
             elif isinstance(event, Welcomed):
                 self._welcomed.set()
+                self._admit_waiting()
             elif isinstance(event, Lost):
                 self._router_lost(event.reason)
 
@@ -466,7 +450,7 @@ class Front:
             return
         log.info("< router drops %s: %s", sid.decode(errors="replace"), reason)
         self._end_session(sid)
-        self._close_ws(conn.ws, CLOSE_POLICY, reason)
+        conn.close(CLOSE_POLICY, reason)
 
     def _router_lost(self, why: str) -> None:
         """The router restarted or vanished: close every websocket (1012); the machine's HELLO follows."""
@@ -479,58 +463,29 @@ class Front:
         if self._link is not None:
             self._link.drop()  # envelopes of sessions the new router will not know: their clients resync
         for conn in sessions.values():
-            self._close_ws(conn.ws, CLOSE_RESTART, "router restarted")
+            conn.close(CLOSE_RESTART, "router restarted")
 
 
 class _Ping:
-    """One keepalive sweep's ping, shared by every connection it pings.
+    """One keepalive sweep's ping, shared by every connection it pings: server frames are unmasked, so
+    one payload and one frame serve them all (a connection has at most one ping pending, and a pong
+    is matched by its payload)."""
 
-    Per connection the sweep used to draw a payload, make a future, and have websockets build and
-    serialize a Frame; server frames are unmasked, so one payload and one frame serve them all (the
-    payload only has to be unique among one connection's pending pings). The ``pending_pings`` entry
-    is websockets' own shape, (future, sent at): its pong handling (``acknowledge_pings``) sets a
-    result only on a future not done yet, so one future already done is shared as well; nothing of
-    the front awaits it (a pong is seen as the entry leaving ``pending_pings``).
-    """
+    __slots__ = ("data", "frame")
 
-    __slots__ = ("data", "frame", "entry")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    def __init__(self) -> None:
         self.data = random.getrandbits(32).to_bytes(4, "big")
         self.frame = bytes((0x89, 4)) + self.data  # FIN + ping, unmasked, 4-byte payload
-        done: asyncio.Future[float] = loop.create_future()
-        done.set_result(0.0)
-        self.entry = (done, now)
 
 
-def _set_send_buffer(ws: ServerConnection, size: int) -> None:
+def _set_send_buffer(conn: Conn, size: int) -> None:
     """A smaller kernel send buffer makes a slow reader show up sooner in the transport's buffer."""
-    sock = ws.transport.get_extra_info("socket")
+    sock = conn.transport.get_extra_info("socket")
     try:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     except OSError as exc:
         log.warning("! cannot set SO_SNDBUF to %d: %s", size, exc)
-
-
-_NO_HEADERS = Headers()  # shared by every open session's request, never written to
-
-
-def _forget_handshake(ws: ServerConnection) -> None:
-    """Let the opening handshake's headers go once the session is open: they were about 3 KB of every
-    idle connection's 13.8 KB, and nothing reads them later (the Host and Origin checks ran in
-    _process_request). The request itself stays, with its path: websockets takes ``request is None``
-    for "handshake not received yet"."""
-    if ws.request is not None:
-        ws.request.headers = _NO_HEADERS
-    ws.response = None
-
-
-def _abort_if_open(conn: Conn) -> None:
-    """The end of a closing handshake's grace: drop the buffer with the TCP connection."""
-    if conn.protocol.state is not State.CLOSED:
-        log.warning("! aborting %s: it did not complete the closing handshake in time", conn.sid.decode())
-        conn.transport.abort()
 
 
 def _machine_names() -> list[str]:

@@ -13,15 +13,24 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 
 from common import codec
 
 log = logging.getLogger("seasync.front")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class RequestHeaders(Protocol):
+    """What is read of a request's headers: websockets' Headers, or router/front/handshake.py's."""
+
+    def get(self, name: str, default: str, /) -> str: ...
+
+    def get_all(self, name: str) -> list[str]: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -67,17 +76,17 @@ def _plain_response(status: int, reason: str, body: bytes, kind: str, **extra: s
     return Response(status, reason, headers, body)
 
 
-def http_response(request: Request) -> Response | None:
-    """``process_request`` hook: None lets a websocket upgrade through; a plain GET gets a file or a 404."""
-    if request.headers.get("Upgrade", "").lower() == "websocket":
+def http_response(path: str, headers: RequestHeaders) -> Response | None:
+    """None lets a websocket upgrade through; a plain GET gets a file or a 404."""
+    if headers.get("Upgrade", "").lower() == "websocket":
         return None
-    file = static_file(request.path)
+    file = static_file(path)
     try:
         body = file.read_bytes() if file is not None else None
     except OSError as exc:
         log.warning("! cannot read %s: %s", file, exc)
         body = None
-    log.debug("< http GET %s -> %d", request.path, 200 if body is not None else 404)
+    log.debug("< http GET %s -> %d", path, 200 if body is not None else 404)
     if file is None or body is None:
         return _plain_response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
     return _plain_response(200, "OK", body, CONTENT_TYPES[file.suffix])
@@ -192,7 +201,7 @@ class Admission:
             origins.add(parsed)
         return cls(frozenset(names - {"*"}), frozenset(origins), any_host="*" in names, any_origin=any_origin)
 
-    def refusal(self, headers: Headers) -> tuple[str, str] | None:
+    def refusal(self, headers: RequestHeaders) -> tuple[str, str] | None:
         """``(code, message)`` if the request must be refused (403), else None."""
         hosts = headers.get_all("Host")
         if len(hosts) > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -402,6 +403,65 @@ async def test_a_close_never_overtakes_the_messages_before_it(router, front):
     for msgs in received.values():
         i = msgs[0][1:2]
         assert msgs == [b'"%s-%d"' % (i, n) for n in range(30)]
+
+
+@pytest.mark.parametrize("how", ["split", "pipelined"])
+async def test_an_upgrade_in_pieces_or_with_a_frame_behind_it_opens_a_session(router, front, how):
+    """Most upgrades arrive whole in one read and take the front's fast path (router/front/handshake.py);
+    one split across reads, or with the client's first frame in the same read, goes through websockets'
+    parser: the same 101, the same session, the frame not lost."""
+    port = int(front.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frame = masked(Opcode.TEXT, b'{"first":1}')
+    if how == "split":
+        writer.write(HANDSHAKE[:40])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(HANDSHAKE[40:])
+    else:
+        writer.write(HANDSHAKE + frame)
+    async with asyncio.timeout(WAIT):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Accept: " in head
+    (sid,) = await router.expect(OPEN)
+    if how == "split":
+        writer.write(frame)
+    assert await router.expect(MSG) == [sid, b'{"first":1}']
+    writer.close()
+    assert await router.expect(CLOSE) == [sid]
+
+
+async def test_a_client_that_sends_pings_and_reads_nothing_is_closed_as_too_slow(router, start_front):
+    """Pongs are writes the client causes: one that pings and never reads must not grow the front's
+    buffer without limit; past --slow-max-buffer it is closed as a slow consumer (the router hears CLOSE),
+    and a well-behaved session on the same front goes on."""
+    front = await start_front("--send-buffer", "4096", "--pause-above", "16384", "--resume-below", "4096",
+                              "--slow-max-buffer", "65536")
+    await router.welcome()
+    good = await front.ws()
+    (good_sid,) = await router.expect(OPEN)
+    port = int(front.url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little room: the front's buffer fills
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HANDSHAKE)
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    (sid,) = await router.expect(OPEN)
+    ping = masked(Opcode.PING, b"p" * 125)
+    try:
+        for _ in range(40):  # 40 × 100 pings: 508 KB of pongs, never read
+            writer.write(ping * 100)
+            await writer.drain()
+        assert await router.expect(CLOSE) == [sid]
+        await router.send(SENDS, b'{"still":"here"}', pack_sids([good_sid]))
+        async with asyncio.timeout(WAIT):
+            assert await good.recv() == '{"still":"here"}'
+    finally:
+        writer.close()
+        await good.close()
 
 
 class LinkPair:

@@ -4,6 +4,8 @@ behind the scripted router of test_front.py, inspected directly. No timing asser
 from __future__ import annotations
 
 import asyncio
+import gc
+import types
 
 from websockets.asyncio.client import connect
 
@@ -11,6 +13,24 @@ from common.wire import OPEN, SENDS, pack_sids
 from router.front.server import Front, FrontConfig
 from tests.cluster import free_port, repo_secret, wait_port
 from tests.integration.test_front import WAIT, ScriptedRouter
+
+
+def _reaches(root: object, text: str, depth: int = 4) -> bool:
+    """Whether a string containing ``text`` is reachable from ``root`` within ``depth`` references."""
+    seen: set[int] = set()
+    layer = [root]
+    for _ in range(depth):
+        nxt = []
+        for obj in layer:
+            for ref in gc.get_referents(obj):
+                if isinstance(ref, (str, bytes)) and len(ref) >= len(text) and (
+                        text in ref if isinstance(ref, str) else text.encode() in ref):
+                    return True
+                if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType)):
+                    seen.add(id(ref))
+                    nxt.append(ref)
+        layer = nxt
+    return False
 
 
 async def _front(router: ScriptedRouter, **options) -> tuple[Front, asyncio.Task[None], str]:
@@ -31,17 +51,18 @@ async def test_an_open_session_keeps_no_handshake_headers_and_still_works():
                            additional_headers={"X-Big": "x" * 2000}) as ws:
             (sid,) = await router.expect(OPEN)
             conn = front._sessions[sid]
-            assert conn.ws.response is None and not conn.ws.request.headers
-            assert conn.ws.request.path == "/some/path"
+            assert not _reaches(conn, "x" * 2000), "the handshake's headers are still held"
+            assert conn.path == "/some/path"
             await router.send(SENDS, b'{"action":"object-update"}', pack_sids([sid]))
             async with asyncio.timeout(WAIT):
                 assert await ws.recv() == '{"action":"object-update"}'
             # pings go out and are acknowledged (the client answers them): the session stays open
+            # (a sweep pings only a connection whose last ping was answered: a second ping means a pong came)
             async with asyncio.timeout(WAIT):
-                while conn.ping is None:
+                while conn.ping_at == 0.0:
                     await asyncio.sleep(0.05)
-                first = conn.ping
-                while conn.ping == first or conn.ws.pending_pings:
+                first = conn.ping_at
+                while conn.ping_at == first or conn.ping is not None:
                     await asyncio.sleep(0.05)
             assert sid in front._sessions
     finally:
@@ -62,15 +83,14 @@ async def test_a_connection_opened_under_half_an_interval_ago_is_pinged_by_the_n
         async with connect(url, compression=None, open_timeout=WAIT) as ws:
             (sid,) = await router.expect(OPEN)
             conn = front._sessions[sid]
-            loop = asyncio.get_running_loop()
             young = conn.opened + interval / 2 - 1
-            front._keepalive(conn, young, 7200.0, loop, _Ping(loop, young))
-            assert conn.ping is None and not conn.ws.pending_pings  # skipped: too young
+            front._keepalive(conn, young, 7200.0, _Ping())
+            assert conn.ping is None  # skipped: too young
             due = conn.opened + interval / 2 + 1
-            front._keepalive(conn, due, 7200.0, loop, _Ping(loop, due))
+            front._keepalive(conn, due, 7200.0, _Ping())
             assert conn.ping is not None  # the next sweep pings it; the client answers
             async with asyncio.timeout(WAIT):
-                while conn.ws.pending_pings:
+                while conn.ping is not None:
                     await asyncio.sleep(0.05)
             assert ws.state.name == "OPEN" and sid in front._sessions
     finally:

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PURE = {"common.codec", "common.collection", "common.subtree", "common.patterns", "common.peer", "common.diff", "common.client.state", "router.limits",
         "router.timeslots", "worker.notifier.ticker", "scripts.observer.format", "common.protocol",
-        "common.versioning", "router.store"}
+        "common.versioning", "router.store", "router.front.handshake"}
 
 
 def _mypy() -> dict:
