@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -99,6 +99,9 @@ def busy_response() -> Response:
 
 
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+ADMISSION_CACHE = 256    # distinct (Host, Origin) decisions kept
+ADMISSION_KEY_MAX = 512  # characters of Host and Origin together above which a decision is not kept
+_UNDECIDED = object()
 ANY_INTERFACE = ("", "0.0.0.0", "::", "[::]")
 
 
@@ -176,6 +179,9 @@ class Admission:
     origins: frozenset[tuple[str, str, int]]
     any_host: bool = False
     any_origin: bool = False
+    # decisions by (Host values, Origin values): a reconnect storm sends the same few thousands of times
+    _decided: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, str] | None] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def for_front(cls, host: str, allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = (),
@@ -202,8 +208,20 @@ class Admission:
         return cls(frozenset(names - {"*"}), frozenset(origins), any_host="*" in names, any_origin=any_origin)
 
     def refusal(self, headers: RequestHeaders) -> tuple[str, str] | None:
-        """``(code, message)`` if the request must be refused (403), else None."""
-        hosts = headers.get_all("Host")
+        """``(code, message)`` if the request must be refused (403), else None. Decided once per distinct
+        (Host, Origin) (at most ADMISSION_CACHE of them, each short: a cache bounded in entries and size)."""
+        key = (tuple(headers.get_all("Host")), tuple(headers.get_all("Origin")))
+        found = self._decided.get(key, _UNDECIDED)
+        if found is not _UNDECIDED:
+            return found  # type: ignore[return-value]
+        decision = self._refusal(list(key[0]), list(key[1]))
+        if sum(map(len, key[0])) + sum(map(len, key[1])) <= ADMISSION_KEY_MAX:
+            if len(self._decided) >= ADMISSION_CACHE:
+                self._decided.clear()
+            self._decided[key] = decision
+        return decision
+
+    def _refusal(self, hosts: list[str], origins: list[str]) -> tuple[str, str] | None:
         if len(hosts) > 1:
             return "host-not-allowed", "more than one Host header"
         host = split_host(hosts[0]) if hosts else None
@@ -212,7 +230,6 @@ class Admission:
         if host is not None and not self.any_host and not self.serves(host[0]):
             return "host-not-allowed", (f"this server does not answer to the name {host[0]!r} (a DNS rebinding "
                                         "guard; list it with sync-front --allowed-hosts)")
-        origins = headers.get_all("Origin")
         if not origins:
             return None
         if len(origins) > 1:

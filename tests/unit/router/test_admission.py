@@ -68,3 +68,23 @@ def test_parsers_and_a_malformed_allowed_origin():
     assert parse_origin("null") is None and parse_origin("ftp://x") is None
     with pytest.raises(ValueError):
         Admission.for_front("127.0.0.1", allowed_origins=["app.example.com"])
+
+
+def test_decisions_are_remembered_per_host_and_origin_within_bounds():
+    """A reconnect storm sends one (Host, Origin) thousands of times: decided once, the same answer after;
+    the memory of decisions is bounded in entries, and a long pair is decided every time, not kept."""
+    from router.front.web import ADMISSION_CACHE
+
+    admission = Admission.for_front("127.0.0.1")
+    evil = Headers([("Host", "127.0.0.1:3001"), ("Origin", "https://evil.example")])
+    first = admission.refusal(evil)
+    assert first is not None and first[0] == "origin-not-allowed"
+    assert admission.refusal(evil) == first
+    assert admission.refusal(Headers([("Host", "127.0.0.1:3001")])) is None  # another pair, its own answer
+    for i in range(ADMISSION_CACHE * 3):
+        assert admission.refusal(Headers([("Host", f"127.0.0.{i % 250}:{i + 1}")])) is None
+    assert len(admission._decided) <= ADMISSION_CACHE
+    long = Headers([("Host", "127.0.0.1:3001"), ("Origin", "https://" + "a" * 1000 + ".example")])
+    assert admission.refusal(long)[0] == "origin-not-allowed"
+    assert all(len(origin) < 1000 for _, origins in admission._decided for origin in origins)
+    assert admission.refusal(evil) == first
