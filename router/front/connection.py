@@ -40,6 +40,9 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 class Sessions(Protocol):
     """What a connection asks of the front (router/front/server.py ``Front``)."""
 
+    def accepted(self, conn: Conn) -> bool:
+        """A TCP connection is there (its upgrade not yet read); False: drop it (too many upgrades at once)."""
+
     def request(self, conn: Conn, path: str, headers: RequestHeaders) -> Response | None:
         """The answer to an HTTP request instead of the upgrade (403, 503, a static file), or None."""
 
@@ -92,6 +95,9 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if not self.sessions.accepted(self):
+            transport.abort()
+            return
         self._timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT, self._open_timeout)
 
     def data_received(self, data: bytes) -> None:

@@ -109,6 +109,7 @@ class Front:
         self.messages_in = self.bytes_in = 0  # client frames received (Prometheus, router/metrics.py)
         self._connections = 0                     # websockets open right now (for --max-connections)
         self._waiting: dict[Conn, list[bytes]] = {}  # open while the router is away: their messages so far
+        self._upgrading: set[Conn] = set()        # TCP connections whose upgrade is not answered yet
         self._all_lost = asyncio.Event()          # set when the last open websocket is gone (shutdown)
         self._peer = Peer({"role": "front", "name": f"front@{config.host}:{config.port}",
                            "pid": os.getpid(), "host": socket.gethostname(),
@@ -207,8 +208,21 @@ class Front:
             return busy_response()
         return response
 
+    def accepted(self, conn: Conn) -> bool:
+        """Upgrades in progress are bounded too (--max-connections of them; each is dropped 10 s after
+        connecting at the latest): a flood of TCP connections that never send must not take every socket."""
+        if len(self._upgrading) >= self.config.max_connections:
+            line = self._refusals.line("upgrades", f"! dropped a connection: {len(self._upgrading)} upgrades "
+                                                   "in progress is the limit (--max-connections)", time.monotonic())
+            if line is not None:
+                log.warning("%s", line)
+            return False
+        self._upgrading.add(conn)
+        return True
+
     def opened(self, conn: Conn) -> None:
         """One websocket = one session, once the router is there (until then it waits, WELCOME_WAIT)."""
+        self._upgrading.discard(conn)
         self._connections += 1
         if self._welcomed.is_set():
             self._start_session(conn)
@@ -232,6 +246,7 @@ class Front:
     def lost(self, conn: Conn) -> None:
         """The TCP connection is gone: the session ends (CLOSE to the router, once)."""
         if not conn.opened:
+            self._upgrading.discard(conn)
             return  # never upgraded (a static file, a refusal, a bad request)
         self._connections -= 1
         self._waiting.pop(conn, None)

@@ -18,7 +18,7 @@ import zmq.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from common.wire import (
@@ -403,6 +403,37 @@ async def test_a_close_never_overtakes_the_messages_before_it(router, front):
     for msgs in received.values():
         i = msgs[0][1:2]
         assert msgs == [b'"%s-%d"' % (i, n) for n in range(30)]
+
+
+async def test_connections_that_never_upgrade_are_bounded_and_do_not_keep_the_front(router, start_front):
+    """A flood of TCP connections that send nothing must not take every socket: at most --max-connections
+    upgrades in progress, others dropped at once; when the silent ones go, a websocket is served again."""
+    front = await start_front("--max-connections", "3")
+    await router.welcome()
+    port = int(front.url.rsplit(":", 1)[1])
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(HANDSHAKE)
+        async with asyncio.timeout(WAIT):
+            try:
+                assert await reader.read() == b""  # dropped: no answer, the connection ends (or is reset)
+            except ConnectionResetError:
+                pass
+        writer.close()
+    finally:
+        for _, w in silent:
+            w.close()
+    async with asyncio.timeout(WAIT):
+        while True:  # (the front sees the silent ones go a moment later)
+            try:
+                ws = await front.ws()
+                break
+            except (InvalidHandshake, ConnectionClosed, OSError, TimeoutError):
+                await asyncio.sleep(0.1)
+    (sid,) = await router.expect(OPEN)
+    await ws.close()
+    assert await router.expect(CLOSE) == [sid]
 
 
 @pytest.mark.parametrize("how", ["split", "pipelined"])
