@@ -44,7 +44,7 @@ from common.wire import (
     SENDS,
     WELCOME,
     MalformedPack,
-    pack_pairs,
+    pack_flat,
     pairs,
     unpack_sids,
 )
@@ -229,8 +229,7 @@ class Peer:
         packed pairs and there are several (one part for the router to receive, not two per frame)."""
         if not self.router_packs or len(frames) <= 3:
             return frames
-        it = iter(frames[1:])
-        return [frames[0], PACKED, pack_pairs(zip(it, it))]
+        return [frames[0], PACKED, pack_flat(frames[1:])]
 
     def _join(self, now: float) -> list[Event]:
         self.state = CONNECTING

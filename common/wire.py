@@ -76,7 +76,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import zmq
 from zmq.utils import z85
@@ -139,6 +139,12 @@ def pack_pairs(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     for a, b in items:
         out += (length(len(a)), a, length(len(b)), b)
     return b"".join(out)
+
+
+def pack_flat(parts: Sequence[bytes]) -> bytes:
+    """``pack_pairs`` of pairs laid out flat (a, b, a, b, ...), as envelopes hold them."""
+    it = iter(parts)
+    return pack_pairs(zip(it, it))
 
 
 def unpack_pairs(blob: bytes) -> list[bytes]:

@@ -445,8 +445,7 @@ class Router:
             for start in range(0, len(parts), 2 * MAX_PAIRS):
                 chunk = parts[start:start + 2 * MAX_PAIRS]
                 if peer.packed and len(chunk) > 2:
-                    it = iter(chunk)
-                    chunk = [wire.PACKED, wire.pack_pairs(zip(it, it))]
+                    chunk = [wire.PACKED, wire.pack_flat(chunk)]
                 send(identity, _MORE_NOBLOCK)
                 send(wire.SENDS, _MORE_NOBLOCK)
                 for part in chunk[:-1]:

@@ -47,8 +47,9 @@ class RouterLink:
 
     Backpressure: an envelope ZeroMQ refuses (its queue to the router is full, SNDHWM) stays in a
     backlog with everything after it, sent when the socket signals again. While there is a
-    backlog, ``post`` returns a future to await (resolved once the backlog is in ZeroMQ), so a
-    websocket handler adds at most one message to it: the front never buffers without limit.
+    backlog, ``post`` returns a future (resolved once the backlog is in ZeroMQ) and the websocket
+    stops reading until then, so each adds at most one read's messages: the front never buffers
+    without limit.
     """
 
     def __init__(self, sock: zmq.Socket, on_message: Callable[[list[bytes]], None],
@@ -64,7 +65,7 @@ class RouterLink:
         self._queue: list[list[bytes]] = []     # envelopes of this iteration, in order
         self._msg: list[bytes] | None = None     # the MSG envelope being filled (last of _queue)
         self._backlog: collections.deque[list[bytes]] = collections.deque()  # refused by ZeroMQ (HWM)
-        self._waiter: asyncio.Future[None] | None = None  # handlers waiting for the backlog to go
+        self._waiter: asyncio.Future[None] | None = None  # websockets waiting for the backlog to go
         self._flush_due = False
         self._read_due = False
         self._fd = sock.getsockopt(zmq.FD)
@@ -110,7 +111,7 @@ class RouterLink:
         """Send what this iteration queued (after any backlog), then look for incoming messages."""
         self._flush_due = False
         queue, self._queue, self._msg = self._queue, [], None
-        if self.sock.closed:  # a handler outliving shutdown: the router is gone for us
+        if self.sock.closed:  # a websocket outliving shutdown: the router is gone for us
             return
         pack = self._pack_msg
         self._backlog.extend(pack(frames) if frames[0] == MSG else frames for frames in queue)

@@ -42,7 +42,7 @@ from router.front.web import Admission, RequestHeaders, busy_response, forbidden
 log = logging.getLogger("seasync.front")
 
 WELCOME_WAIT = 5.0        # a websocket opened while the router is away waits this long, then 1013
-STOP_TIMEOUT = 4.0        # how long shutdown waits for websocket handlers to finish
+STOP_TIMEOUT = 4.0        # how long shutdown waits for the websockets to close
 CONGESTION_CHECK = 0.05   # how often paused connections are checked for drain or timeout
 SLOW_CLOSE_GRACE = 30.0   # a slow consumer's close frame waits behind its buffer this long, then abort
 

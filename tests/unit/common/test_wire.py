@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.wire import MSG, PACKED, SENDS, MalformedPack, flat, pack_pairs, pairs, unpack_pairs
+from common.wire import MSG, PACKED, SENDS, MalformedPack, flat, pack_flat, pack_pairs, pairs, unpack_pairs
 
 parts = st.binary(max_size=300)
 
@@ -16,6 +16,7 @@ def test_packed_pairs_come_back_exactly_and_in_order(items):
     flat_parts = [x for pair in items for x in pair]
     assert unpack_pairs(pack_pairs(items)) == flat_parts
     assert pairs([MSG, PACKED, pack_pairs(items)]) == items
+    assert pack_flat(flat_parts) == pack_pairs(items)  # the flat layout envelopes hold packs the same
 
 
 def test_packed_and_plain_pairs_mix_in_their_order():
