@@ -171,7 +171,7 @@ class SyncObject:
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering",
-                 "unchanged", "aliases")
+                 "unchanged", "aliases", "path_index")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -208,6 +208,9 @@ class SyncObject:
         # version_key -> that data (an entry of history, shared): a client still holding one gets a patch
         # from it. Kept only while that data is retained, at most MAX_ALIASES (see _skip_unchanged).
         self.aliases: dict[Any, dict[str, Any]] = {}
+        # the paths its subtree consumers watch, so a push rebases its patch only to the paths it touches;
+        # filled by _push (every path pushed to is in it), rebuilt when it outgrows its consumers (_path_index)
+        self.path_index: subtree.PathIndex | None = None
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -1660,6 +1663,7 @@ class ObjectStore:
         # Most sessions hold the very same version object (the one the previous push stored), so the
         # comparison and the key are computed once per distinct object, not once per session.
         by_identity: dict[int, tuple[Version, Any]] = {}  # id(held) -> (held, key or None if current)
+        subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]] = {}  # held key -> (held, its path sessions)
         for session in sessions:
             if session.paused:
                 session.stale[obj.id] = None
@@ -1678,9 +1682,14 @@ class ObjectStore:
             if key is None:
                 continue
             path = session.paths.get(obj.id) if session.paths else None
-            groups.setdefault(key if path is None else SubtreeKey(key, path), (held, []))[1].append(session)
+            if path is None:
+                groups.setdefault(key, (held, []))[1].append(session)
+            else:  # grouped by path below, once the paths the patch touches are known
+                subtrees.setdefault(key, (held, []))[1].append((session, path))
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
         patches: dict[Any, tuple[Any, list[Any] | None]] = {}  # held key -> (its data, the patch), for every path
+        if subtrees:
+            self._group_subtrees(obj, data, subtrees, groups, patches)
         for key, (held, members) in groups.items():
             if type(key) is SubtreeKey:
                 frame = self._subtree_frame(obj, held, version, data, key, patches)
@@ -1696,11 +1705,58 @@ class ObjectStore:
                     frame = kept(frame)
                 obj.frames[key] = frame
             self._send(frame, members)
-        if groups and obj.id in self._changed:
+        if (groups or subtrees) and obj.id in self._changed:
             # a batch-mode push of this object is pending at an earlier place in the outbox: it is computed
             # from what the sessions hold now, so it must go after what was just sent, never before it
             del self._changed[obj.id]
             self._changed[obj.id] = (obj, len(self.outbox))
+
+    def _group_subtrees(self, obj: SyncObject, data: dict[str, Any],
+                        subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]],
+                        groups: dict[Any, tuple[Version, list[Session]]],
+                        patches: dict[Any, tuple[Any, list[Any] | None]]) -> None:
+        """Group the path sessions of a push by (held version, path), leaving out those whose path the
+        object's patch from their held version cannot touch (``PathIndex.touched``): they get nothing, as
+        ``_subtree_frame`` would answer (b""), without a rebase or a group each. A session whose frame is
+        cached already is grouped as it is (no patch needed: a push to one session stays as cheap as it
+        was); without a patch (held version not retained, or held nothing) every session is grouped."""
+        frames = obj.frames
+        index = self._path_index(obj, subtrees)
+        for key, (held, members) in subtrees.items():
+            touched: set[str] | None = None  # (a cached frame left out is b"": touched is a superset)
+            if not all((key, path) in frames for _, path in members):
+                touched = self._touched(obj, held, key, data, index, patches)
+            for session, path in members:
+                if touched is None or path in touched:
+                    groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
+
+    @staticmethod
+    def _path_index(obj: SyncObject, subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]]
+                    ) -> subtree.PathIndex:
+        """The object's index, holding every path of this push. Paths are only added (a session that left
+        or moved to another path leaves its old one, visited for nothing at worst); it is rebuilt when it
+        holds more than twice the paths its consumers could watch, so it stays bounded by them."""
+        index = obj.path_index
+        if index is None or len(index) > 2 * len(obj.consumers) + 64:
+            index = obj.path_index = subtree.PathIndex()
+        paths = index.paths
+        for _, members in subtrees.values():
+            for _, path in members:
+                if path not in paths:
+                    index.add(path)
+        return index
+
+    @staticmethod
+    def _touched(obj: SyncObject, held: Version, key: Any, data: dict[str, Any], index: subtree.PathIndex,
+                 patches: dict[Any, tuple[Any, list[Any] | None]]) -> set[str] | None:
+        """The paths the object's patch from ``held`` may change (None: all, there being no patch), the
+        patch kept in ``patches`` for _subtree_frame (one diff per held version, as before)."""
+        found = patches.get(key)
+        if found is None:
+            base = None if is_null(held) else obj.data_at(held)
+            found = patches[key] = (base, None if base is None else make_patch(base, data))
+        patch = found[1]
+        return None if patch is None else index.touched(patch)
 
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
                        key: SubtreeKey, patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
