@@ -155,19 +155,25 @@ class PathIndex:
     ``touched`` is conservative: every path for which ``rebase`` could return operations is in it (equal to,
     under or above an operation's path, or shifted by an add/remove in an array it goes through); ``rebase``
     and the store's "replaced by what it holds" check still decide for those. It never misses one: tokens are
-    compared as ``rebase`` compares pointers (the strings between slashes, escapes and all)."""
+    compared as ``rebase`` compares pointers (the strings between slashes, escapes and all).
 
-    __slots__ = ("paths", "_root")
+    It also knows, per path, the last change under it (``record``, ``unchanged_since``), counted in the
+    object's serials (1, 2, ... per version): a session holding a version the store no longer retains gets
+    nothing, not its subtree's value again, when nothing under its path changed since."""
+
+    __slots__ = ("paths", "floor", "_root")
 
     def __init__(self) -> None:
-        self.paths: dict[str, None] = {}
+        self.paths: dict[str, int] = {}  # path -> serial of the last version that may have changed it
+        self.floor = 0  # serial of the last version whose changes are not known (all paths may have changed)
         self._root = _Node()
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def add(self, path: str) -> None:
-        """Index ``path`` (a normalized pointer, not ""): idempotent."""
+    def add(self, path: str, serial: int) -> None:
+        """Index ``path`` (a normalized pointer, not ""), ``serial`` being the latest version's: its changes
+        before are not known, so it counts as changed then. Idempotent."""
         if path in self.paths:
             return
         node = self._root
@@ -177,7 +183,22 @@ class PathIndex:
                 child = node.children[token] = _Node()
             node = child
         node.path = path
-        self.paths[path] = None
+        self.paths[path] = serial
+
+    def record(self, patch: list[dict[str, Any]] | None, serial: int) -> None:
+        """Version ``serial`` changed the object by ``patch`` (from the version before it), or in a way
+        not known (None: every path may have changed)."""
+        touched = None if patch is None else self.touched(patch)
+        if touched is None:
+            self.floor = serial
+            return
+        paths = self.paths
+        for path in touched:
+            paths[path] = serial
+
+    def unchanged_since(self, path: str, serial: int) -> bool:
+        """True if the subtree at ``path`` (indexed) is the same in version ``serial`` as in the latest."""
+        return serial >= self.floor and serial >= self.paths.get(path, serial + 1)
 
     def touched(self, patch: list[dict[str, Any]]) -> set[str] | None:
         """The indexed paths ``patch`` may change, or None for all of them (an operation on the root, or

@@ -48,6 +48,9 @@ MAX_COLLECTION_QUEUE = 1000
 MAX_SESSION_WRITES = 100
 """Collection updates one session may have waiting or in flight: past it, ``too-many-writes``."""
 MAX_ALIASES = 64
+MAX_SERIALS = 256
+"""Versions of an object with path subscribers whose count is kept (a subtree held at an older one that is
+not retained either is sent whole, as before the counts)."""
 """Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
 a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
 _VALUE_AT = len(protocol.update_value("", 0, {})) - 3 - len(codec.dumps("")) - len(codec.dumps(0))
@@ -171,7 +174,7 @@ class SyncObject:
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering",
-                 "unchanged", "aliases", "path_index")
+                 "unchanged", "aliases", "path_index", "serial", "serials")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -211,6 +214,10 @@ class SyncObject:
         # the paths its subtree consumers watch, so a push rebases its patch only to the paths it touches;
         # filled by _push (every path pushed to is in it), rebuilt when it outgrows its consumers (_path_index)
         self.path_index: subtree.PathIndex | None = None
+        # versions counted (1, 2, ... per data version), and, while it has a path index, the count of each
+        # of the last MAX_SERIALS versions by version_key: the index says which paths changed after one
+        self.serial = 0
+        self.serials: dict[Any, int] = {}
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -1267,7 +1274,15 @@ class ObjectStore:
         if "error" in message and data is None:
             self._report_production_error(session, object_id, message["error"])
         self._version_set(session, object_id, message["version-new"] if data is not None else None, data,
-                          message.get("bases"))
+                          message.get("bases"), self._upload_changes(message))
+
+    def _upload_changes(self, message: dict[str, Any]) -> list[Any] | None:
+        """The uploaded patch when it is the change from the latest version (its base), else None (a value,
+        or a patch from an older version): what the path index records as the version's change."""
+        patch = message["patch"]
+        obj = self.objects.get(message["id"])
+        latest = obj.latest if obj is not None and patch is not None else None
+        return patch if latest is not None and same(latest[0], message["version-old"]) else None
 
     def _apply_upload_patch(self, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
         """The new data from an uploaded patch, or None if it cannot apply: its base is not retained, its
@@ -1338,9 +1353,11 @@ class ObjectStore:
         # (an order taken back by expire_orders keeps the silent producer's slot until it answers)
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any,
-                     bases: list[tuple[Version, dict[str, Any]]] | None = None) -> None:
+                     bases: list[tuple[Version, dict[str, Any]]] | None = None,
+                     changes: list[Any] | None = None) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel);
-        ``bases``: the data of earlier versions, for watchers holding one the router does not retain."""
+        ``bases``: the data of earlier versions, for watchers holding one the router does not retain;
+        ``changes``: the patch from the latest version to ``data``, if known (see _upload_changes)."""
         wanted: bool | None = None  # decided once: on the spawn path below too
         if data is not None and object_id not in self.objects:
             wanted = self._wanted(object_id)
@@ -1402,12 +1419,12 @@ class ObjectStore:
                 if self.skip_unchanged:
                     self._skip_unchanged(obj, version, cast(bytes, full))
                 else:  # (the held data object is kept: equal, so the new one need not stay alive)
-                    self._append(obj, version, obj.history[-1][1], cast(bytes, full))
+                    self._append(obj, version, obj.history[-1][1], cast(bytes, full), [])
             else:
                 obj.stalled = False
                 if bases and not obj.history and not session.client:
                     self._adopt_bases(obj, bases, version)
-                self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
+                self._append(obj, version, data, cast(bytes, full), changes)  # a dict's frame: encoded above
         if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced and object_id in self.dependents:
@@ -1571,8 +1588,11 @@ class ObjectStore:
         if lifted is not None:
             obj.inferred = lifted
 
-    def _append(self, obj: SyncObject, version: Version, data: dict[str, Any], full: bytes) -> None:
-        """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
+    def _append(self, obj: SyncObject, version: Version, data: dict[str, Any], full: bytes,
+                changes: list[Any] | None = None) -> None:
+        """A new data version (``full``: its value frame; ``changes``: the patch from the version before, if
+        known): retain it, then bring every consumer up to date."""
+        self._count_version(obj, version, changes)
         obj.history.append((version, data))
         obj.sizes.append(len(full))
         obj.full_frame = kept(full)
@@ -1588,6 +1608,20 @@ class ObjectStore:
                 self._changed.pop(obj.id, None)  # (a respawned id: its new entry goes last, keeping order)
                 self._changed[obj.id] = (obj, len(self.outbox))
         self._trim_history(obj)
+
+    @staticmethod
+    def _count_version(obj: SyncObject, version: Version, changes: list[Any] | None) -> None:
+        """Count a new version and, for an object with path subscribers, record which paths it changed, so
+        a subtree held at a version no longer retained is known unchanged (``_subtree_frame``)."""
+        obj.serial += 1
+        index = obj.path_index
+        if index is None:
+            return
+        index.record(changes, obj.serial)
+        serials = obj.serials
+        serials[version_key(version)] = obj.serial
+        if len(serials) > MAX_SERIALS:
+            del serials[next(iter(serials))]
 
     @staticmethod
     def _unchanged(obj: SyncObject, version: Version, full: bytes) -> bool:
@@ -1615,6 +1649,7 @@ class ObjectStore:
         of that data, so a client still holding it (nothing was pushed to it) gets its next real change as
         a patch from what it holds, and a resync from it gets ``patch: []``. No push: consumers keep the
         version they hold; a paused or held-back one is brought up to date later as usual."""
+        self._count_version(obj, version, [])
         previous, data = obj.history[-1]
         aliases = obj.aliases
         aliases[version_key(previous)] = data
@@ -1739,11 +1774,14 @@ class ObjectStore:
         index = obj.path_index
         if index is None or len(index) > 2 * len(obj.consumers) + 64:
             index = obj.path_index = subtree.PathIndex()
-        paths = index.paths
+            latest = obj.latest
+            if latest is not None:  # (counted from now on: the latest version is the one its paths start at)
+                obj.serials[version_key(latest[0])] = obj.serial
+        paths, serial = index.paths, obj.serial
         for _, members in subtrees.values():
             for _, path in members:
                 if path not in paths:
-                    index.add(path)
+                    index.add(path, serial)
         return index
 
     @staticmethod
@@ -1772,8 +1810,9 @@ class ObjectStore:
             base = None if is_null(held) else obj.data_at(held)
             found = patches[held_key] = (base, None if base is None else make_patch(base, data))
         base, patch = found
-        if base is None or patch is None:  # not retained
-            frame = self._subtree_value_frame(obj, path, version, data)
+        if base is None or patch is None:  # not retained: nothing if the subtree is known unchanged since
+            frame = b"" if self._unchanged_since(obj, held, path) else self._subtree_value_frame(
+                obj, path, version, data)
         else:
             ops = subtree.rebase(patch, path, data)
             if len(ops) == 1 and ops[0]["path"] == "" and json_equal(
@@ -1788,6 +1827,16 @@ class ObjectStore:
                     frame = full if value_instead(frame, full) else kept(frame)
         obj.frames[key] = frame
         return frame
+
+    @staticmethod
+    def _unchanged_since(obj: SyncObject, held: Version, path: str) -> bool:
+        """The subtree at ``path`` is the same at ``held`` as now, by the path index's record of changes
+        (False when not known: ``held`` is null, older than the counts kept, or never an upload here)."""
+        index = obj.path_index
+        if index is None or is_null(held):
+            return False
+        serial = obj.serials.get(version_key(held))
+        return serial is not None and index.unchanged_since(path, serial)
 
     @staticmethod
     def _subtree_value_frame(obj: SyncObject, path: str, version: Version, data: dict[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ from tests.unit.common.test_subtree import objects, paths_in
 def index_of(*paths: str) -> PathIndex:
     index = PathIndex()
     for path in paths:
-        index.add(path)
+        index.add(path, 0)
     return index
 
 
@@ -71,6 +71,23 @@ def test_tokens_are_compared_escaped_as_the_patch_writes_them():
 def test_adding_a_path_twice_indexes_it_once():
     index = index_of("/rows/1", "/rows/1", "/rows")
     assert len(index) == 2 and index.touched([{"op": "remove", "path": "/rows/1"}]) == {"/rows/1", "/rows"}
+
+
+def test_record_keeps_the_last_change_of_each_path():
+    index = index_of("/rows/1", "/rows/2")  # (indexed at serial 0: changes before are not known)
+    index.record([{"op": "replace", "path": "/rows/1/v", "value": 1}], 1)
+    index.record([], 2)  # an upload of the same data
+    index.record([{"op": "replace", "path": "/other", "value": 1}], 3)
+    assert index.unchanged_since("/rows/1", 1) and not index.unchanged_since("/rows/1", 0)
+    assert index.unchanged_since("/rows/2", 0)
+    index.add("/rows/3", 3)  # a path indexed now: unknown before the latest version
+    assert index.unchanged_since("/rows/3", 3) and not index.unchanged_since("/rows/3", 2)
+    assert not index.unchanged_since("/not-indexed", 3)
+    index.record(None, 4)  # a change not known (a value uploaded): every path may have changed
+    assert not index.unchanged_since("/rows/2", 3) and index.unchanged_since("/rows/2", 4)
+    index.record([{"op": "add", "path": "/rows/0", "value": 1}], 5)  # shifts /rows/1 and /rows/2
+    assert not index.unchanged_since("/rows/1", 4) and not index.unchanged_since("/rows/2", 4)
+    assert not index.unchanged_since("/rows/3", 4) and index.unchanged_since("/rows/3", 5)
 
 
 # ---- properties ----------------------------------------------------------------------------------------

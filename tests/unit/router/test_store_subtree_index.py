@@ -47,15 +47,20 @@ class Side(harness.Harness):
         self.store.handle_raw(session, raw, self.store.now, coalesce=self.coalesce)
         self.route()
 
-    def upload(self, value: dict[str, Any], as_patch: bool = False) -> None:
-        """The new value, whole or (``as_patch``) as a patch from the latest version, as masters send it."""
+    def upload(self, value: dict[str, Any], as_patch: bool = False, back: int = 1) -> None:
+        """The new value, whole or (``as_patch``) as a patch from the version ``back`` versions before the
+        new one (1: the latest), as masters send it. A patch whose base is not retained is cancelled."""
         self.take(self.master)
         self.version += 1
-        if as_patch and self.version > 1:
-            self.send(self.master, "object-patch", id="doc", version_old=self.version - 1,
-                      version_new=self.version, patch=make_patch(self.latest, value))
+        base = self.values.get(self.version - back)
+        if as_patch and base is not None:
+            self.send(self.master, "object-patch", id="doc", version_old=self.version - back,
+                      version_new=self.version, patch=make_patch(base, value))
         else:
             self.send(self.master, "object-patch", id="doc", version_new=self.version, value=value)
+        if self.store.objects["doc"].latest[0] != self.version:  # (cancelled: not retained)
+            self.version -= 1
+            return
         self.latest = orjson.loads(orjson.dumps(value))
         self.values[self.version] = self.latest
 
@@ -152,6 +157,70 @@ def test_the_index_stays_bounded_by_the_paths_its_consumers_watch():
     assert index is not None and len(index) <= 2 * 2 + 64 + 1
 
 
+def away(side: Side, versions: list[dict[str, Any]], as_patch: bool = True) -> tuple[Session, Session]:
+    """Two watchers behind a gate held while ``versions`` are uploaded (retain=2: what they hold is
+    dropped), then released: (the watcher of /rows/1, the watcher of /rows/2)."""
+    gate = Gate()
+    same, moved = side.watch("same", "/rows/1", gate=gate), side.watch("moved", "/rows/2", gate=gate)
+    side.take(same), side.take(moved)
+    side.store.hold(gate)
+    for value in versions:
+        side.upload(value, as_patch=as_patch)
+    side.store.release(gate)
+    side.route()
+    return same, moved
+
+
+def test_a_subtree_unchanged_since_a_version_no_longer_retained_is_not_sent_again():
+    side = Side(retain=2)
+    side.upload(rows(5))
+    same, moved = away(side, [rows(5, {0: n, 2: 1}) for n in range(1, 5)])
+    [frame] = side.take(moved)
+    assert frame["value"] == {"id": 2, "v": 1} and frame["version-new"] == 5
+    assert side.take(same) == [] and same.held["doc"] == 5 and moved.held["doc"] == 5
+    # a client coming back with that version (not retained): nothing either, its subtree did not change
+    back = side.watch("back", "/rows/1", known=1)
+    assert side.take(back) == [] and back.held["doc"] == 5
+    shifted = side.watch("shifted", "/rows/2", known=1)
+    assert side.take(shifted)[0]["value"] == {"id": 2, "v": 1}
+
+
+def test_unknown_changes_send_the_value_as_before():
+    """Whole values uploaded (the change between versions is not known without a diff the router does not
+    make), or a patch from an older version: the subtree's value, as without the index."""
+    side = Side(retain=2)
+    side.upload(rows(5))
+    same, _ = away(side, [rows(5, {0: n}) for n in range(1, 5)], as_patch=False)
+    assert side.take(same)[0]["value"] == {"id": 1, "v": 0}
+    side = Side(retain=2)
+    side.upload(rows(5))
+    side.upload(rows(5, {0: 1}))
+    gate = Gate()
+    same = side.watch("same", "/rows/1", gate=gate)
+    side.take(same)
+    side.store.hold(gate)
+    side.take(side.master)
+    side.send(side.master, "object-patch", id="doc", version_old=1, version_new=3,  # from v1, not the latest
+              patch=[{"op": "replace", "path": "/rows/0/v", "value": 2}])
+    side.version = 3
+    side.latest = side.values[3] = rows(5, {0: 2})
+    side.upload(rows(5, {0: 3}), as_patch=True)  # (v4 from v3, v2 dropped)
+    assert [v for v, _ in side.store.objects["doc"].history] == [3, 4]
+    side.store.release(gate)
+    side.route()
+    assert side.take(same)[0]["value"] == {"id": 1, "v": 0}
+
+
+def test_a_row_inserted_while_away_sends_the_rows_it_shifted():
+    side = Side(retain=2)
+    side.upload(rows(5))
+    value = rows(5)
+    value["rows"].insert(2, {"id": "new", "v": 0})
+    same, moved = away(side, [rows(5, {4: 1}), rows(5, {4: 2}), value])
+    assert side.take(same) == []  # /rows/1: before the insert
+    assert side.take(moved)[0]["value"] == {"id": "new", "v": 0}
+
+
 # ---- property: the index delivers exactly what the unindexed computation delivers ----------------------------
 
 LEAVES = st.one_of(st.integers(0, 3), st.sampled_from(["a", None]))
@@ -163,6 +232,7 @@ DOC = st.fixed_dictionaries({"rows": st.lists(ROW, max_size=6)},
 PATH = st.sampled_from(["/rows/0", "/rows/1", "/rows/2", "/rows/5", "/rows/1/v", "/rows/0/0", "/rows", "/meta",
                         "/meta/1", "/rows2/1", "/rows/-", "/nope"])
 STEP = st.one_of(st.tuples(st.just("upload"), DOC), st.tuples(st.just("patch"), DOC),
+                 st.tuples(st.just("older"), DOC),  # a patch from the version before the latest
                  st.tuples(st.just("insert"), st.tuples(st.integers(0, 6), ROW)),
                  st.tuples(st.just("delete"), st.integers(0, 6)),
                  st.tuples(st.just("edit"), st.tuples(st.integers(0, 6), ROW)),
@@ -204,8 +274,8 @@ def edited(latest: dict[str, Any], kind: str, arg: Any) -> dict[str, Any]:
     return value
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(paths=st.lists(PATH, min_size=2, max_size=8), first=DOC, steps=st.lists(STEP, max_size=14),
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paths=st.lists(PATH, min_size=2, max_size=8), first=DOC, steps=st.lists(STEP, max_size=20),
        retain=st.integers(1, 3), coalesce=st.booleans())
 def test_the_index_delivers_what_the_unindexed_computation_delivers(paths: list[str], first: dict[str, Any],
                                                                    steps: list[tuple[str, Any]], retain: int,
@@ -226,8 +296,8 @@ def test_the_index_delivers_what_the_unindexed_computation_delivers(paths: list[
         mine = sessions[k]
         if kind in ("insert", "delete", "edit"):
             side.upload(edited(side.latest, kind, arg), as_patch=True)
-        elif kind in ("upload", "patch"):
-            side.upload(arg, as_patch=kind == "patch")
+        elif kind in ("upload", "patch", "older"):
+            side.upload(arg, as_patch=kind != "upload", back=2 if kind == "older" else 1)
         elif kind == "hold":
             side.store.hold(gates[k][arg])
         elif kind == "release":
