@@ -84,6 +84,10 @@ OPEN_GATE = Gate()
 """The gate of sessions whose link has no credit (workers, the introspection session, old fronts): never closed."""
 
 
+PathSessions = tuple[Version, list["Session"], list[str]]
+"""A push's subtree sessions holding one version: (that version, the sessions, their paths)."""
+
+
 class Session:
     """One client connection (websocket client, worker, or any peer session)."""
 
@@ -1698,7 +1702,9 @@ class ObjectStore:
         # Most sessions hold the very same version object (the one the previous push stored), so the
         # comparison and the key are computed once per distinct object, not once per session.
         by_identity: dict[int, tuple[Version, Any]] = {}  # id(held) -> (held, key or None if current)
-        subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]] = {}  # held key -> (held, its path sessions)
+        # held key -> (held, its path sessions, their paths): two lists, not a tuple per session (with many
+        # sessions, a tuple each made the garbage collector run several times per push)
+        subtrees: dict[Any, PathSessions] = {}
         for session in sessions:
             if session.paused:
                 session.stale[obj.id] = None
@@ -1718,9 +1724,16 @@ class ObjectStore:
                 continue
             path = session.paths.get(obj.id) if session.paths else None
             if path is None:
-                groups.setdefault(key, (held, []))[1].append(session)
+                group = groups.get(key)
+                if group is None:  # (not setdefault: no tuple and list made per session)
+                    group = groups[key] = (held, [])
+                group[1].append(session)
             else:  # grouped by path below, once the paths the patch touches are known
-                subtrees.setdefault(key, (held, []))[1].append((session, path))
+                pending = subtrees.get(key)
+                if pending is None:
+                    pending = subtrees[key] = (held, [], [])
+                pending[1].append(session)
+                pending[2].append(path)
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
         patches: dict[Any, tuple[Any, list[Any] | None]] = {}  # held key -> (its data, the patch), for every path
         if subtrees:
@@ -1735,7 +1748,7 @@ class ObjectStore:
             if cached is not None:
                 frame = cached
             else:
-                frame = self._update_frame(obj, held, version, data)
+                frame = self._update_frame(obj, held, key, version, data, patches)
                 if frame is not obj.full_frame:  # (the value frame is kept already)
                     frame = kept(frame)
                 obj.frames[key] = frame
@@ -1747,7 +1760,7 @@ class ObjectStore:
             self._changed[obj.id] = (obj, len(self.outbox))
 
     def _group_subtrees(self, obj: SyncObject, data: dict[str, Any],
-                        subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]],
+                        subtrees: dict[Any, PathSessions],
                         groups: dict[Any, tuple[Version, list[Session]]],
                         patches: dict[Any, tuple[Any, list[Any] | None]]) -> None:
         """Group the path sessions of a push by (held version, path), leaving out those whose path the
@@ -1757,16 +1770,16 @@ class ObjectStore:
         was); without a patch (held version not retained, or held nothing) every session is grouped."""
         frames = obj.frames
         index = self._path_index(obj, subtrees)
-        for key, (held, members) in subtrees.items():
+        for key, (held, members, paths) in subtrees.items():
             touched: set[str] | None = None  # (a cached frame left out is b"": touched is a superset)
-            if not all((key, path) in frames for _, path in members):
+            if not all((key, path) in frames for path in paths):
                 touched = self._touched(obj, held, key, data, index, patches)
-            for session, path in members:
+            for session, path in zip(members, paths):
                 if touched is None or path in touched:
                     groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
 
     @staticmethod
-    def _path_index(obj: SyncObject, subtrees: dict[Any, tuple[Version, list[tuple[Session, str]]]]
+    def _path_index(obj: SyncObject, subtrees: dict[Any, PathSessions]
                     ) -> subtree.PathIndex:
         """The object's index, holding every path of this push. Paths are only added (a session that left
         or moved to another path leaves its old one, visited for nothing at worst); it is rebuilt when it
@@ -1778,8 +1791,8 @@ class ObjectStore:
             if latest is not None:  # (counted from now on: the latest version is the one its paths start at)
                 obj.serials[version_key(latest[0])] = obj.serial
         paths, serial = index.paths, obj.serial
-        for _, members in subtrees.values():
-            for _, path in members:
+        for _, _, pending in subtrees.values():
+            for path in pending:
                 if path not in paths:
                     index.add(path, serial)
         return index
@@ -1789,11 +1802,7 @@ class ObjectStore:
                  patches: dict[Any, tuple[Any, list[Any] | None]]) -> set[str] | None:
         """The paths the object's patch from ``held`` may change (None: all, there being no patch), the
         patch kept in ``patches`` for _subtree_frame (one diff per held version, as before)."""
-        found = patches.get(key)
-        if found is None:
-            base = None if is_null(held) else obj.data_at(held)
-            found = patches[key] = (base, None if base is None else make_patch(base, data))
-        patch = found[1]
+        patch = _object_patch(obj, held, key, data, patches)[1]
         return None if patch is None else index.touched(patch)
 
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
@@ -1805,11 +1814,7 @@ class ObjectStore:
         if frame is not None:
             return frame
         held_key, path = key
-        found = patches.get(held_key)
-        if found is None:  # the object's patch from this held version, once for every path
-            base = None if is_null(held) else obj.data_at(held)
-            found = patches[held_key] = (base, None if base is None else make_patch(base, data))
-        base, patch = found
+        base, patch = _object_patch(obj, held, held_key, data, patches)
         if base is None or patch is None:  # not retained: nothing if the subtree is known unchanged since
             frame = b"" if self._unchanged_since(obj, held, path) else self._subtree_value_frame(
                 obj, path, version, data)
@@ -1848,14 +1853,16 @@ class ObjectStore:
         return full
 
     @staticmethod
-    def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:
+    def _update_frame(obj: SyncObject, held: Version, key: Any, version: Version, data: dict[str, Any],
+                      patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
         """A patch from ``held`` if it is retained, else the full value (and the value instead of a patch
-        that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too)."""
+        that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too). The
+        patch is the one the subtree frames of this push use (``patches``): one diff per held version."""
         full = obj.full_frame
-        base = None if is_null(held) else obj.data_at(held)
-        if base is None:
+        base, patch = _object_patch(obj, held, key, data, patches)
+        if base is None or patch is None:
             return full
-        frame = protocol.update_patch(obj.id, held, version, make_patch(base, data))
+        frame = protocol.update_patch(obj.id, held, version, patch)
         return full if value_instead(frame, full) else frame
 
     def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
@@ -1988,6 +1995,17 @@ class ObjectStore:
         self._freed[session] = None
         if requeue:
             self._enqueue(order.obj)
+
+
+def _object_patch(obj: SyncObject, held: Version, key: Any, data: dict[str, Any],
+                  patches: dict[Any, tuple[Any, list[Any] | None]]) -> tuple[Any, list[Any] | None]:
+    """(the data of ``held``, the object's patch from it to ``data``), both None when it is not retained:
+    computed once per push and held version (``key``), for the object's frame and every path's."""
+    found = patches.get(key)
+    if found is None:
+        base = None if is_null(held) else obj.data_at(held)
+        found = patches[key] = (base, None if base is None else make_patch(base, data))
+    return found
 
 
 def value_instead(patch: bytes, value: bytes) -> bool:

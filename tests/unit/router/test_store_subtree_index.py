@@ -23,8 +23,8 @@ class Unindexed(ObjectStore):
 
     def _group_subtrees(self, obj: SyncObject, data: dict[str, Any], subtrees: Any, groups: Any,
                         patches: Any) -> None:
-        for key, (held, members) in subtrees.items():
-            for session, path in members:
+        for key, (held, members, paths) in subtrees.items():
+            for session, path in zip(members, paths):
                 groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
 
 
