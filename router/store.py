@@ -178,7 +178,7 @@ class SyncObject:
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering",
-                 "unchanged", "aliases", "path_index", "serial", "serials")
+                 "unchanged", "aliases", "path_index", "serial", "serials", "patches")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -193,6 +193,9 @@ class SyncObject:
         self.dependencies: dict[str, None] = {}
         self.in_flight: dict[Any, Session] = {}  # version_key(inferred) -> producing session
         self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
+        # version_key(old) -> the patch from its retained data to the latest: one diff per version and held
+        # version for the object's frame and every path's, however many pushes (reset with ``frames``)
+        self.patches: dict[Any, list[Any]] = {}
         self.queued = False
         self.waiting = False
         self.productions = 0
@@ -1601,6 +1604,7 @@ class ObjectStore:
         obj.sizes.append(len(full))
         obj.full_frame = kept(full)
         obj.frames = {}
+        obj.patches = {}
         if not self._coalesce:
             self._push(obj, list(obj.consumers))
         else:
@@ -1671,7 +1675,7 @@ class ObjectStore:
             del aliases[doomed]
         obj.history[-1] = (version, data)
         obj.full_frame = kept(full)
-        obj.frames = {}  # (patches to the latest data: their version-new moved)
+        obj.frames = {}  # (patches to the latest data: their version-new moved; obj.patches stay right)
 
     def _trim_history(self, obj: SyncObject) -> None:
         """Keep at most ``retain`` versions, and older ones only while they fit in ``retain_bytes``."""
@@ -1735,12 +1739,11 @@ class ObjectStore:
                 pending[1].append(session)
                 pending[2].append(path)
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
-        patches: dict[Any, tuple[Any, list[Any] | None]] = {}  # held key -> (its data, the patch), for every path
         if subtrees:
-            self._group_subtrees(obj, data, subtrees, groups, patches)
+            self._group_subtrees(obj, data, subtrees, groups)
         for key, (held, members) in groups.items():
             if type(key) is SubtreeKey:
-                frame = self._subtree_frame(obj, held, version, data, key, patches)
+                frame = self._subtree_frame(obj, held, version, data, key)
                 if frame:
                     self._send(frame, members)
                 continue
@@ -1748,7 +1751,7 @@ class ObjectStore:
             if cached is not None:
                 frame = cached
             else:
-                frame = self._update_frame(obj, held, key, version, data, patches)
+                frame = self._update_frame(obj, held, key, version, data)
                 if frame is not obj.full_frame:  # (the value frame is kept already)
                     frame = kept(frame)
                 obj.frames[key] = frame
@@ -1761,19 +1764,14 @@ class ObjectStore:
 
     def _group_subtrees(self, obj: SyncObject, data: dict[str, Any],
                         subtrees: dict[Any, PathSessions],
-                        groups: dict[Any, tuple[Version, list[Session]]],
-                        patches: dict[Any, tuple[Any, list[Any] | None]]) -> None:
+                        groups: dict[Any, tuple[Version, list[Session]]]) -> None:
         """Group the path sessions of a push by (held version, path), leaving out those whose path the
         object's patch from their held version cannot touch (``PathIndex.touched``): they get nothing, as
-        ``_subtree_frame`` would answer (b""), without a rebase or a group each. A session whose frame is
-        cached already is grouped as it is (no patch needed: a push to one session stays as cheap as it
-        was); without a patch (held version not retained, or held nothing) every session is grouped."""
-        frames = obj.frames
+        ``_subtree_frame`` would answer (b""), without a rebase or a group each. Without a patch (held
+        version not retained, or held nothing) every session is grouped, as before the index."""
         index = self._path_index(obj, subtrees)
         for key, (held, members, paths) in subtrees.items():
-            touched: set[str] | None = None  # (a cached frame left out is b"": touched is a superset)
-            if not all((key, path) in frames for path in paths):
-                touched = self._touched(obj, held, key, data, index, patches)
+            touched = self._touched(obj, held, key, data, index)
             for session, path in zip(members, paths):
                 if touched is None or path in touched:
                     groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
@@ -1798,15 +1796,14 @@ class ObjectStore:
         return index
 
     @staticmethod
-    def _touched(obj: SyncObject, held: Version, key: Any, data: dict[str, Any], index: subtree.PathIndex,
-                 patches: dict[Any, tuple[Any, list[Any] | None]]) -> set[str] | None:
-        """The paths the object's patch from ``held`` may change (None: all, there being no patch), the
-        patch kept in ``patches`` for _subtree_frame (one diff per held version, as before)."""
-        patch = _object_patch(obj, held, key, data, patches)[1]
+    def _touched(obj: SyncObject, held: Version, key: Any, data: dict[str, Any], index: subtree.PathIndex
+                 ) -> set[str] | None:
+        """The paths the object's patch from ``held`` may change (None: all, there being no patch)."""
+        patch = _object_patch(obj, held, key, data)[1]
         return None if patch is None else index.touched(patch)
 
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
-                       key: SubtreeKey, patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
+                       key: SubtreeKey) -> bytes:
         """The update of a subtree subscription, once per (held version, path) and object version: the
         object's patch rebased to the path, the subtree's value when the held version is not retained
         (or the patch is bigger), or b"" when nothing under the path moved (then nothing is sent)."""
@@ -1814,7 +1811,7 @@ class ObjectStore:
         if frame is not None:
             return frame
         held_key, path = key
-        base, patch = _object_patch(obj, held, held_key, data, patches)
+        base, patch = _object_patch(obj, held, held_key, data)
         if base is None or patch is None:  # not retained: nothing if the subtree is known unchanged since
             frame = b"" if self._unchanged_since(obj, held, path) else self._subtree_value_frame(
                 obj, path, version, data)
@@ -1853,13 +1850,12 @@ class ObjectStore:
         return full
 
     @staticmethod
-    def _update_frame(obj: SyncObject, held: Version, key: Any, version: Version, data: dict[str, Any],
-                      patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
+    def _update_frame(obj: SyncObject, held: Version, key: Any, version: Version, data: dict[str, Any]) -> bytes:
         """A patch from ``held`` if it is retained, else the full value (and the value instead of a patch
         that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too). The
-        patch is the one the subtree frames of this push use (``patches``): one diff per held version."""
+        patch is the one the subtree frames use (``_object_patch``)."""
         full = obj.full_frame
-        base, patch = _object_patch(obj, held, key, data, patches)
+        base, patch = _object_patch(obj, held, key, data)
         if base is None or patch is None:
             return full
         frame = protocol.update_patch(obj.id, held, version, patch)
@@ -1997,15 +1993,18 @@ class ObjectStore:
             self._enqueue(order.obj)
 
 
-def _object_patch(obj: SyncObject, held: Version, key: Any, data: dict[str, Any],
-                  patches: dict[Any, tuple[Any, list[Any] | None]]) -> tuple[Any, list[Any] | None]:
-    """(the data of ``held``, the object's patch from it to ``data``), both None when it is not retained:
-    computed once per push and held version (``key``), for the object's frame and every path's."""
-    found = patches.get(key)
-    if found is None:
-        base = None if is_null(held) else obj.data_at(held)
-        found = patches[key] = (base, None if base is None else make_patch(base, data))
-    return found
+def _object_patch(obj: SyncObject, held: Version, key: Any, data: dict[str, Any]
+                  ) -> tuple[dict[str, Any] | None, list[Any] | None]:
+    """(the data of ``held``, the object's patch from it to ``data``, the latest), both None when it is not
+    retained: diffed once per version and held version (``key``), for the object's frame and every path's,
+    in every push of that version (a resumed or registering session's too)."""
+    base = None if is_null(held) else obj.data_at(held)
+    if base is None:
+        return None, None
+    patch = obj.patches.get(key)
+    if patch is None:
+        patch = obj.patches[key] = make_patch(base, data)
+    return base, patch
 
 
 def value_instead(patch: bytes, value: bytes) -> bool:

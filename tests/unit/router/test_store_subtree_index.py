@@ -21,8 +21,7 @@ class Unindexed(ObjectStore):
     """The computation before the index: every path session is grouped by (held version, path) and its
     frame computed (``_subtree_frame``: the rebased patch, the value, or b"")."""
 
-    def _group_subtrees(self, obj: SyncObject, data: dict[str, Any], subtrees: Any, groups: Any,
-                        patches: Any) -> None:
+    def _group_subtrees(self, obj: SyncObject, data: dict[str, Any], subtrees: Any, groups: Any) -> None:
         for key, (held, members, paths) in subtrees.items():
             for session, path in zip(members, paths):
                 groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
@@ -155,6 +154,20 @@ def test_the_index_stays_bounded_by_the_paths_its_consumers_watch():
         side.take(w)
     index = side.store.objects["doc"].path_index
     assert index is not None and len(index) <= 2 * 2 + 64 + 1
+
+
+def test_a_session_resumed_in_the_same_version_gets_its_frame_from_the_versions_one_diff():
+    side = Side()
+    side.upload(rows(50))
+    ws = watchers(side, 3)
+    side.store.pause(ws[1])
+    side.upload(rows(50, {1: 5, 2: 6}), as_patch=True)
+    assert side.take(ws[0]) == [] and side.take(ws[1]) == []
+    side.store.resume(ws[1])
+    side.route()
+    assert [f["patch"] for f in side.take(ws[1])] == [[{"op": "replace", "path": "/v", "value": 5}]]
+    assert [f["patch"] for f in side.take(ws[2])] == [[{"op": "replace", "path": "/v", "value": 6}]]
+    assert len(side.store.objects["doc"].patches) == 1  # v1 -> v2, diffed once for both pushes
 
 
 def away(side: Side, versions: list[dict[str, Any]], as_patch: bool = True) -> tuple[Session, Session]:
