@@ -48,11 +48,11 @@ MAX_COLLECTION_QUEUE = 1000
 MAX_SESSION_WRITES = 100
 """Collection updates one session may have waiting or in flight: past it, ``too-many-writes``."""
 MAX_ALIASES = 64
+"""Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
+a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
 MAX_SERIALS = 256
 """Versions of an object with path subscribers whose count is kept (a subtree held at an older one that is
 not retained either is sent whole, as before the counts)."""
-"""Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
-a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
 _VALUE_AT = len(protocol.update_value("", 0, {})) - 3 - len(codec.dumps("")) - len(codec.dumps(0))
 """Where the value starts in ``protocol.update_value``'s frame, less the encoded id and version (``value`` is
 its last field; ``{}}`` is the empty value and the frame's end): read once from the frame itself."""
