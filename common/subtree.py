@@ -136,3 +136,125 @@ def _shifts(where: str, path: str, new_data: Any) -> bool:
     last = where[len(parent) + 1:]
     mine = path[len(parent) + 1:].split("/", 1)[0]
     return last != "-" and int(last) <= int(mine)
+
+
+class _Node:
+    """One token of the subscribed paths: its children by (escaped) token, and the path ending here if any."""
+
+    __slots__ = ("children", "path")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.path: str | None = None
+
+
+class PathIndex:
+    """The subscribed paths of one object as a trie of their (escaped) pointer tokens, so that a push finds
+    the few paths a patch can touch without rebasing the patch to every path (issue 17, stop 23).
+
+    ``touched`` is conservative: every path for which ``rebase`` could return operations is in it (equal to,
+    under or above an operation's path, or shifted by an add/remove in an array it goes through); ``rebase``
+    and the store's "replaced by what it holds" check still decide for those. It never misses one: tokens are
+    compared as ``rebase`` compares pointers (the strings between slashes, escapes and all).
+
+    It also knows, per path, the last change under it (``record``, ``unchanged_since``), counted in the
+    object's serials (1, 2, ... per version): a session holding a version the store no longer retains gets
+    nothing, not its subtree's value again, when nothing under its path changed since."""
+
+    __slots__ = ("paths", "floor", "_root")
+
+    def __init__(self) -> None:
+        self.paths: dict[str, int] = {}  # path -> serial of the last version that may have changed it
+        self.floor = 0  # serial of the last version whose changes are not known (all paths may have changed)
+        self._root = _Node()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add(self, path: str, serial: int) -> None:
+        """Index ``path`` (a normalized pointer, not ""), ``serial`` being the latest version's: its changes
+        before are not known, so it counts as changed then. Idempotent."""
+        if path in self.paths:
+            return
+        node = self._root
+        for token in path[1:].split("/"):
+            child = node.children.get(token)
+            if child is None:
+                child = node.children[token] = _Node()
+            node = child
+        node.path = path
+        self.paths[path] = serial
+
+    def record(self, patch: list[dict[str, Any]] | None, serial: int) -> None:
+        """Version ``serial`` changed the object by ``patch`` (from the version before it), or in a way
+        not known (None: every path may have changed)."""
+        touched = None if patch is None else self.touched(patch)
+        if touched is None:
+            self.floor = serial
+            return
+        paths = self.paths
+        for path in touched:
+            paths[path] = serial
+
+    def unchanged_since(self, path: str, serial: int) -> bool:
+        """True if the subtree at ``path`` (indexed) is the same in version ``serial`` as in the latest."""
+        return serial >= self.floor and serial >= self.paths.get(path, serial + 1)
+
+    def touched(self, patch: list[dict[str, Any]]) -> set[str] | None:
+        """The indexed paths ``patch`` may change, or None for all of them (an operation on the root, or
+        one this index cannot read: the caller then visits every path, as without an index)."""
+        found: set[str] = set()
+        for op in patch:
+            kind = op.get("op")
+            pointers = [op.get("path", "")]
+            if kind in ("move", "copy"):  # (never made by common.diff) any element of the arrays: as rebase
+                pointers.append(op.get("from", ""))
+            for pointer in pointers:
+                if not isinstance(pointer, str) or not pointer.startswith("/"):
+                    return None  # "" (the whole object) or not a pointer: everything, conservatively
+                self._mark(pointer, kind, found)
+        return found
+
+    def _mark(self, pointer: str, kind: Any, found: set[str]) -> None:
+        """Add to ``found`` the paths above, at or under ``pointer``, and those it shifts (see _shifted)."""
+        tokens = pointer[1:].split("/")
+        node = self._root
+        for depth, token in enumerate(tokens):
+            if depth == len(tokens) - 1:
+                self._shifted(node, token, kind, found)
+            child = node.children.get(token)
+            if child is None:
+                return  # no path goes through here: nothing under it either
+            node = child
+            if node.path is not None:
+                found.add(node.path)  # an ancestor of the pointer (or the pointer itself): replaced
+        _collect(node, found)
+
+    @staticmethod
+    def _shifted(parent: _Node, last: str, kind: Any, found: set[str]) -> None:
+        """The paths through an element of the array ``parent`` (if it is one) that an operation on its
+        element ``last`` moves: an add or remove at index i shifts elements i and later (an append, "-",
+        shifts nothing); a move or copy: every element, as ``rebase`` answers those with the whole subtree.
+        Only index-like tokens are elements; whether ``parent`` is an array or an object is not checked (an
+        object's index-like keys are visited for nothing, and rebase sends them nothing)."""
+        if kind in ("move", "copy"):
+            if last != "-" and not _INDEX.fullmatch(last):
+                return
+            first = 0
+        elif kind in ("add", "remove") and _INDEX.fullmatch(last):
+            first = int(last)
+        else:
+            return
+        for token, child in parent.children.items():
+            if _INDEX.fullmatch(token) and int(token) >= first:
+                _collect(child, found)
+
+
+def _collect(node: _Node, found: set[str]) -> None:
+    """Every path at or under ``node``."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if node.path is not None:
+            found.add(node.path)
+        stack.extend(node.children.values())

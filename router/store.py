@@ -50,6 +50,9 @@ MAX_SESSION_WRITES = 100
 MAX_ALIASES = 64
 """Versions skipped by --skip-unchanged remembered per object (their data equals a retained version's):
 a client holding an older skipped version gets the full value instead of a patch (correct, only larger)."""
+MAX_SERIALS = 256
+"""Versions of an object with path subscribers whose count is kept (a subtree held at an older one that is
+not retained either is sent whole, as before the counts)."""
 _VALUE_AT = len(protocol.update_value("", 0, {})) - 3 - len(codec.dumps("")) - len(codec.dumps(0))
 """Where the value starts in ``protocol.update_value``'s frame, less the encoded id and version (``value`` is
 its last field; ``{}}`` is the empty value and the frame's end): read once from the frame itself."""
@@ -79,6 +82,10 @@ class SubtreeKey(NamedTuple):
 
 OPEN_GATE = Gate()
 """The gate of sessions whose link has no credit (workers, the introspection session, old fronts): never closed."""
+
+
+PathSessions = tuple[Version, list["Session"], list[str]]
+"""A push's subtree sessions holding one version: (that version, the sessions, their paths)."""
 
 
 class Session:
@@ -171,7 +178,7 @@ class SyncObject:
                  "dependencies", "in_flight", "frames", "queued", "waiting",
                  "productions", "production_ms", "produced_at", "errors", "last_error",
                  "failures", "started_at", "behind", "broken", "floor", "cancels", "cause", "lingering",
-                 "unchanged", "aliases")
+                 "unchanged", "aliases", "path_index", "serial", "serials", "patches")
 
     def __init__(self, object_id: str) -> None:
         self.id = object_id
@@ -186,6 +193,9 @@ class SyncObject:
         self.dependencies: dict[str, None] = {}
         self.in_flight: dict[Any, Session] = {}  # version_key(inferred) -> producing session
         self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
+        # version_key(old) -> the patch from its retained data to the latest: one diff per version and held
+        # version for the object's frame and every path's, however many pushes (reset with ``frames``)
+        self.patches: dict[Any, list[Any]] = {}
         self.queued = False
         self.waiting = False
         self.productions = 0
@@ -208,6 +218,13 @@ class SyncObject:
         # version_key -> that data (an entry of history, shared): a client still holding one gets a patch
         # from it. Kept only while that data is retained, at most MAX_ALIASES (see _skip_unchanged).
         self.aliases: dict[Any, dict[str, Any]] = {}
+        # the paths its subtree consumers watch, so a push rebases its patch only to the paths it touches;
+        # filled by _push (every path pushed to is in it), rebuilt when it outgrows its consumers (_path_index)
+        self.path_index: subtree.PathIndex | None = None
+        # versions counted (1, 2, ... per data version), and, while it has a path index, the count of each
+        # of the last MAX_SERIALS versions by version_key: the index says which paths changed after one
+        self.serial = 0
+        self.serials: dict[Any, int] = {}
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -1264,7 +1281,15 @@ class ObjectStore:
         if "error" in message and data is None:
             self._report_production_error(session, object_id, message["error"])
         self._version_set(session, object_id, message["version-new"] if data is not None else None, data,
-                          message.get("bases"))
+                          message.get("bases"), self._upload_changes(message))
+
+    def _upload_changes(self, message: dict[str, Any]) -> list[Any] | None:
+        """The uploaded patch when it is the change from the latest version (its base), else None (a value,
+        or a patch from an older version): what the path index records as the version's change."""
+        patch = message["patch"]
+        obj = self.objects.get(message["id"])
+        latest = obj.latest if obj is not None and patch is not None else None
+        return patch if latest is not None and same(latest[0], message["version-old"]) else None
 
     def _apply_upload_patch(self, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
         """The new data from an uploaded patch, or None if it cannot apply: its base is not retained, its
@@ -1335,9 +1360,11 @@ class ObjectStore:
         # (an order taken back by expire_orders keeps the silent producer's slot until it answers)
 
     def _version_set(self, session: Session, object_id: str, version: Version, data: Any,
-                     bases: list[tuple[Version, dict[str, Any]]] | None = None) -> None:
+                     bases: list[tuple[Version, dict[str, Any]]] | None = None,
+                     changes: list[Any] | None = None) -> None:
         """seapig's version_set: record an upload (data dict, False stall, True announce, None cancel);
-        ``bases``: the data of earlier versions, for watchers holding one the router does not retain."""
+        ``bases``: the data of earlier versions, for watchers holding one the router does not retain;
+        ``changes``: the patch from the latest version to ``data``, if known (see _upload_changes)."""
         wanted: bool | None = None  # decided once: on the spawn path below too
         if data is not None and object_id not in self.objects:
             wanted = self._wanted(object_id)
@@ -1399,12 +1426,12 @@ class ObjectStore:
                 if self.skip_unchanged:
                     self._skip_unchanged(obj, version, cast(bytes, full))
                 else:  # (the held data object is kept: equal, so the new one need not stay alive)
-                    self._append(obj, version, obj.history[-1][1], cast(bytes, full))
+                    self._append(obj, version, obj.history[-1][1], cast(bytes, full), [])
             else:
                 obj.stalled = False
                 if bases and not obj.history and not session.client:
                     self._adopt_bases(obj, bases, version)
-                self._append(obj, version, data, cast(bytes, full))  # a dict's frame: encoded above
+                self._append(obj, version, data, cast(bytes, full), changes)  # a dict's frame: encoded above
         if not backwards and is_newer(obj.inferred, version):
             self._set_inferred(obj, version)
         if known_advanced and object_id in self.dependents:
@@ -1568,12 +1595,16 @@ class ObjectStore:
         if lifted is not None:
             obj.inferred = lifted
 
-    def _append(self, obj: SyncObject, version: Version, data: dict[str, Any], full: bytes) -> None:
-        """A new data version (``full``: its value frame): retain it, then bring every consumer up to date."""
+    def _append(self, obj: SyncObject, version: Version, data: dict[str, Any], full: bytes,
+                changes: list[Any] | None = None) -> None:
+        """A new data version (``full``: its value frame; ``changes``: the patch from the version before, if
+        known): retain it, then bring every consumer up to date."""
+        self._count_version(obj, version, changes)
         obj.history.append((version, data))
         obj.sizes.append(len(full))
         obj.full_frame = kept(full)
         obj.frames = {}
+        obj.patches = {}
         if not self._coalesce:
             self._push(obj, list(obj.consumers))
         else:
@@ -1585,6 +1616,20 @@ class ObjectStore:
                 self._changed.pop(obj.id, None)  # (a respawned id: its new entry goes last, keeping order)
                 self._changed[obj.id] = (obj, len(self.outbox))
         self._trim_history(obj)
+
+    @staticmethod
+    def _count_version(obj: SyncObject, version: Version, changes: list[Any] | None) -> None:
+        """Count a new version and, for an object with path subscribers, record which paths it changed, so
+        a subtree held at a version no longer retained is known unchanged (``_subtree_frame``)."""
+        obj.serial += 1
+        index = obj.path_index
+        if index is None:
+            return
+        index.record(changes, obj.serial)
+        serials = obj.serials
+        serials[version_key(version)] = obj.serial
+        if len(serials) > MAX_SERIALS:
+            del serials[next(iter(serials))]
 
     @staticmethod
     def _unchanged(obj: SyncObject, version: Version, full: bytes) -> bool:
@@ -1612,6 +1657,7 @@ class ObjectStore:
         of that data, so a client still holding it (nothing was pushed to it) gets its next real change as
         a patch from what it holds, and a resync from it gets ``patch: []``. No push: consumers keep the
         version they hold; a paused or held-back one is brought up to date later as usual."""
+        self._count_version(obj, version, [])
         previous, data = obj.history[-1]
         aliases = obj.aliases
         aliases[version_key(previous)] = data
@@ -1629,7 +1675,7 @@ class ObjectStore:
             del aliases[doomed]
         obj.history[-1] = (version, data)
         obj.full_frame = kept(full)
-        obj.frames = {}  # (patches to the latest data: their version-new moved)
+        obj.frames = {}  # (patches to the latest data: their version-new moved; obj.patches stay right)
 
     def _trim_history(self, obj: SyncObject) -> None:
         """Keep at most ``retain`` versions, and older ones only while they fit in ``retain_bytes``."""
@@ -1660,6 +1706,9 @@ class ObjectStore:
         # Most sessions hold the very same version object (the one the previous push stored), so the
         # comparison and the key are computed once per distinct object, not once per session.
         by_identity: dict[int, tuple[Version, Any]] = {}  # id(held) -> (held, key or None if current)
+        # held key -> (held, its path sessions, their paths): two lists, not a tuple per session (with many
+        # sessions, a tuple each made the garbage collector run several times per push)
+        subtrees: dict[Any, PathSessions] = {}
         for session in sessions:
             if session.paused:
                 session.stale[obj.id] = None
@@ -1678,12 +1727,23 @@ class ObjectStore:
             if key is None:
                 continue
             path = session.paths.get(obj.id) if session.paths else None
-            groups.setdefault(key if path is None else SubtreeKey(key, path), (held, []))[1].append(session)
+            if path is None:
+                group = groups.get(key)
+                if group is None:  # (not setdefault: no tuple and list made per session)
+                    group = groups[key] = (held, [])
+                group[1].append(session)
+            else:  # grouped by path below, once the paths the patch touches are known
+                pending = subtrees.get(key)
+                if pending is None:
+                    pending = subtrees[key] = (held, [], [])
+                pending[1].append(session)
+                pending[2].append(path)
             session.held[obj.id] = version  # (a subtree it holds advances even when nothing under it moved)
-        patches: dict[Any, tuple[Any, list[Any] | None]] = {}  # held key -> (its data, the patch), for every path
+        if subtrees:
+            self._group_subtrees(obj, data, subtrees, groups)
         for key, (held, members) in groups.items():
             if type(key) is SubtreeKey:
-                frame = self._subtree_frame(obj, held, version, data, key, patches)
+                frame = self._subtree_frame(obj, held, version, data, key)
                 if frame:
                     self._send(frame, members)
                 continue
@@ -1691,19 +1751,59 @@ class ObjectStore:
             if cached is not None:
                 frame = cached
             else:
-                frame = self._update_frame(obj, held, version, data)
+                frame = self._update_frame(obj, held, key, version, data)
                 if frame is not obj.full_frame:  # (the value frame is kept already)
                     frame = kept(frame)
                 obj.frames[key] = frame
             self._send(frame, members)
-        if groups and obj.id in self._changed:
+        if (groups or subtrees) and obj.id in self._changed:
             # a batch-mode push of this object is pending at an earlier place in the outbox: it is computed
             # from what the sessions hold now, so it must go after what was just sent, never before it
             del self._changed[obj.id]
             self._changed[obj.id] = (obj, len(self.outbox))
 
+    def _group_subtrees(self, obj: SyncObject, data: dict[str, Any],
+                        subtrees: dict[Any, PathSessions],
+                        groups: dict[Any, tuple[Version, list[Session]]]) -> None:
+        """Group the path sessions of a push by (held version, path), leaving out those whose path the
+        object's patch from their held version cannot touch (``PathIndex.touched``): they get nothing, as
+        ``_subtree_frame`` would answer (b""), without a rebase or a group each. Without a patch (held
+        version not retained, or held nothing) every session is grouped, as before the index."""
+        index = self._path_index(obj, subtrees)
+        for key, (held, members, paths) in subtrees.items():
+            touched = self._touched(obj, held, key, data, index)
+            for session, path in zip(members, paths):
+                if touched is None or path in touched:
+                    groups.setdefault(SubtreeKey(key, path), (held, []))[1].append(session)
+
+    @staticmethod
+    def _path_index(obj: SyncObject, subtrees: dict[Any, PathSessions]
+                    ) -> subtree.PathIndex:
+        """The object's index, holding every path of this push. Paths are only added (a session that left
+        or moved to another path leaves its old one, visited for nothing at worst); it is rebuilt when it
+        holds more than twice the paths its consumers could watch, so it stays bounded by them."""
+        index = obj.path_index
+        if index is None or len(index) > 2 * len(obj.consumers) + 64:
+            index = obj.path_index = subtree.PathIndex()
+            latest = obj.latest
+            if latest is not None:  # (counted from now on: the latest version is the one its paths start at)
+                obj.serials[version_key(latest[0])] = obj.serial
+        paths, serial = index.paths, obj.serial
+        for _, _, pending in subtrees.values():
+            for path in pending:
+                if path not in paths:
+                    index.add(path, serial)
+        return index
+
+    @staticmethod
+    def _touched(obj: SyncObject, held: Version, key: Any, data: dict[str, Any], index: subtree.PathIndex
+                 ) -> set[str] | None:
+        """The paths the object's patch from ``held`` may change (None: all, there being no patch)."""
+        patch = _object_patch(obj, held, key, data)[1]
+        return None if patch is None else index.touched(patch)
+
     def _subtree_frame(self, obj: SyncObject, held: Version, version: Version, data: dict[str, Any],
-                       key: SubtreeKey, patches: dict[Any, tuple[Any, list[Any] | None]]) -> bytes:
+                       key: SubtreeKey) -> bytes:
         """The update of a subtree subscription, once per (held version, path) and object version: the
         object's patch rebased to the path, the subtree's value when the held version is not retained
         (or the patch is bigger), or b"" when nothing under the path moved (then nothing is sent)."""
@@ -1711,13 +1811,10 @@ class ObjectStore:
         if frame is not None:
             return frame
         held_key, path = key
-        found = patches.get(held_key)
-        if found is None:  # the object's patch from this held version, once for every path
-            base = None if is_null(held) else obj.data_at(held)
-            found = patches[held_key] = (base, None if base is None else make_patch(base, data))
-        base, patch = found
-        if base is None or patch is None:  # not retained
-            frame = self._subtree_value_frame(obj, path, version, data)
+        base, patch = _object_patch(obj, held, held_key, data)
+        if base is None or patch is None:  # not retained: nothing if the subtree is known unchanged since
+            frame = b"" if self._unchanged_since(obj, held, path) else self._subtree_value_frame(
+                obj, path, version, data)
         else:
             ops = subtree.rebase(patch, path, data)
             if len(ops) == 1 and ops[0]["path"] == "" and json_equal(
@@ -1734,6 +1831,16 @@ class ObjectStore:
         return frame
 
     @staticmethod
+    def _unchanged_since(obj: SyncObject, held: Version, path: str) -> bool:
+        """The subtree at ``path`` is the same at ``held`` as now, by the path index's record of changes
+        (False when not known: ``held`` is null, older than the counts kept, or never an upload here)."""
+        index = obj.path_index
+        if index is None or is_null(held):
+            return False
+        serial = obj.serials.get(version_key(held))
+        return serial is not None and index.unchanged_since(path, serial)
+
+    @staticmethod
     def _subtree_value_frame(obj: SyncObject, path: str, version: Version, data: dict[str, Any]) -> bytes:
         """The subtree's value frame of this version, encoded once per path."""
         full = obj.frames.get(("value", path))
@@ -1743,14 +1850,15 @@ class ObjectStore:
         return full
 
     @staticmethod
-    def _update_frame(obj: SyncObject, held: Version, version: Version, data: dict[str, Any]) -> bytes:
+    def _update_frame(obj: SyncObject, held: Version, key: Any, version: Version, data: dict[str, Any]) -> bytes:
         """A patch from ``held`` if it is retained, else the full value (and the value instead of a patch
-        that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too)."""
+        that is no smaller, for values not small: ``value_instead``, the rule subtrees follow too). The
+        patch is the one the subtree frames use (``_object_patch``)."""
         full = obj.full_frame
-        base = None if is_null(held) else obj.data_at(held)
-        if base is None:
+        base, patch = _object_patch(obj, held, key, data)
+        if base is None or patch is None:
             return full
-        frame = protocol.update_patch(obj.id, held, version, make_patch(base, data))
+        frame = protocol.update_patch(obj.id, held, version, patch)
         return full if value_instead(frame, full) else frame
 
     def _send(self, frame: bytes, sessions: Iterable[Session]) -> None:
@@ -1883,6 +1991,20 @@ class ObjectStore:
         self._freed[session] = None
         if requeue:
             self._enqueue(order.obj)
+
+
+def _object_patch(obj: SyncObject, held: Version, key: Any, data: dict[str, Any]
+                  ) -> tuple[dict[str, Any] | None, list[Any] | None]:
+    """(the data of ``held``, the object's patch from it to ``data``, the latest), both None when it is not
+    retained: diffed once per version and held version (``key``), for the object's frame and every path's,
+    in every push of that version (a resumed or registering session's too)."""
+    base = None if is_null(held) else obj.data_at(held)
+    if base is None:
+        return None, None
+    patch = obj.patches.get(key)
+    if patch is None:
+        patch = obj.patches[key] = make_patch(base, data)
+    return base, patch
 
 
 def value_instead(patch: bytes, value: bytes) -> bool:
