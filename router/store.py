@@ -195,7 +195,7 @@ class SyncObject:
         self.frames: dict[Any, bytes] = {}  # version_key(old) -> update frame to the latest data
         # version_key(old) -> the patch from its retained data to the latest: one diff per version and held
         # version for the object's frame and every path's, however many pushes (reset with ``frames``)
-        self.patches: dict[Any, list[Any]] = {}
+        self.patches: dict[Any, list[Any]] | None = None  # (None until a push diffs: an idle object's bytes)
         self.queued = False
         self.waiting = False
         self.productions = 0
@@ -224,7 +224,7 @@ class SyncObject:
         # versions counted (1, 2, ... per data version), and, while it has a path index, the count of each
         # of the last MAX_SERIALS versions by version_key: the index says which paths changed after one
         self.serial = 0
-        self.serials: dict[Any, int] = {}
+        self.serials: dict[Any, int] | None = None  # (made with the path index)
 
     @property
     def latest(self) -> tuple[Version, dict[str, Any]] | None:
@@ -1604,7 +1604,7 @@ class ObjectStore:
         obj.sizes.append(len(full))
         obj.full_frame = kept(full)
         obj.frames = {}
-        obj.patches = {}
+        obj.patches = None
         if not self._coalesce:
             self._push(obj, list(obj.consumers))
         else:
@@ -1622,11 +1622,10 @@ class ObjectStore:
         """Count a new version and, for an object with path subscribers, record which paths it changed, so
         a subtree held at a version no longer retained is known unchanged (``_subtree_frame``)."""
         obj.serial += 1
-        index = obj.path_index
-        if index is None:
+        index, serials = obj.path_index, obj.serials
+        if index is None or serials is None:
             return
         index.record(changes, obj.serial)
-        serials = obj.serials
         serials[version_key(version)] = obj.serial
         if len(serials) > MAX_SERIALS:
             del serials[next(iter(serials))]
@@ -1785,9 +1784,10 @@ class ObjectStore:
         index = obj.path_index
         if index is None or len(index) > 2 * len(obj.consumers) + 64:
             index = obj.path_index = subtree.PathIndex()
+            serials = obj.serials = {} if obj.serials is None else obj.serials
             latest = obj.latest
             if latest is not None:  # (counted from now on: the latest version is the one its paths start at)
-                obj.serials[version_key(latest[0])] = obj.serial
+                serials[version_key(latest[0])] = obj.serial
         paths, serial = index.paths, obj.serial
         for _, _, pending in subtrees.values():
             for path in pending:
@@ -1837,7 +1837,7 @@ class ObjectStore:
         index = obj.path_index
         if index is None or is_null(held):
             return False
-        serial = obj.serials.get(version_key(held))
+        serial = None if obj.serials is None else obj.serials.get(version_key(held))
         return serial is not None and index.unchanged_since(path, serial)
 
     @staticmethod
@@ -2001,9 +2001,12 @@ def _object_patch(obj: SyncObject, held: Version, key: Any, data: dict[str, Any]
     base = None if is_null(held) else obj.data_at(held)
     if base is None:
         return None, None
-    patch = obj.patches.get(key)
+    patches = obj.patches
+    if patches is None:
+        patches = obj.patches = {}
+    patch = patches.get(key)
     if patch is None:
-        patch = obj.patches[key] = make_patch(base, data)
+        patch = patches[key] = make_patch(base, data)
     return base, patch
 
 
