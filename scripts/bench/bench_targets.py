@@ -85,7 +85,7 @@ async def idle(args: argparse.Namespace) -> None:
     slow = f"{figures['seasync-ping30'][1]:.2f} µs" if "seasync-ping30" in figures else "not run (--quick)"
     B.row(f"idle connections ({n:,}), memory", f"{s[0] / 1000:.1f} KB of front memory per connection (bare "
           f"websockets server {b[0] / 1000:.1f} KB) [{load()}]", "≤ 12 KB", s[0] <= 12_000,
-          "not CPU-bound: RSS growth of the front (websockets' connection, its reader, the handler task)")
+          "not CPU-bound: RSS growth of the front (the transport, the Conn, websockets' sans-I/O protocol and its parser)")
     B.row(f"idle connections ({n:,}), CPU", f"{s[1]:.2f} µs of front CPU per connection per second, empty "
           f"server's timers included (bare websockets server, one ping task each: {b[1]:.2f} µs)",
           "≤ 2 µs", s[1] <= 2.0,
