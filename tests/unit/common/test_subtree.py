@@ -88,16 +88,22 @@ def test_the_rebased_patch_turns_the_old_subtree_into_the_new(old, new, data):
     assert result == after, (path, patch, ops)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"n": st.integers(0, 3)}), min_size=1, max_size=30), st.data())
-def test_rows_inserted_and_removed_shift_the_watchers_after_them(rows, data):
-    """Long arrays, where the diff inserts and removes elements: a watcher of /rows/i always ends on row i."""
+def edited_rows(rows: list[dict], data: st.DataObject) -> list[dict]:
+    """``rows`` with one to three rows removed or inserted (their diff inserts and removes elements)."""
     new_rows = list(rows)
     for _ in range(data.draw(st.integers(1, 3))):
         if new_rows and data.draw(st.booleans()):
             del new_rows[data.draw(st.integers(0, len(new_rows) - 1))]
         else:
             new_rows.insert(data.draw(st.integers(0, len(new_rows))), {"n": data.draw(st.integers(4, 9))})
+    return new_rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"n": st.integers(0, 3)}), min_size=1, max_size=30), st.data())
+def test_rows_inserted_and_removed_shift_the_watchers_after_them(rows, data):
+    """Long arrays, where the diff inserts and removes elements: a watcher of /rows/i always ends on row i."""
+    new_rows = edited_rows(rows, data)
     old, new = {"rows": rows}, {"rows": new_rows}
     patch = make_patch(copy.deepcopy(old), new)
     for i in range(max(len(rows), len(new_rows)) + 1):

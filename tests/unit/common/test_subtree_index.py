@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from common.diff import make_patch
 from common.subtree import PathIndex, rebase, resolve, tokens_of
-from tests.unit.common.test_subtree import objects, paths_in
+from tests.unit.common.test_subtree import edited_rows, objects, paths_in
 
 
 def index_of(*paths: str) -> PathIndex:
@@ -117,12 +117,7 @@ def test_every_path_the_patch_changes_is_touched(old, new, data):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.fixed_dictionaries({"n": st.integers(0, 3)}), min_size=1, max_size=30), st.data())
 def test_rows_inserted_and_removed_touch_every_watcher_they_shift(rows, data):
-    new_rows = list(rows)
-    for _ in range(data.draw(st.integers(1, 3))):
-        if new_rows and data.draw(st.booleans()):
-            del new_rows[data.draw(st.integers(0, len(new_rows) - 1))]
-        else:
-            new_rows.insert(data.draw(st.integers(0, len(new_rows))), {"n": data.draw(st.integers(4, 9))})
+    new_rows = edited_rows(rows, data)
     old, new = {"rows": rows}, {"rows": new_rows}
     paths = [f"/rows/{i}" for i in range(max(len(rows), len(new_rows)) + 1)] + ["/rows/0/n", "/rows/3/n"]
     check_covers(index_of(*paths), make_patch(copy.deepcopy(old), new), paths, old, new)

@@ -15,6 +15,7 @@ from common.diff import apply_patch, make_patch
 from common.subtree import resolve, tokens_of
 from router.store import Gate, ObjectStore, Session, SubtreeKey, SyncObject
 from tests.unit.router import harness
+from tests.unit.router.test_store_subtree_props import DOC, ROW
 
 
 class Unindexed(ObjectStore):
@@ -236,12 +237,7 @@ def test_a_row_inserted_while_away_sends_the_rows_it_shifted():
 
 # ---- property: the index delivers exactly what the unindexed computation delivers ----------------------------
 
-LEAVES = st.one_of(st.integers(0, 3), st.sampled_from(["a", None]))
-ROW = st.one_of(LEAVES, st.dictionaries(st.sampled_from(["v", "w"]), LEAVES, max_size=2),
-                st.lists(LEAVES, max_size=3))
-DOC = st.fixed_dictionaries({"rows": st.lists(ROW, max_size=6)},
-                            optional={"meta": st.dictionaries(st.sampled_from(["x", "1"]), ROW, max_size=2),
-                                      "rows2": st.dictionaries(st.sampled_from(["0", "1", "2"]), ROW, max_size=3)})
+# (the documents and rows of test_store_subtree_props.py; more paths here, the root's neighbours included)
 PATH = st.sampled_from(["/rows/0", "/rows/1", "/rows/2", "/rows/5", "/rows/1/v", "/rows/0/0", "/rows", "/meta",
                         "/meta/1", "/rows2/1", "/rows/-", "/nope"])
 STEP = st.one_of(st.tuples(st.just("upload"), DOC), st.tuples(st.just("patch"), DOC),
