@@ -262,6 +262,6 @@ class Conn(asyncio.Protocol):
 
     def _open_timeout(self) -> None:
         self._timer = None
-        if self.protocol.state is State.CONNECTING:
+        if self.protocol is None or self.protocol.state is State.CONNECTING:  # (None: not a byte received)
             log.debug("= dropped a connection that did not complete its upgrade in %.0f s", OPEN_TIMEOUT)
             self.transport.abort()

@@ -135,3 +135,28 @@ async def test_the_congestion_loop_sleeps_until_a_connection_is_paused(monkeypat
         assert len(sleeps) == n
     finally:
         task.cancel()
+
+
+async def test_a_connection_that_sends_nothing_is_dropped_at_the_upgrade_deadline(monkeypatch):
+    """A TCP connection that never sends a byte is dropped when the upgrade deadline passes (it must not
+    hold one of the --max-connections upgrade slots for as long as the client likes)."""
+    import router.front.connection as connection
+
+    monkeypatch.setattr(connection, "OPEN_TIMEOUT", 0.3)
+    router = ScriptedRouter(secret=repo_secret())
+    front, task, url = await _front(router)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        async with asyncio.timeout(WAIT):
+            try:
+                assert await reader.read() == b""  # dropped by the front (aborted: EOF or a reset)
+            except ConnectionResetError:
+                pass
+        writer.close()
+        async with asyncio.timeout(WAIT):
+            while front._upgrading:
+                await asyncio.sleep(0.05)
+    finally:
+        front.stop()
+        await asyncio.wait_for(task, WAIT)
+        await router.close()
